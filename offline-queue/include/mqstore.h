@@ -1,0 +1,363 @@
+/* mqstore — the durable store of mqchat, on RocksDB.
+ *
+ * The idea: every chat message lives once, in its conversation's log, under
+ * a per-conversation sequence number `seq`. Every user additionally has an
+ * inbox log with its own monotonic `inbox_seq`: one small entry per message
+ * (or conversation event) the user should see, pointing at (conversation,
+ * seq). A device keeps one cursor on its user's inbox, so catching up on
+ * every conversation after being offline is one range scan. Entries every
+ * device has acknowledged are trimmed.
+ *
+ * One append (a message or a membership change) is one RocksDB WriteBatch:
+ * the message, the conversation head, the dedup key, one inbox entry per
+ * member and the push-outbox jobs — all or nothing.
+ *
+ * This library knows nothing of MQTT. Callers pass opaque payload bytes
+ * (mqchat's plugin stores the serialized wire message there) and opaque push
+ * jobs; the store owns keys, ordering, dedup, cursors and durability.
+ *
+ * Durability. Every write goes to the RocksDB write-ahead log before the call
+ * returns, so it survives a crash of the process. Each write gets a ticket
+ * (1, 2, 3, ...). In MQSTORE_DURABILITY_OS mode a ticket is durable as soon
+ * as its call returns (OS page cache; lost only if the machine loses power).
+ * In MQSTORE_DURABILITY_SYNC mode a ticket is durable once an fsync of the
+ * WAL that started after the write has returned: one fsync covers every
+ * write made before it began (group commit), done either by the store's
+ * syncer thread (MQSTORE_SYNC_THREAD) or by the caller (mqstore_sync()).
+ * mqstore_durable() returns the highest durable ticket and may be called from
+ * any thread.
+ *
+ * Threads. All functions may be called from any thread; writes are
+ * serialised by an internal mutex (the store is the single writer of every
+ * seq). The on_durable callback runs on the syncer thread.
+ *
+ * Errors. Every function returns an mqstore_err; nothing aborts. Pointers
+ * returned through out-parameters are owned by the caller and freed with the
+ * matching *_free function. After MQSTORE_ERR_IO or MQSTORE_ERR_NOSPC
+ * nothing of the failed call was applied.
+ *
+ * Identifiers (users, devices, conversations, client message ids) are 1..64
+ * bytes of [A-Za-z0-9._:-]; anything else is MQSTORE_ERR_INVAL.
+ */
+#ifndef MQSTORE_H
+#define MQSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum mqstore_err {
+    MQSTORE_OK = 0,
+    MQSTORE_ERR_INVAL = 1,     /* bad argument: id syntax, NULL, out of range */
+    MQSTORE_ERR_NOTFOUND = 2,  /* no such conversation / member / record */
+    MQSTORE_ERR_EXISTS = 3,    /* conversation or member already exists */
+    MQSTORE_ERR_NOTMEMBER = 4, /* sender is not a member of the conversation */
+    MQSTORE_ERR_TOOBIG = 5,    /* payload over max_payload, or job over max_job */
+    MQSTORE_ERR_IO = 6,        /* RocksDB I/O error; nothing was applied */
+    MQSTORE_ERR_NOSPC = 7,     /* disk full; nothing was applied */
+    MQSTORE_ERR_CORRUPT = 8,   /* a stored value failed to decode */
+    MQSTORE_ERR_NOMEM = 9,
+    MQSTORE_ERR_READONLY = 10, /* the store hit a background error and refuses writes */
+} mqstore_err;
+
+/* A static, human-readable name for an error code. */
+const char *mqstore_strerror(mqstore_err err);
+
+typedef enum mqstore_durability {
+    MQSTORE_DURABILITY_SYNC = 0, /* fsync (group commit) before a ticket is durable */
+    MQSTORE_DURABILITY_OS = 1,   /* durable once in the WAL (survives process crash) */
+} mqstore_durability;
+
+typedef enum mqstore_sync_driver {
+    MQSTORE_SYNC_THREAD = 0, /* a store thread fsyncs whenever there are undurable writes */
+    MQSTORE_SYNC_MANUAL = 1, /* the caller calls mqstore_sync(), e.g. once per event-loop pass */
+} mqstore_sync_driver;
+
+typedef enum mqstore_role {
+    MQSTORE_ROLE_MEMBER = 1,
+    MQSTORE_ROLE_ADMIN = 2,
+    MQSTORE_ROLE_OWNER = 3,
+} mqstore_role;
+
+typedef struct mqstore_options {
+    mqstore_durability durability;   /* default SYNC */
+    mqstore_sync_driver sync_driver; /* default THREAD; ignored in OS mode */
+    size_t max_payload;              /* default 65536; 1..16 MiB */
+    size_t max_job;                  /* max push-job bytes, default 4096 */
+    int64_t dedup_retention_ms;      /* default 7 days; retried sends older than this are new */
+    int64_t inbox_retention_ms;      /* default 30 days; older inbox entries are trimmed even if
+                                        a device never acked them, and devices silent for longer
+                                        no longer hold trimming back */
+    size_t cache_bytes;              /* RocksDB block cache, default 64 MiB */
+    /* Called on the syncer thread after each fsync with the new durable
+     * ticket (SYNC mode, THREAD driver). Must be quick and thread-safe. */
+    void (*on_durable)(void *data, uint64_t ticket);
+    void *on_durable_data;
+    /* Clock, ms since the epoch; NULL = CLOCK_REALTIME. For tests. */
+    int64_t (*clock_ms)(void *data);
+    void *clock_data;
+} mqstore_options;
+
+/* Fill *opt with the defaults above. */
+void mqstore_options_init(mqstore_options *opt);
+
+typedef struct mqstore mqstore;
+
+/* Open (creating if missing) the store in directory `path`. On failure
+ * returns an error and, if errmsg is not NULL, a malloc'ed message the
+ * caller frees. */
+mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore **out,
+                         char **errmsg);
+
+/* Sync outstanding writes (in SYNC mode), stop the syncer thread, close. */
+void mqstore_free(mqstore *s);
+
+/* ---- durability ------------------------------------------------------- */
+
+/* Highest durable ticket. Thread-safe, lock-free. */
+uint64_t mqstore_durable(mqstore *s);
+
+/* Highest ticket handed out so far. */
+uint64_t mqstore_last_ticket(mqstore *s);
+
+/* fsync the WAL now, making every ticket written before the call durable.
+ * Blocking (about one fsync). In OS mode it is still an fsync. */
+mqstore_err mqstore_sync(mqstore *s);
+
+/* ---- conversations and membership --------------------------------------- */
+
+typedef struct mqstore_member {
+    char user[129];
+    mqstore_role role;
+    uint64_t joined_seq; /* seq of the event that added the member */
+} mqstore_member;
+
+typedef struct mqstore_member_list {
+    size_t n;
+    mqstore_member *items;
+} mqstore_member_list;
+
+void mqstore_member_list_free(mqstore_member_list *l);
+
+/* An event written into a conversation's log by a membership change: the
+ * store gives it a seq like any message and an inbox entry for every member
+ * (old and new, so removed users learn they were removed). */
+typedef struct mqstore_event {
+    const char *actor_user;   /* who did it */
+    const char *actor_device; /* may be NULL */
+    uint32_t kind;            /* opaque to the store (mqchat: MESSAGE_KIND_EVENT) */
+    const void *payload;      /* opaque bytes, at most max_payload */
+    size_t payload_len;
+} mqstore_event;
+
+/* What a write produced. `ticket` is durable once mqstore_durable() >= it. */
+typedef struct mqstore_result {
+    uint64_t seq;       /* the message's (or event's) seq in its conversation */
+    uint64_t inbox_seq; /* its inbox_seq in the sender's/actor's inbox */
+    int64_t server_time_ms;
+    uint64_t ticket;
+    int duplicate; /* 1: an earlier append with this dedup key; nothing written */
+    /* Inbox fan-out, for live delivery: every user that got an inbox entry,
+     * with the entry's inbox_seq. Empty for duplicates. Owned by the result;
+     * release with mqstore_result_clear(). */
+    size_t n_fanout;
+    char (*fanout_user)[129];
+    uint64_t *fanout_inbox_seq;
+} mqstore_result;
+
+void mqstore_result_clear(mqstore_result *r);
+
+/* Create a conversation with `members` (roles in `roles`, or all MEMBER when
+ * roles is NULL) and write `ev` as its first entry (seq 1) with an inbox
+ * entry for every member; with ev NULL nothing is logged (head stays 0, as
+ * for implicit 1:1 conversations). n_members 1..100000, no duplicates.
+ * MQSTORE_ERR_EXISTS if the conversation exists. */
+mqstore_err mqstore_conv_create(mqstore *s, const char *conv, const char *const *members,
+                                const mqstore_role *roles, size_t n_members,
+                                const mqstore_event *ev, mqstore_result *out);
+
+/* 1 if the conversation exists, 0 if not (or on error: *err set). */
+int mqstore_conv_exists(mqstore *s, const char *conv, mqstore_err *err);
+
+/* Highest seq of a conversation (0: empty or unknown). */
+mqstore_err mqstore_conv_head(mqstore *s, const char *conv, uint64_t *head);
+
+/* Add users (role each) and write `ev` — one batch. MQSTORE_ERR_EXISTS if any
+ * is already a member (nothing written). */
+mqstore_err mqstore_members_add(mqstore *s, const char *conv, const char *const *users,
+                                const mqstore_role *roles, size_t n, const mqstore_event *ev,
+                                mqstore_result *out);
+
+/* Remove users and write `ev` — one batch; the removed users get the event in
+ * their inbox too. MQSTORE_ERR_NOTFOUND if any is not a member. */
+mqstore_err mqstore_members_remove(mqstore *s, const char *conv, const char *const *users, size_t n,
+                                   const mqstore_event *ev, mqstore_result *out);
+
+/* Change users' roles and write `ev` — one batch. */
+mqstore_err mqstore_members_set_role(mqstore *s, const char *conv, const char *const *users,
+                                     size_t n, mqstore_role role, const mqstore_event *ev,
+                                     mqstore_result *out);
+
+/* A member's role; MQSTORE_ERR_NOTFOUND if not a member. */
+mqstore_err mqstore_member_get(mqstore *s, const char *conv, const char *user, mqstore_member *out);
+
+/* All members of a conversation, ordered by user id. */
+mqstore_err mqstore_members_list(mqstore *s, const char *conv, mqstore_member_list *out);
+
+typedef struct mqstore_conv_list {
+    size_t n;
+    int more; /* further conversations after the last one */
+    char (*conv)[129];
+    mqstore_role *role; /* the user's role in each */
+} mqstore_conv_list;
+
+void mqstore_conv_list_free(mqstore_conv_list *l);
+
+/* The user's conversations ordered by id, starting after `after` ("" or NULL
+ * for the first page), at most `limit` (1..1000). */
+mqstore_err mqstore_user_convs(mqstore *s, const char *user, const char *after, size_t limit,
+                               mqstore_conv_list *out);
+
+/* ---- the send path ------------------------------------------------------ */
+
+typedef struct mqstore_blob {
+    const void *data;
+    size_t len;
+} mqstore_blob;
+
+typedef struct mqstore_append {
+    const char *conv;
+    const char *sender_user;
+    const char *sender_device;
+    const char *client_msg_id; /* dedup key with sender; NULL = no dedup */
+    uint32_t kind;             /* opaque to the store */
+    const void *payload;       /* opaque bytes, 0..max_payload */
+    size_t payload_len;
+    /* Push-outbox jobs written in the same batch (opaque, each <= max_job). */
+    const mqstore_blob *jobs;
+    size_t n_jobs;
+} mqstore_append;
+
+/* Append a message: check the sender is a member, dedup on (sender_user,
+ * sender_device, client_msg_id), assign the next seq, write the message, the
+ * head, the dedup key, an inbox entry for every member (sender included, so
+ * the sender's other devices see it) and the jobs — one batch. A retried
+ * append with the same dedup key returns the first result with
+ * duplicate = 1 and writes nothing. Errors: INVAL, NOTFOUND (no such
+ * conversation), NOTMEMBER, TOOBIG, IO, NOSPC, READONLY. */
+mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_result *out);
+
+/* ---- reading: messages, inbox, history ----------------------------------- */
+
+typedef struct mqstore_msg {
+    char conv[129];
+    uint64_t seq;
+    uint64_t inbox_seq; /* set by inbox reads; 0 in history reads */
+    char sender_user[129];
+    char sender_device[129];
+    char client_msg_id[129];
+    int64_t server_time_ms;
+    uint32_t kind;
+    uint8_t *payload; /* owned by the page */
+    size_t payload_len;
+} mqstore_msg;
+
+typedef struct mqstore_page {
+    size_t n;
+    int more; /* another page is waiting */
+    mqstore_msg *items;
+} mqstore_page;
+
+void mqstore_page_free(mqstore_page *p);
+
+/* One message by (conv, seq); MQSTORE_ERR_NOTFOUND if absent. The result is
+ * a one-item page. */
+mqstore_err mqstore_msg_get(mqstore *s, const char *conv, uint64_t seq, mqstore_page *out);
+
+/* Inbox entries of `user` with inbox_seq > after, ascending, with their
+ * messages: at most `limit` (1..10000) entries and about `max_bytes` of
+ * payload (always at least one entry). */
+mqstore_err mqstore_inbox_read(mqstore *s, const char *user, uint64_t after, size_t limit,
+                               size_t max_bytes, mqstore_page *out);
+
+/* Highest inbox_seq ever given to `user` (0 if none). */
+mqstore_err mqstore_inbox_head(mqstore *s, const char *user, uint64_t *head);
+
+/* Messages of `conv` with seq < before (0 = from the newest), descending, at
+ * most `limit` (1..10000). */
+mqstore_err mqstore_history_read(mqstore *s, const char *conv, uint64_t before, size_t limit,
+                                 mqstore_page *out);
+
+/* ---- cursors and trimming ------------------------------------------------ */
+
+/* Record that `device` of `user` has processed the inbox up to inbox_seq.
+ * Monotonic: a lower value than stored is ignored (MQSTORE_OK). A value above
+ * the inbox head is MQSTORE_ERR_INVAL. Also refreshes the device's
+ * last-seen time used by the retention rule. *stored (may be NULL) gets the
+ * cursor as stored afterwards. */
+mqstore_err mqstore_cursor_ack(mqstore *s, const char *user, const char *device, uint64_t inbox_seq,
+                               uint64_t *stored);
+
+/* The device's cursor (0 if it never acked). */
+mqstore_err mqstore_cursor_get(mqstore *s, const char *user, const char *device, uint64_t *cursor);
+
+/* Forget a device (its cursor no longer holds trimming back). */
+mqstore_err mqstore_device_forget(mqstore *s, const char *user, const char *device);
+
+/* Delete the user's inbox entries that every known device has acked, and
+ * entries older than inbox_retention_ms; devices not seen within the
+ * retention do not count. A user with no device keeps everything within
+ * retention. *trimmed_upto (may be NULL) gets the highest inbox_seq deleted
+ * (or 0). Messages themselves stay in the conversation log. */
+mqstore_err mqstore_inbox_trim(mqstore *s, const char *user, uint64_t *trimmed_upto);
+
+/* ---- receipts ------------------------------------------------------------ */
+
+/* Raise the (conv, user) receipt watermarks. Reading implies delivery, so
+ * delivered is raised to at least read: read <= delivered <= head always.
+ * Lower values than stored are ignored; values above the conversation head
+ * are MQSTORE_ERR_INVAL; the user must be a member (MQSTORE_ERR_NOTMEMBER).
+ * Pass 0 to leave one unchanged. *delivered_out / *read_out (may be NULL)
+ * get the stored watermarks; *changed (may be NULL) whether anything moved. */
+mqstore_err mqstore_receipt_update(mqstore *s, const char *conv, const char *user,
+                                   uint64_t delivered, uint64_t read, uint64_t *delivered_out,
+                                   uint64_t *read_out, int *changed);
+
+mqstore_err mqstore_receipt_get(mqstore *s, const char *conv, const char *user, uint64_t *delivered,
+                                uint64_t *read);
+
+/* ---- push outbox --------------------------------------------------------- */
+
+typedef struct mqstore_job {
+    uint64_t id;   /* ascending in write order */
+    uint8_t *data; /* owned by the list */
+    size_t len;
+} mqstore_job;
+
+typedef struct mqstore_job_list {
+    size_t n;
+    int more;
+    mqstore_job *items;
+} mqstore_job_list;
+
+void mqstore_job_list_free(mqstore_job_list *l);
+
+/* Jobs with id > after, ascending, at most limit (1..10000). */
+mqstore_err mqstore_outbox_read(mqstore *s, uint64_t after, size_t limit, mqstore_job_list *out);
+
+/* Delete every job with id <= upto (after they were handed to Redis). */
+mqstore_err mqstore_outbox_delete_upto(mqstore *s, uint64_t upto);
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* 1 if `id` is a valid identifier (1..128 bytes of [A-Za-z0-9._:-]). */
+int mqstore_id_valid(const char *id);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

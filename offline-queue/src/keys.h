@@ -1,0 +1,46 @@
+/* keys — how the store lays its records out in RocksDB.
+ *
+ * Every key is built from identifiers terminated by a NUL byte and big-endian
+ * 64-bit integers. Identifiers never contain NUL, so "id\0" is prefix-free
+ * and sorts exactly like the identifier itself ("a" < "ab" because '\0' sorts
+ * first), and big-endian integers sort numerically. A range scan over
+ * "conv\0" therefore returns a conversation's messages in seq order, and a
+ * scan over "user\0" returns a user's inbox in inbox_seq order.
+ *
+ *   CF        key                                  value
+ *   default   "outbox_last"                        be64 last outbox job id
+ *   msgs      conv \0 be64(seq)                    MsgRecord
+ *   heads     'c' conv                             be64 head seq   (conversation exists iff
+ * present) 'i' user                             be64 inbox head dedup     user \0 device \0
+ * client_msg_id      DedupRecord inbox     user \0 be64(inbox_seq)              InboxEntry members
+ * 'm' conv \0 user                     MemberRecord 'u' user \0 conv MemberRecord cursors   user \0
+ * device                       CursorRecord receipts  conv \0 user ReceiptRecord outbox    be64(id)
+ * job bytes
+ */
+#ifndef MQSTORE_KEYS_H
+#define MQSTORE_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Longest key we build: tag + three identifiers + their NULs + a be64. */
+#define KEY_MAX (1 + 3 * (128 + 1) + 8)
+
+typedef struct key {
+    size_t len;
+    char buf[KEY_MAX];
+} key;
+
+void key_reset(key *k);
+void key_tag(key *k, char tag);
+void key_id(key *k, const char *id);  /* id + NUL */
+void key_raw(key *k, const char *id); /* id without NUL (last component) */
+void key_u64(key *k, uint64_t v);     /* big-endian */
+/* The smallest key greater than every key that starts with k: k with its
+ * last byte incremented (used as an exclusive upper bound of a prefix). */
+void key_prefix_end(const key *k, key *end);
+
+void put_be64(char *p, uint64_t v);
+uint64_t get_be64(const char *p);
+
+#endif

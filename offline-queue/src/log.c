@@ -1,0 +1,559 @@
+/* log — the writes that take a seq: message appends and membership changes.
+ *
+ * Each is one RocksDB WriteBatch, built while holding write_lock and written
+ * once: the conversation head, the log entry, the dedup key, one inbox entry
+ * (and inbox head) per member, outbox jobs, membership records. Nothing is
+ * cached across calls, so a failed write leaves no state to roll back: the
+ * next call reads the heads as RocksDB has them.
+ */
+#include "store_int.h"
+#include "codec.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void mqstore_result_clear(mqstore_result *r)
+{
+    if (!r) return;
+    free(r->fanout_user);
+    free(r->fanout_inbox_seq);
+    memset(r, 0, sizeof(*r));
+}
+
+void mqstore_member_list_free(mqstore_member_list *l)
+{
+    if (!l) return;
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}
+
+static void conv_head_key(key *k, const char *conv)
+{
+    key_reset(k);
+    key_tag(k, 'c');
+    key_raw(k, conv);
+}
+
+static void inbox_head_key(key *k, const char *user)
+{
+    key_reset(k);
+    key_tag(k, 'i');
+    key_raw(k, user);
+}
+
+static void member_key(key *k, char tag, const char *a, const char *b)
+{
+    key_reset(k);
+    key_tag(k, tag);
+    key_id(k, a);
+    key_raw(k, b);
+}
+
+static void put_u64(rocksdb_writebatch_t *b, mqstore *s, int cf, const key *k, uint64_t v)
+{
+    char buf[8];
+    put_be64(buf, v);
+    rocksdb_writebatch_put_cf(b, s->cf[cf], k->buf, k->len, buf, 8);
+}
+
+/* A member list read from the members CF ('m' conv \0 user). */
+mqstore_err mqstore_members_list(mqstore *s, const char *conv, mqstore_member_list *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!s || !mqstore_id_valid(conv)) return MQSTORE_ERR_INVAL;
+    key lo, hi;
+    key_reset(&lo);
+    key_tag(&lo, 'm');
+    key_id(&lo, conv);
+    key_prefix_end(&lo, &hi);
+    range_iter r;
+    range_open(s, CF_MEMBERS, &r, &lo, &hi);
+    size_t cap = 0;
+    mqstore_err e = MQSTORE_OK;
+    for (rocksdb_iter_seek(r.it, lo.buf, lo.len); rocksdb_iter_valid(r.it);
+         rocksdb_iter_next(r.it)) {
+        size_t klen, vlen;
+        const char *k = rocksdb_iter_key(r.it, &klen);
+        const char *v = rocksdb_iter_value(r.it, &vlen);
+        size_t ulen = klen - lo.len;
+        if (ulen < 1 || ulen > 128) {
+            e = MQSTORE_ERR_CORRUPT;
+            break;
+        }
+        Mqstore__Rec__MemberRecord *m;
+        if ((e = codec_member(v, vlen, &m))) break;
+        if (out->n == cap) {
+            cap = cap ? cap * 2 : 16;
+            mqstore_member *items = realloc(out->items, cap * sizeof(*items));
+            if (!items) {
+                mqstore__rec__member_record__free_unpacked(m, NULL);
+                e = MQSTORE_ERR_NOMEM;
+                break;
+            }
+            out->items = items;
+        }
+        mqstore_member *it = &out->items[out->n++];
+        memcpy(it->user, k + lo.len, ulen);
+        it->user[ulen] = '\0';
+        it->role = (mqstore_role)m->role;
+        it->joined_seq = m->joined_seq;
+        mqstore__rec__member_record__free_unpacked(m, NULL);
+    }
+    if (!e) e = range_status(&r);
+    range_close(&r);
+    if (e) mqstore_member_list_free(out);
+    return e;
+}
+
+mqstore_err mqstore_member_get(mqstore *s, const char *conv, const char *user, mqstore_member *out)
+{
+    if (!s || !mqstore_id_valid(conv) || !mqstore_id_valid(user) || !out) return MQSTORE_ERR_INVAL;
+    key k;
+    member_key(&k, 'm', conv, user);
+    char *val;
+    size_t len;
+    mqstore_err e = store_get(s, CF_MEMBERS, &k, &val, &len);
+    if (e) return e;
+    if (!val) return MQSTORE_ERR_NOTFOUND;
+    Mqstore__Rec__MemberRecord *m;
+    e = codec_member(val, len, &m);
+    rocksdb_free(val);
+    if (e) return e;
+    strcpy(out->user, user);
+    out->role = (mqstore_role)m->role;
+    out->joined_seq = m->joined_seq;
+    mqstore__rec__member_record__free_unpacked(m, NULL);
+    return MQSTORE_OK;
+}
+
+int mqstore_conv_exists(mqstore *s, const char *conv, mqstore_err *err)
+{
+    uint64_t head;
+    int found = 0;
+    mqstore_err e = MQSTORE_ERR_INVAL;
+    if (s && mqstore_id_valid(conv)) {
+        key k;
+        conv_head_key(&k, conv);
+        e = store_get_u64(s, CF_HEADS, &k, &head, &found);
+    }
+    if (err) *err = e;
+    return e ? 0 : found;
+}
+
+mqstore_err mqstore_conv_head(mqstore *s, const char *conv, uint64_t *head)
+{
+    if (!s || !mqstore_id_valid(conv) || !head) return MQSTORE_ERR_INVAL;
+    key k;
+    conv_head_key(&k, conv);
+    return store_get_u64(s, CF_HEADS, &k, head, NULL);
+}
+
+/* One log entry being written: the message record plus its fan-out. */
+typedef struct entry {
+    const char *conv;
+    uint64_t seq;
+    int64_t time_ms;
+    const char *sender_user;
+    const char *sender_device;
+    const char *client_msg_id;
+    uint32_t kind;
+    const void *payload;
+    size_t payload_len;
+} entry;
+
+/* Add to the batch: the message at (conv, seq), the new conversation head,
+ * and an inbox entry + inbox head for each user in `users`. Fills the
+ * result's fan-out arrays and seq/time/inbox_seq (the sender's). */
+static mqstore_err batch_entry(mqstore *s, rocksdb_writebatch_t *b, const entry *en,
+                               const char *const *users, size_t n_users, mqstore_result *res)
+{
+    Mqstore__Rec__MsgRecord rec = MQSTORE__REC__MSG_RECORD__INIT;
+    rec.sender_user = (char *)en->sender_user;
+    rec.sender_device = (char *)(en->sender_device ? en->sender_device : "");
+    rec.client_msg_id = (char *)(en->client_msg_id ? en->client_msg_id : "");
+    rec.server_time_ms = en->time_ms;
+    rec.kind = en->kind;
+    rec.payload.data = (uint8_t *)en->payload;
+    rec.payload.len = en->payload_len;
+    size_t vlen;
+    uint8_t *val = codec_pack(&rec.base, &vlen);
+    if (!val) return MQSTORE_ERR_NOMEM;
+    key k;
+    key_reset(&k);
+    key_id(&k, en->conv);
+    key_u64(&k, en->seq);
+    rocksdb_writebatch_put_cf(b, s->cf[CF_MSGS], k.buf, k.len, (const char *)val, vlen);
+    free(val);
+    conv_head_key(&k, en->conv);
+    put_u64(b, s, CF_HEADS, &k, en->seq);
+
+    res->seq = en->seq;
+    res->server_time_ms = en->time_ms;
+    res->fanout_user = malloc((n_users ? n_users : 1) * sizeof(*res->fanout_user));
+    res->fanout_inbox_seq = malloc((n_users ? n_users : 1) * sizeof(uint64_t));
+    if (!res->fanout_user || !res->fanout_inbox_seq) return MQSTORE_ERR_NOMEM;
+
+    Mqstore__Rec__InboxEntry ie = MQSTORE__REC__INBOX_ENTRY__INIT;
+    ie.conv = (char *)en->conv;
+    ie.seq = en->seq;
+    ie.time_ms = en->time_ms;
+    uint8_t ibuf[256];
+    size_t ilen = mqstore__rec__inbox_entry__pack(&ie, ibuf); /* conv <= 128: fits */
+    for (size_t i = 0; i < n_users; i++) {
+        uint64_t ih;
+        key hk;
+        inbox_head_key(&hk, users[i]);
+        mqstore_err e = store_get_u64(s, CF_HEADS, &hk, &ih, NULL);
+        if (e) return e;
+        ih++;
+        put_u64(b, s, CF_HEADS, &hk, ih);
+        key_reset(&k);
+        key_id(&k, users[i]);
+        key_u64(&k, ih);
+        rocksdb_writebatch_put_cf(b, s->cf[CF_INBOX], k.buf, k.len, (const char *)ibuf, ilen);
+        strcpy(res->fanout_user[i], users[i]);
+        res->fanout_inbox_seq[i] = ih;
+        res->n_fanout = i + 1;
+        if (en->sender_user && strcmp(users[i], en->sender_user) == 0) res->inbox_seq = ih;
+    }
+    return MQSTORE_OK;
+}
+
+static mqstore_err check_event(mqstore *s, const mqstore_event *ev)
+{
+    if (!mqstore_id_valid(ev->actor_user)) return MQSTORE_ERR_INVAL;
+    if (ev->actor_device && !mqstore_id_valid(ev->actor_device)) return MQSTORE_ERR_INVAL;
+    if (ev->payload_len && !ev->payload) return MQSTORE_ERR_INVAL;
+    if (ev->payload_len > s->opt.max_payload) return MQSTORE_ERR_TOOBIG;
+    return MQSTORE_OK;
+}
+
+static void event_entry(entry *en, const char *conv, uint64_t seq, int64_t now,
+                        const mqstore_event *ev)
+{
+    en->conv = conv;
+    en->seq = seq;
+    en->time_ms = now;
+    en->sender_user = ev->actor_user;
+    en->sender_device = ev->actor_device;
+    en->client_msg_id = NULL;
+    en->kind = ev->kind;
+    en->payload = ev->payload;
+    en->payload_len = ev->payload_len;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Valid ids, no duplicates, 1..100000 of them. */
+static mqstore_err check_users(const char *const *users, size_t n)
+{
+    if (!users || n < 1 || n > 100000) return MQSTORE_ERR_INVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!mqstore_id_valid(users[i])) return MQSTORE_ERR_INVAL;
+    const char **sorted = malloc(n * sizeof(*sorted));
+    if (!sorted) return MQSTORE_ERR_NOMEM;
+    memcpy(sorted, users, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), cmp_str);
+    mqstore_err e = MQSTORE_OK;
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(sorted[i - 1], sorted[i]) == 0) e = MQSTORE_ERR_INVAL;
+    free(sorted);
+    return e;
+}
+
+static void batch_member(mqstore *s, rocksdb_writebatch_t *b, const char *conv, const char *user,
+                         mqstore_role role, uint64_t joined)
+{
+    Mqstore__Rec__MemberRecord m = MQSTORE__REC__MEMBER_RECORD__INIT;
+    m.role = role;
+    m.joined_seq = joined;
+    uint8_t buf[32];
+    size_t len = mqstore__rec__member_record__pack(&m, buf);
+    key k;
+    member_key(&k, 'm', conv, user);
+    rocksdb_writebatch_put_cf(b, s->cf[CF_MEMBERS], k.buf, k.len, (const char *)buf, len);
+    member_key(&k, 'u', user, conv);
+    rocksdb_writebatch_put_cf(b, s->cf[CF_MEMBERS], k.buf, k.len, (const char *)buf, len);
+}
+
+static int role_valid(mqstore_role r)
+{
+    return r >= MQSTORE_ROLE_MEMBER && r <= MQSTORE_ROLE_OWNER;
+}
+
+/* Users of a member list as a pointer array (pointing into the list). */
+static const char **member_names(const mqstore_member_list *l)
+{
+    const char **names = malloc((l->n ? l->n : 1) * sizeof(*names));
+    if (names)
+        for (size_t i = 0; i < l->n; i++)
+            names[i] = l->items[i].user;
+    return names;
+}
+
+/* Write the batch (unless e), release write_lock, and on success advance
+ * the outbox id to new_outbox_last (0: no jobs were added). */
+static mqstore_err finish(mqstore *s, rocksdb_writebatch_t *b, mqstore_err e, mqstore_result *out,
+                          uint64_t new_outbox_last)
+{
+    if (!e) e = store_write(s, b, &out->ticket);
+    if (!e && new_outbox_last) s->outbox_last = new_outbox_last;
+    pthread_mutex_unlock(&s->write_lock);
+    rocksdb_writebatch_destroy(b);
+    if (e) mqstore_result_clear(out);
+    return e;
+}
+
+mqstore_err mqstore_conv_create(mqstore *s, const char *conv, const char *const *members,
+                                const mqstore_role *roles, size_t n_members,
+                                const mqstore_event *ev, mqstore_result *out)
+{
+    if (!out) return MQSTORE_ERR_INVAL;
+    memset(out, 0, sizeof(*out));
+    if (!s || !mqstore_id_valid(conv)) return MQSTORE_ERR_INVAL;
+    mqstore_err e = check_users(members, n_members);
+    if (e) return e;
+    if (roles)
+        for (size_t i = 0; i < n_members; i++)
+            if (!role_valid(roles[i])) return MQSTORE_ERR_INVAL;
+    if (ev && (e = check_event(s, ev))) return e;
+
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    pthread_mutex_lock(&s->write_lock);
+    mqstore_err ce;
+    if (mqstore_conv_exists(s, conv, &ce))
+        e = MQSTORE_ERR_EXISTS;
+    else
+        e = ce;
+    uint64_t seq = ev ? 1 : 0;
+    for (size_t i = 0; !e && i < n_members; i++)
+        batch_member(s, b, conv, members[i], roles ? roles[i] : MQSTORE_ROLE_MEMBER, seq);
+    if (!e && ev) {
+        entry en;
+        event_entry(&en, conv, 1, store_now(s), ev);
+        e = batch_entry(s, b, &en, members, n_members, out);
+    } else if (!e) {
+        key k;
+        conv_head_key(&k, conv);
+        put_u64(b, s, CF_HEADS, &k, 0);
+    }
+    return finish(s, b, e, out, 0);
+}
+
+/* Shared by add / remove / set_role: under write_lock, check the
+ * conversation and each user's membership (want_member), then write the
+ * event to every member in `fanout` — computed by the caller's mode. */
+enum change { ADD, REMOVE, SET_ROLE };
+
+static mqstore_err change_members(mqstore *s, const char *conv, const char *const *users,
+                                  const mqstore_role *roles, size_t n, mqstore_role set_role,
+                                  enum change what, const mqstore_event *ev, mqstore_result *out)
+{
+    if (!out) return MQSTORE_ERR_INVAL;
+    memset(out, 0, sizeof(*out));
+    if (!s || !mqstore_id_valid(conv) || !ev) return MQSTORE_ERR_INVAL;
+    mqstore_err e = check_users(users, n);
+    if (e) return e;
+    if ((e = check_event(s, ev))) return e;
+    if (what == ADD && roles)
+        for (size_t i = 0; i < n; i++)
+            if (!role_valid(roles[i])) return MQSTORE_ERR_INVAL;
+    if (what == SET_ROLE && !role_valid(set_role)) return MQSTORE_ERR_INVAL;
+
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    pthread_mutex_lock(&s->write_lock);
+    uint64_t head = 0;
+    int found = 0;
+    key k;
+    conv_head_key(&k, conv);
+    e = store_get_u64(s, CF_HEADS, &k, &head, &found);
+    if (!e && !found) e = MQSTORE_ERR_NOTFOUND;
+    for (size_t i = 0; !e && i < n; i++) {
+        mqstore_member m;
+        mqstore_err g = mqstore_member_get(s, conv, users[i], &m);
+        if (g == MQSTORE_OK && what == ADD)
+            e = MQSTORE_ERR_EXISTS;
+        else if (g == MQSTORE_ERR_NOTFOUND && what != ADD)
+            e = MQSTORE_ERR_NOTFOUND;
+        else if (g != MQSTORE_OK && g != MQSTORE_ERR_NOTFOUND)
+            e = g;
+    }
+    mqstore_member_list members = {0};
+    if (!e) e = mqstore_members_list(s, conv, &members);
+    const char **fanout = NULL;
+    size_t n_fanout = 0;
+    if (!e) {
+        /* Everyone who is a member before or after the change sees the event. */
+        fanout = malloc((members.n + n) * sizeof(*fanout));
+        const char **names = member_names(&members);
+        if (!fanout || !names) e = MQSTORE_ERR_NOMEM;
+        for (size_t i = 0; !e && i < members.n; i++)
+            fanout[n_fanout++] = names[i];
+        for (size_t i = 0; !e && what == ADD && i < n; i++)
+            fanout[n_fanout++] = users[i];
+        free(names);
+    }
+    uint64_t seq = head + 1;
+    for (size_t i = 0; !e && i < n; i++) {
+        key mk;
+        if (what == ADD) {
+            batch_member(s, b, conv, users[i], roles ? roles[i] : MQSTORE_ROLE_MEMBER, seq);
+        } else if (what == SET_ROLE) {
+            mqstore_member m;
+            e = mqstore_member_get(s, conv, users[i], &m);
+            if (!e) batch_member(s, b, conv, users[i], set_role, m.joined_seq);
+        } else {
+            member_key(&mk, 'm', conv, users[i]);
+            rocksdb_writebatch_delete_cf(b, s->cf[CF_MEMBERS], mk.buf, mk.len);
+            member_key(&mk, 'u', users[i], conv);
+            rocksdb_writebatch_delete_cf(b, s->cf[CF_MEMBERS], mk.buf, mk.len);
+        }
+    }
+    if (!e) {
+        entry en;
+        event_entry(&en, conv, seq, store_now(s), ev);
+        e = batch_entry(s, b, &en, fanout, n_fanout, out);
+    }
+    free(fanout);
+    mqstore_err r = finish(s, b, e, out, 0);
+    mqstore_member_list_free(&members);
+    return r;
+}
+
+mqstore_err mqstore_members_add(mqstore *s, const char *conv, const char *const *users,
+                                const mqstore_role *roles, size_t n, const mqstore_event *ev,
+                                mqstore_result *out)
+{
+    return change_members(s, conv, users, roles, n, 0, ADD, ev, out);
+}
+
+mqstore_err mqstore_members_remove(mqstore *s, const char *conv, const char *const *users, size_t n,
+                                   const mqstore_event *ev, mqstore_result *out)
+{
+    return change_members(s, conv, users, NULL, n, 0, REMOVE, ev, out);
+}
+
+mqstore_err mqstore_members_set_role(mqstore *s, const char *conv, const char *const *users,
+                                     size_t n, mqstore_role role, const mqstore_event *ev,
+                                     mqstore_result *out)
+{
+    return change_members(s, conv, users, NULL, n, role, SET_ROLE, ev, out);
+}
+
+static void dedup_key(key *k, const mqstore_append *a)
+{
+    key_reset(k);
+    key_id(k, a->sender_user);
+    key_id(k, a->sender_device);
+    key_raw(k, a->client_msg_id);
+}
+
+/* A live dedup record for this append, if any (expired ones do not count). */
+static mqstore_err dedup_lookup(mqstore *s, const key *k, mqstore_result *out, int *hit)
+{
+    char *val;
+    size_t len;
+    *hit = 0;
+    mqstore_err e = store_get(s, CF_DEDUP, k, &val, &len);
+    if (e || !val) return e;
+    Mqstore__Rec__DedupRecord *d;
+    e = codec_dedup(val, len, &d);
+    rocksdb_free(val);
+    if (e) return e;
+    if (d->server_time_ms + s->opt.dedup_retention_ms >= store_now(s)) {
+        *hit = 1;
+        out->seq = d->seq;
+        out->inbox_seq = d->inbox_seq;
+        out->server_time_ms = d->server_time_ms;
+        out->duplicate = 1;
+        /* The original write may not be durable yet: the caller waits for
+         * the newest ticket, which is at least the original's. */
+        out->ticket = atomic_load(&s->last_ticket);
+    }
+    mqstore__rec__dedup_record__free_unpacked(d, NULL);
+    return MQSTORE_OK;
+}
+
+mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_result *out)
+{
+    if (!out) return MQSTORE_ERR_INVAL;
+    memset(out, 0, sizeof(*out));
+    if (!s || !a || !mqstore_id_valid(a->conv) || !mqstore_id_valid(a->sender_user) ||
+        !mqstore_id_valid(a->sender_device) ||
+        (a->client_msg_id && !mqstore_id_valid(a->client_msg_id)) ||
+        (a->payload_len && !a->payload) || (a->n_jobs && !a->jobs) || a->n_jobs > 1000)
+        return MQSTORE_ERR_INVAL;
+    if (a->payload_len > s->opt.max_payload) return MQSTORE_ERR_TOOBIG;
+    for (size_t i = 0; i < a->n_jobs; i++) {
+        if (a->jobs[i].len && !a->jobs[i].data) return MQSTORE_ERR_INVAL;
+        if (a->jobs[i].len > s->opt.max_job) return MQSTORE_ERR_TOOBIG;
+    }
+
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    pthread_mutex_lock(&s->write_lock);
+    key dk;
+    int hit = 0;
+    mqstore_err e = MQSTORE_OK;
+    if (a->client_msg_id) {
+        dedup_key(&dk, a);
+        e = dedup_lookup(s, &dk, out, &hit);
+        if (e || hit) {
+            pthread_mutex_unlock(&s->write_lock);
+            rocksdb_writebatch_destroy(b);
+            if (e) mqstore_result_clear(out);
+            return e;
+        }
+    }
+    uint64_t head = 0;
+    int found = 0;
+    key k;
+    conv_head_key(&k, a->conv);
+    e = store_get_u64(s, CF_HEADS, &k, &head, &found);
+    if (!e && !found) e = MQSTORE_ERR_NOTFOUND;
+    mqstore_member self;
+    if (!e) {
+        e = mqstore_member_get(s, a->conv, a->sender_user, &self);
+        if (e == MQSTORE_ERR_NOTFOUND) e = MQSTORE_ERR_NOTMEMBER;
+    }
+    mqstore_member_list members = {0};
+    const char **names = NULL;
+    if (!e) e = mqstore_members_list(s, a->conv, &members);
+    if (!e && !(names = member_names(&members))) e = MQSTORE_ERR_NOMEM;
+    int64_t now = store_now(s);
+    if (!e) {
+        entry en = {a->conv,          head + 1, now,        a->sender_user, a->sender_device,
+                    a->client_msg_id, a->kind,  a->payload, a->payload_len};
+        e = batch_entry(s, b, &en, names, members.n, out);
+    }
+    if (!e && a->client_msg_id) {
+        Mqstore__Rec__DedupRecord d = MQSTORE__REC__DEDUP_RECORD__INIT;
+        d.conv = (char *)a->conv;
+        d.seq = out->seq;
+        d.inbox_seq = out->inbox_seq;
+        d.server_time_ms = now;
+        uint8_t buf[256];
+        size_t len = mqstore__rec__dedup_record__pack(&d, buf);
+        rocksdb_writebatch_put_cf(b, s->cf[CF_DEDUP], dk.buf, dk.len, (const char *)buf, len);
+    }
+    uint64_t id = 0;
+    if (!e && a->n_jobs) {
+        id = s->outbox_last;
+        for (size_t i = 0; i < a->n_jobs; i++) {
+            key jk;
+            key_reset(&jk);
+            key_u64(&jk, ++id);
+            rocksdb_writebatch_put_cf(b, s->cf[CF_OUTBOX], jk.buf, jk.len,
+                                      (const char *)a->jobs[i].data, a->jobs[i].len);
+        }
+        key_reset(&k);
+        key_raw(&k, "outbox_last");
+        put_u64(b, s, CF_DEFAULT, &k, id);
+    }
+    e = finish(s, b, e, out, id);
+    free(names);
+    mqstore_member_list_free(&members);
+    return e;
+}

@@ -1,0 +1,326 @@
+/* store — opening and closing the store, and the plumbing every other file
+ * uses: options, error mapping, gets, batched writes with tickets, range
+ * iterators. The operations themselves live in log.c (writes that take a
+ * seq), read.c (pages of messages and lists) and state.c (cursors, trimming,
+ * receipts, outbox). */
+#include "store_int.h"
+#include "codec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *cf_names[CF_COUNT] = {"default", "msgs",    "heads",    "dedup", "inbox",
+                                         "members", "cursors", "receipts", "outbox"};
+
+const char *mqstore_strerror(mqstore_err err)
+{
+    switch (err) {
+    case MQSTORE_OK:
+        return "ok";
+    case MQSTORE_ERR_INVAL:
+        return "invalid argument";
+    case MQSTORE_ERR_NOTFOUND:
+        return "not found";
+    case MQSTORE_ERR_EXISTS:
+        return "already exists";
+    case MQSTORE_ERR_NOTMEMBER:
+        return "not a member";
+    case MQSTORE_ERR_TOOBIG:
+        return "too big";
+    case MQSTORE_ERR_IO:
+        return "I/O error";
+    case MQSTORE_ERR_NOSPC:
+        return "no space left on device";
+    case MQSTORE_ERR_CORRUPT:
+        return "corrupt stored value";
+    case MQSTORE_ERR_NOMEM:
+        return "out of memory";
+    case MQSTORE_ERR_READONLY:
+        return "store is read-only after a write error";
+    }
+    return "unknown error";
+}
+
+void mqstore_options_init(mqstore_options *opt)
+{
+    memset(opt, 0, sizeof(*opt));
+    opt->durability = MQSTORE_DURABILITY_SYNC;
+    opt->sync_driver = MQSTORE_SYNC_THREAD;
+    opt->max_payload = 65536;
+    opt->max_job = 4096;
+    opt->dedup_retention_ms = 7LL * 24 * 3600 * 1000;
+    opt->inbox_retention_ms = 30LL * 24 * 3600 * 1000;
+    opt->cache_bytes = 64u << 20;
+}
+
+int mqstore_id_valid(const char *id)
+{
+    if (!id) return 0;
+    size_t n = 0;
+    for (const char *p = id; *p; p++, n++) {
+        char c = *p;
+        if (n >= 128) return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return 0;
+    }
+    return n > 0;
+}
+
+int64_t store_now(mqstore *s)
+{
+    if (s->opt.clock_ms) return s->opt.clock_ms(s->opt.clock_data);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* RocksDB reports errors as strings ("IO error: No space left on device:
+ * ..."); we keep the class and free the string. */
+mqstore_err store_map_error(char *rocks_err)
+{
+    mqstore_err e = MQSTORE_ERR_IO;
+    if (strstr(rocks_err, "No space left") || strstr(rocks_err, "NoSpace"))
+        e = MQSTORE_ERR_NOSPC;
+    else if (strstr(rocks_err, "Corruption"))
+        e = MQSTORE_ERR_CORRUPT;
+    rocksdb_free(rocks_err);
+    return e;
+}
+
+mqstore_err store_get(mqstore *s, int cf, const key *k, char **val, size_t *len)
+{
+    char *err = NULL;
+    *val = rocksdb_get_cf(s->db, s->ropt, s->cf[cf], k->buf, k->len, len, &err);
+    if (err) {
+        *val = NULL;
+        return store_map_error(err);
+    }
+    return MQSTORE_OK;
+}
+
+mqstore_err store_get_u64(mqstore *s, int cf, const key *k, uint64_t *v, int *found)
+{
+    char *val;
+    size_t len;
+    mqstore_err e = store_get(s, cf, k, &val, &len);
+    if (e) return e;
+    *v = 0;
+    if (found) *found = val != NULL;
+    if (!val) return MQSTORE_OK;
+    if (len != 8)
+        e = MQSTORE_ERR_CORRUPT;
+    else
+        *v = get_be64(val);
+    rocksdb_free(val);
+    return e;
+}
+
+/* Once RocksDB fails a write (WAL I/O error, disk full) it stops accepting
+ * writes until the database is reopened; we say so with READONLY rather
+ * than repeating the I/O error. Nothing of a failed batch is applied: a
+ * WriteBatch reaches the memtable only after its WAL record was written. */
+mqstore_err store_write(mqstore *s, rocksdb_writebatch_t *b, uint64_t *ticket)
+{
+    if (s->write_failed) return MQSTORE_ERR_READONLY;
+    char *err = NULL;
+    rocksdb_write(s->db, s->wopt, b, &err);
+    if (err) {
+        s->write_failed = 1;
+        return store_map_error(err);
+    }
+    uint64_t t = atomic_load(&s->last_ticket) + 1;
+    atomic_store(&s->last_ticket, t);
+    if (s->opt.durability == MQSTORE_DURABILITY_OS)
+        atomic_store(&s->durable, t);
+    else if (s->syncer_running)
+        syncer_kick(s);
+    *ticket = t;
+    return MQSTORE_OK;
+}
+
+void range_open(mqstore *s, int cf, range_iter *r, const key *lo, const key *hi)
+{
+    r->lo = *lo;
+    r->hi = *hi;
+    r->ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_lower_bound(r->ro, r->lo.buf, r->lo.len);
+    rocksdb_readoptions_set_iterate_upper_bound(r->ro, r->hi.buf, r->hi.len);
+    r->it = rocksdb_create_iterator_cf(s->db, r->ro, s->cf[cf]);
+}
+
+void range_close(range_iter *r)
+{
+    rocksdb_iter_destroy(r->it);
+    rocksdb_readoptions_destroy(r->ro);
+}
+
+mqstore_err range_status(range_iter *r)
+{
+    char *err = NULL;
+    rocksdb_iter_get_error(r->it, &err);
+    return err ? store_map_error(err) : MQSTORE_OK;
+}
+
+/* ---- dedup retention: a compaction filter drops expired dedup keys, and
+ * lookups ignore expired keys that compaction has not reached yet. */
+
+static unsigned char dedup_filter(void *state, int level, const char *k, size_t klen,
+                                  const char *val, size_t vlen, char **nv, size_t *nvlen,
+                                  unsigned char *changed)
+{
+    mqstore *s = state;
+    Mqstore__Rec__DedupRecord *d;
+    if (codec_dedup(val, vlen, &d) != MQSTORE_OK) return 0; /* keep what we cannot read */
+    int expired = d->server_time_ms + s->opt.dedup_retention_ms < store_now(s);
+    mqstore__rec__dedup_record__free_unpacked(d, NULL);
+    return (unsigned char)expired;
+}
+
+/* The filter's state is the store itself, which owns it: nothing to free. */
+static void dedup_filter_destroy(void *state) {}
+
+static const char *dedup_filter_name(void *state)
+{
+    return "mqstore.dedup_retention";
+}
+
+static mqstore_err check_options(const mqstore_options *o)
+{
+    if (o->durability != MQSTORE_DURABILITY_SYNC && o->durability != MQSTORE_DURABILITY_OS)
+        return MQSTORE_ERR_INVAL;
+    if (o->sync_driver != MQSTORE_SYNC_THREAD && o->sync_driver != MQSTORE_SYNC_MANUAL)
+        return MQSTORE_ERR_INVAL;
+    if (o->max_payload < 1 || o->max_payload > (16u << 20)) return MQSTORE_ERR_INVAL;
+    if (o->max_job < 1 || o->max_job > (1u << 20)) return MQSTORE_ERR_INVAL;
+    if (o->dedup_retention_ms <= 0 || o->inbox_retention_ms <= 0) return MQSTORE_ERR_INVAL;
+    return MQSTORE_OK;
+}
+
+static void set_errmsg(char **errmsg, const char *what, const char *detail)
+{
+    if (!errmsg) return;
+    size_t n = strlen(what) + (detail ? strlen(detail) : 0) + 3;
+    *errmsg = malloc(n);
+    if (*errmsg) snprintf(*errmsg, n, "%s%s%s", what, detail ? ": " : "", detail ? detail : "");
+}
+
+static void close_handles(mqstore *s)
+{
+    for (int i = 0; i < CF_COUNT; i++)
+        if (s->cf[i]) rocksdb_column_family_handle_destroy(s->cf[i]);
+    if (s->db) rocksdb_close(s->db);
+    for (int i = 0; i < CF_COUNT; i++)
+        if (s->cfopt[i]) rocksdb_options_destroy(s->cfopt[i]);
+    if (s->dedup_filter) rocksdb_compactionfilter_destroy(s->dedup_filter);
+    if (s->dbopt) rocksdb_options_destroy(s->dbopt);
+    if (s->table) rocksdb_block_based_options_destroy(s->table);
+    if (s->cache) rocksdb_cache_destroy(s->cache);
+    if (s->wopt) rocksdb_writeoptions_destroy(s->wopt);
+    if (s->ropt) rocksdb_readoptions_destroy(s->ropt);
+}
+
+mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore **out, char **errmsg)
+{
+    if (errmsg) *errmsg = NULL;
+    if (!path || !out) return MQSTORE_ERR_INVAL;
+    mqstore_options defaults;
+    if (!opt) {
+        mqstore_options_init(&defaults);
+        opt = &defaults;
+    }
+    if (check_options(opt)) {
+        set_errmsg(errmsg, "invalid store options", NULL);
+        return MQSTORE_ERR_INVAL;
+    }
+    mqstore *s = calloc(1, sizeof(*s));
+    if (!s) return MQSTORE_ERR_NOMEM;
+    s->opt = *opt;
+
+    s->cache = rocksdb_cache_create_lru(opt->cache_bytes);
+    s->table = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_block_cache(s->table, s->cache);
+    s->dbopt = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(s->dbopt, 1);
+    rocksdb_options_set_create_missing_column_families(s->dbopt, 1);
+    rocksdb_options_increase_parallelism(s->dbopt, 2);
+    /* Keep the whole WAL bounded: column families with little traffic would
+     * otherwise pin old WAL files. */
+    rocksdb_options_set_max_total_wal_size(s->dbopt, 256u << 20);
+    for (int i = 0; i < CF_COUNT; i++) {
+        s->cfopt[i] = rocksdb_options_create();
+        rocksdb_options_set_block_based_table_factory(s->cfopt[i], s->table);
+        rocksdb_options_set_compression(s->cfopt[i], rocksdb_lz4_compression);
+    }
+    s->dedup_filter =
+        rocksdb_compactionfilter_create(s, dedup_filter_destroy, dedup_filter, dedup_filter_name);
+    rocksdb_options_set_compaction_filter(s->cfopt[CF_DEDUP], s->dedup_filter);
+    /* The outbox and the inbox are queues: written once, read soon, deleted. */
+    rocksdb_options_set_compression(s->cfopt[CF_OUTBOX], rocksdb_no_compression);
+
+    char *err = NULL;
+    s->db = rocksdb_open_column_families(s->dbopt, path, CF_COUNT, cf_names,
+                                         (const rocksdb_options_t *const *)s->cfopt, s->cf, &err);
+    if (err) {
+        set_errmsg(errmsg, "cannot open store", err);
+        mqstore_err e = store_map_error(err);
+        s->db = NULL;
+        memset(s->cf, 0, sizeof(s->cf));
+        close_handles(s);
+        free(s);
+        return e;
+    }
+    s->wopt = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->wopt, 0);
+    s->ropt = rocksdb_readoptions_create();
+    pthread_mutex_init(&s->write_lock, NULL);
+    pthread_mutex_init(&s->sync_lock, NULL);
+    pthread_mutex_init(&s->fsync_lock, NULL);
+    pthread_cond_init(&s->sync_cond, NULL);
+
+    key k;
+    key_reset(&k);
+    key_raw(&k, "outbox_last");
+    mqstore_err e = store_get_u64(s, CF_DEFAULT, &k, &s->outbox_last, NULL);
+    if (!e && opt->durability == MQSTORE_DURABILITY_SYNC &&
+        opt->sync_driver == MQSTORE_SYNC_THREAD && syncer_start(s) != 0)
+        e = MQSTORE_ERR_NOMEM;
+    if (e) {
+        set_errmsg(errmsg, "cannot open store", mqstore_strerror(e));
+        mqstore_free(s);
+        return e;
+    }
+    *out = s;
+    return MQSTORE_OK;
+}
+
+void mqstore_free(mqstore *s)
+{
+    if (!s) return;
+    if (s->syncer_running) syncer_stop(s);
+    s->opt.on_durable = NULL; /* the caller is tearing down: no more callbacks */
+    if (s->opt.durability == MQSTORE_DURABILITY_SYNC && s->db) syncer_sync_now(s);
+    close_handles(s);
+    pthread_mutex_destroy(&s->write_lock);
+    pthread_mutex_destroy(&s->sync_lock);
+    pthread_mutex_destroy(&s->fsync_lock);
+    pthread_cond_destroy(&s->sync_cond);
+    free(s);
+}
+
+uint64_t mqstore_durable(mqstore *s)
+{
+    return atomic_load(&s->durable);
+}
+
+uint64_t mqstore_last_ticket(mqstore *s)
+{
+    return atomic_load(&s->last_ticket);
+}
+
+mqstore_err mqstore_sync(mqstore *s)
+{
+    return syncer_sync_now(s);
+}

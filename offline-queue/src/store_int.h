@@ -1,0 +1,89 @@
+/* store_int — what the store's source files share: the handle, the column
+ * families, and small helpers around the RocksDB C API. Not installed. */
+#ifndef MQSTORE_INT_H
+#define MQSTORE_INT_H
+
+#include "mqstore.h"
+#include "keys.h"
+
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <stdatomic.h>
+
+enum cf_index {
+    CF_DEFAULT,
+    CF_MSGS,
+    CF_HEADS,
+    CF_DEDUP,
+    CF_INBOX,
+    CF_MEMBERS,
+    CF_CURSORS,
+    CF_RECEIPTS,
+    CF_OUTBOX,
+    CF_COUNT
+};
+
+struct mqstore {
+    mqstore_options opt;
+    rocksdb_t *db;
+    rocksdb_options_t *dbopt;
+    rocksdb_options_t *cfopt[CF_COUNT];
+    rocksdb_column_family_handle_t *cf[CF_COUNT];
+    rocksdb_block_based_table_options_t *table;
+    rocksdb_cache_t *cache;
+    rocksdb_compactionfilter_t *dedup_filter;
+    rocksdb_writeoptions_t *wopt;
+    rocksdb_readoptions_t *ropt;
+
+    /* Writes are serialised: the store is the single writer of every seq,
+     * inbox seq and outbox id, so read-modify-write of heads is safe. */
+    pthread_mutex_t write_lock;
+    uint64_t outbox_last; /* guarded by write_lock */
+    int write_failed;     /* guarded by write_lock: a write hit an I/O error */
+
+    /* Tickets. last_ticket is published only after its write returned, so
+     * an fsync started after reading last_ticket = T covers tickets <= T. */
+    _Atomic uint64_t last_ticket;
+    _Atomic uint64_t durable;
+
+    /* Syncer thread (SYNC mode with the THREAD driver). */
+    pthread_mutex_t fsync_lock; /* serialises fsyncs and durable updates */
+    pthread_mutex_t sync_lock;  /* with sync_cond: the syncer's sleep */
+    pthread_cond_t sync_cond;
+    _Atomic int syncer_waiting;
+    pthread_t syncer;
+    int syncer_running;
+    int syncer_stop; /* guarded by sync_lock */
+};
+
+int64_t store_now(mqstore *s);
+mqstore_err store_map_error(char *rocks_err);
+
+/* Get a value; *val is malloc'ed by RocksDB (free with rocksdb_free), NULL
+ * when absent. */
+mqstore_err store_get(mqstore *s, int cf, const key *k, char **val, size_t *len);
+/* Get a be64 value; 0 when absent, *found tells which (may be NULL). */
+mqstore_err store_get_u64(mqstore *s, int cf, const key *k, uint64_t *v, int *found);
+
+/* Write a batch (no sync: durability is by tickets). On success returns the
+ * write's ticket in *ticket. Caller holds write_lock. */
+mqstore_err store_write(mqstore *s, rocksdb_writebatch_t *b, uint64_t *ticket);
+
+/* An iterator over [lo, hi) of a column family; bounds copied into *bounds
+ * which must outlive the iterator. */
+typedef struct range_iter {
+    rocksdb_readoptions_t *ro;
+    rocksdb_iterator_t *it;
+    key lo, hi;
+} range_iter;
+void range_open(mqstore *s, int cf, range_iter *r, const key *lo, const key *hi);
+void range_close(range_iter *r);
+mqstore_err range_status(range_iter *r);
+
+/* The syncer (syncer.c). */
+int syncer_start(mqstore *s);
+void syncer_stop(mqstore *s);
+void syncer_kick(mqstore *s); /* a write happened */
+mqstore_err syncer_sync_now(mqstore *s);
+
+#endif

@@ -1,0 +1,103 @@
+/* syncer — group commit for MQSTORE_DURABILITY_SYNC.
+ *
+ * Writers never fsync. Each write returns once its batch is in the WAL (the
+ * OS has it) and gets a ticket. To make tickets durable, somebody reads
+ * T = last_ticket, fsyncs the WAL, and then publishes durable = T: every
+ * write with a ticket <= T had returned before the fsync began, so the fsync
+ * covered it. Writes that land during the fsync wait for the next one, which
+ * covers all of them at once — that is the group commit: the number of
+ * fsyncs per second is bounded by the disk, not by the number of writes.
+ *
+ * Two drivers: a thread that loops "wait for undurable writes, fsync"
+ * (MQSTORE_SYNC_THREAD), or the caller calling mqstore_sync(), e.g. once at
+ * the end of each event-loop pass (MQSTORE_SYNC_MANUAL).
+ */
+#include "store_int.h"
+
+#include <signal.h>
+#include <time.h>
+
+/* Invariant: durable only grows, and only to a ticket whose write returned
+ * before an fsync that then succeeded. sync_lock serialises fsyncs. */
+static mqstore_err sync_once(mqstore *s, uint64_t *covered)
+{
+    uint64_t t = atomic_load(&s->last_ticket);
+    char *err = NULL;
+    rocksdb_flush_wal(s->db, 1, &err);
+    if (err) return store_map_error(err);
+    if (t > atomic_load(&s->durable)) atomic_store(&s->durable, t);
+    *covered = t;
+    return MQSTORE_OK;
+}
+
+mqstore_err syncer_sync_now(mqstore *s)
+{
+    uint64_t t;
+    pthread_mutex_lock(&s->fsync_lock);
+    mqstore_err e = sync_once(s, &t);
+    pthread_mutex_unlock(&s->fsync_lock);
+    if (e == MQSTORE_OK && s->opt.on_durable) s->opt.on_durable(s->opt.on_durable_data, t);
+    return e;
+}
+
+/* Called by every writer after publishing its ticket. Lock-free unless the
+ * syncer sleeps: the syncer sets `waiting` and then re-reads last_ticket,
+ * the writer stores last_ticket and then reads `waiting` (both sequentially
+ * consistent), so at least one of them sees the other and no wake-up is
+ * lost; the signal is sent under sync_lock, which the syncer holds from
+ * setting `waiting` until it sleeps. */
+void syncer_kick(mqstore *s)
+{
+    if (!atomic_load(&s->syncer_waiting)) return;
+    pthread_mutex_lock(&s->sync_lock);
+    pthread_cond_signal(&s->sync_cond);
+    pthread_mutex_unlock(&s->sync_lock);
+}
+
+static void *syncer_main(void *arg)
+{
+    mqstore *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->sync_lock);
+        while (!s->syncer_stop) {
+            atomic_store(&s->syncer_waiting, 1);
+            if (atomic_load(&s->last_ticket) > atomic_load(&s->durable)) break;
+            pthread_cond_wait(&s->sync_cond, &s->sync_lock);
+        }
+        atomic_store(&s->syncer_waiting, 0);
+        int stop = s->syncer_stop;
+        pthread_mutex_unlock(&s->sync_lock);
+        if (stop) break;
+        /* The fsync runs without sync_lock: writers never wait for it. */
+        if (syncer_sync_now(s) != MQSTORE_OK) {
+            /* Nothing new is durable; callers see their tickets stay
+             * undurable. Back off and retry. */
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+int syncer_start(mqstore *s)
+{
+    /* The syncer must never take signals meant for the caller's threads
+     * (mosquitto's plugin wakes its main loop with a real-time signal). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&s->syncer, NULL, syncer_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0) s->syncer_running = 1;
+    return rc;
+}
+
+void syncer_stop(mqstore *s)
+{
+    pthread_mutex_lock(&s->sync_lock);
+    s->syncer_stop = 1;
+    pthread_cond_signal(&s->sync_cond);
+    pthread_mutex_unlock(&s->sync_lock);
+    pthread_join(s->syncer, NULL);
+    s->syncer_running = 0;
+}
