@@ -130,8 +130,8 @@ static void device_name(char *buf, size_t cap, unsigned u)
 static size_t make_payload(uint8_t *buf, size_t cap, const char *conv, uint32_t round, uint32_t n,
                            unsigned sender)
 {
-    int h = snprintf((char *)buf, cap, "P|%s|m%" PRIu32 ".%" PRIu32 "|u%02u|", conv, round, n,
-                     sender);
+    int h =
+        snprintf((char *)buf, cap, "P|%s|m%" PRIu32 ".%" PRIu32 "|u%02u|", conv, round, n, sender);
     uint64_t st = mix2(round, n);
     size_t fill = (size_t)(splitmix(&st) % 200);
     for (size_t i = 0; i < fill; i++)
@@ -261,8 +261,8 @@ static void child_create_convs(mqstore *s)
                             .payload_len = strlen(GROUP_EVENT_PAYLOAD)};
         mqstore_result res;
         memset(&res, 0, sizeof res);
-        mqstore_err e =
-            mqstore_conv_create(s, cd->id, members, roles, cd->n, cd->with_event ? &ev : NULL, &res);
+        mqstore_err e = mqstore_conv_create(s, cd->id, members, roles, cd->n,
+                                            cd->with_event ? &ev : NULL, &res);
         if (e == MQSTORE_OK) mqstore_result_clear(&res);
         if (e != MQSTORE_OK && e != MQSTORE_ERR_EXISTS) child_fail("conv_create", e, cd->id);
     }
@@ -584,15 +584,15 @@ static void check_log_msg(phase *ph, unsigned c, const mqstore_msg *m, msginfo *
     }
     ph->messages++;
     if (m->kind != KIND_MSG)
-        violation("%s: %s seq %" PRIu64 ": kind %" PRIu32 ", expected %u", ph->name, cd->id,
-                  m->seq, m->kind, KIND_MSG);
+        violation("%s: %s seq %" PRIu64 ": kind %" PRIu32 ", expected %u", ph->name, cd->id, m->seq,
+                  m->kind, KIND_MSG);
     uint32_t round = 0, n = 0;
     unsigned sender = 0;
     int used = 0;
     if (sscanf(m->client_msg_id, "m%" SCNu32 ".%" SCNu32 "%n", &round, &n, &used) != 2 ||
         m->client_msg_id[used] != '\0' || round == 0 || n == 0) {
-        violation("%s: %s seq %" PRIu64 ": client_msg_id '%s' is not one of ours", ph->name,
-                  cd->id, m->seq, m->client_msg_id);
+        violation("%s: %s seq %" PRIu64 ": client_msg_id '%s' is not one of ours", ph->name, cd->id,
+                  m->seq, m->client_msg_id);
         return;
     }
     if (sscanf(m->sender_user, "u%u%n", &sender, &used) != 1 || m->sender_user[used] != '\0' ||
@@ -719,8 +719,8 @@ static void check_phase(phase *ph)
         memset(&p, 0, sizeof p);
         e = mqstore_msg_get(s, id, heads[c] + 1, &p);
         if (e == MQSTORE_OK) {
-            violation("%s: %s: a message exists at seq %" PRIu64 ", beyond head %" PRIu64,
-                      ph->name, id, heads[c] + 1, heads[c]);
+            violation("%s: %s: a message exists at seq %" PRIu64 ", beyond head %" PRIu64, ph->name,
+                      id, heads[c] + 1, heads[c]);
             mqstore_page_free(&p);
         } else if (e != MQSTORE_ERR_NOTFOUND) {
             violation("%s: msg_get %s %" PRIu64 ": %s, expected NOTFOUND", ph->name, id,
@@ -854,8 +854,8 @@ static void check_phase(phase *ph)
             if (mi->present && mi->inbox_mask != conv_mask(c))
                 violation("%s: %s seq %" PRIu64 ": inbox entries for %d of %u members "
                           "(mask %#x, expected %#x): half-applied batch",
-                          ph->name, CONVS[c].id, q, __builtin_popcount(mi->inbox_mask),
-                          CONVS[c].n, mi->inbox_mask, conv_mask(c));
+                          ph->name, CONVS[c].id, q, __builtin_popcount(mi->inbox_mask), CONVS[c].n,
+                          mi->inbox_mask, conv_mask(c));
         }
 
     /* 4. Every reported (durable) write is there, as reported. */
@@ -920,7 +920,8 @@ static void check_phase(phase *ph)
             uint8_t want[96];
             size_t wl = make_job(want, sizeof want, c, round, n, jn);
             if (wl != j->len || memcmp(want, j->data, wl) != 0)
-                violation("%s: outbox job %" PRIu64 " (m%" PRIu32 ".%" PRIu32 "/%u): content differs",
+                violation("%s: outbox job %" PRIu64 " (m%" PRIu32 ".%" PRIu32
+                          "/%u): content differs",
                           ph->name, j->id, round, n, jn);
             uint64_t k = mkey(round, n) * 4 + jn;
             if (k <= lastkey)
@@ -935,10 +936,12 @@ static void check_phase(phase *ph)
                           ph->name, j->id, round, n);
                 continue;
             }
-            if (he->conv != c) violation("%s: outbox job %" PRIu64 ": conversation differs", ph->name, j->id);
+            if (he->conv != c)
+                violation("%s: outbox job %" PRIu64 ": conversation differs", ph->name, j->id);
             msginfo *mi = &msgs[he->conv][he->seq];
             if (jn >= job_count(round, n) || (mi->jobs_mask & (1u << jn)))
-                violation("%s: outbox job %" PRIu64 " (m%" PRIu32 ".%" PRIu32 "/%u): unexpected or twice",
+                violation("%s: outbox job %" PRIu64 " (m%" PRIu32 ".%" PRIu32
+                          "/%u): unexpected or twice",
                           ph->name, j->id, round, n, jn);
             mi->jobs_mask |= (uint8_t)(1u << jn);
         }
@@ -968,8 +971,8 @@ static void check_phase(phase *ph)
             user_name(user, sizeof user, mi->sender);
             device_name(dev, sizeof dev, mi->sender);
             snprintf(cid, sizeof cid, "m%" PRIu32 ".%" PRIu32, mi->round, mi->n);
-            size_t plen = make_payload(payload, sizeof payload, CONVS[c].id, mi->round, mi->n,
-                                       mi->sender);
+            size_t plen =
+                make_payload(payload, sizeof payload, CONVS[c].id, mi->round, mi->n, mi->sender);
             mqstore_append a = {.conv = CONVS[c].id,
                                 .sender_user = user,
                                 .sender_device = dev,
@@ -982,8 +985,8 @@ static void check_phase(phase *ph)
             e = mqstore_append_msg(s, &a, &res);
             ph->dedup_checked++;
             if (e != MQSTORE_OK) {
-                violation("%s: retry of %s seq %" PRIu64 " (%s): %s", ph->name, CONVS[c].id, q,
-                          cid, mqstore_strerror(e));
+                violation("%s: retry of %s seq %" PRIu64 " (%s): %s", ph->name, CONVS[c].id, q, cid,
+                          mqstore_strerror(e));
                 continue;
             }
             if (!res.duplicate || res.seq != q)
@@ -1096,8 +1099,8 @@ int main(void)
     if (rc == 0 && g_violations == 0) {
         printf("crash_store: PASS: rounds=%u+%u writes_reported=%zu writes_checked=%zu in %.1f s "
                "(seed %" PRIu64 ")\n",
-               ph[0].rounds, ph[1].rounds, ph[0].nreps + ph[1].nreps,
-               ph[0].checked + ph[1].checked, secs, seed);
+               ph[0].rounds, ph[1].rounds, ph[0].nreps + ph[1].nreps, ph[0].checked + ph[1].checked,
+               secs, seed);
         return 0;
     }
     fprintf(stderr,
