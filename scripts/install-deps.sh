@@ -8,13 +8,14 @@ PACKAGES=(
   # build
   build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
   # wire format, store, crypto, JSON
-  protobuf-c-compiler libprotobuf-c-dev librocksdb-dev libssl-dev libcjson-dev
+  protobuf-c-compiler libprotobuf-c-dev librocksdb-dev libssl-dev libcjson-dev uthash-dev
   # broker and its plugin API, clients
   mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libpaho-mqtt-dev
   # presence and push
   redis-server libhiredis-dev libcurl4-openssl-dev
   # tests
   libcmocka-dev openssl procps
+  python3 python3-pytest python3-paho-mqtt python3-protobuf protobuf-compiler python3-cryptography
 )
 
 missing=()

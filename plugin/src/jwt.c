@@ -351,7 +351,7 @@ static int check_audience(const mqjwt_verifier *v, const cJSON *payload, char *e
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(payload, "aud");
     const cJSON *e;
     char s[SHOW_MAX + 4];
-    int n = 0;
+    int n = 0, found = 0;
 
     if (!v->audience) {
         if (it)
@@ -374,8 +374,9 @@ static int check_audience(const mqjwt_verifier *v, const cJSON *payload, char *e
         if (!cJSON_IsString(e) || !e->valuestring)
             return fail(err, errlen, MQJWT_ERR_WRONG_AUDIENCE,
                         "\"aud\" array has a non-string entry");
-        if (strcmp(e->valuestring, v->audience) == 0) return MQJWT_OK;
+        if (strcmp(e->valuestring, v->audience) == 0) found = 1;
     }
+    if (found) return MQJWT_OK;
     return fail(err, errlen, MQJWT_ERR_WRONG_AUDIENCE,
                 "\"aud\" array does not contain the configured audience");
 }
