@@ -454,7 +454,7 @@ static void print_row(const config *c, const result *r)
         snprintf(k, sizeof k, "%u", c->k);
     else
         snprintf(k, sizeof k, "-");
-    printf("%-7s %-12s %3s %10.0f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %8.1f %9zu%s\n",
+    printf("%-8s %-12s %3s %10.0f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %8.1f %9zu%s\n",
            c->group ? "group100" : "1:1", mode_name(c), k, r->rate, (double)r->call50 / 1e3,
            (double)r->call99 / 1e3, (double)r->wait50 / 1e3, (double)r->wait99 / 1e3,
            (double)r->tot50 / 1e3, (double)r->tot99 / 1e3, r->batch, r->n,
@@ -532,7 +532,7 @@ int main(int argc, char **argv)
            seconds, PAYLOAD_LEN, N_DM, N_GROUPS, GROUP_SIZE, GROUP_SIZE);
     printf("store_bench: latencies in us; call = append call, wait = return -> durable "
            "observed, total = call -> durable; batch = appends per observed durability advance\n");
-    printf("%-7s %-12s %3s %10s %9s %9s %9s %9s %9s %9s %8s %9s\n", "shape", "mode", "K",
+    printf("%-8s %-12s %3s %10s %9s %9s %9s %9s %9s %9s %8s %9s\n", "shape", "mode", "K",
            "appends/s", "call_p50", "call_p99", "wait_p50", "wait_p99", "tot_p50", "tot_p99",
            "batch", "appends");
 

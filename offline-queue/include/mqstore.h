@@ -36,7 +36,7 @@
  * matching *_free function. After MQSTORE_ERR_IO or MQSTORE_ERR_NOSPC
  * nothing of the failed call was applied.
  *
- * Identifiers (users, devices, conversations, client message ids) are 1..64
+ * Identifiers (users, devices, conversations, client message ids) are 1..128
  * bytes of [A-Za-z0-9._:-]; anything else is MQSTORE_ERR_INVAL.
  */
 #ifndef MQSTORE_H
@@ -124,7 +124,8 @@ uint64_t mqstore_durable(mqstore *s);
 uint64_t mqstore_last_ticket(mqstore *s);
 
 /* fsync the WAL now, making every ticket written before the call durable.
- * Blocking (about one fsync). In OS mode it is still an fsync. */
+ * Blocking (about one fsync). In OS mode it is still an fsync. Does not
+ * call on_durable (only the syncer thread does). */
 mqstore_err mqstore_sync(mqstore *s);
 
 /* ---- conversations and membership --------------------------------------- */
@@ -236,7 +237,8 @@ typedef struct mqstore_append {
     uint32_t kind;             /* opaque to the store */
     const void *payload;       /* opaque bytes, 0..max_payload */
     size_t payload_len;
-    /* Push-outbox jobs written in the same batch (opaque, each <= max_job). */
+    /* Push-outbox jobs written in the same batch (opaque, each <= max_job,
+     * at most 100000 of them). */
     const mqstore_blob *jobs;
     size_t n_jobs;
 } mqstore_append;
@@ -309,9 +311,11 @@ mqstore_err mqstore_device_forget(mqstore *s, const char *user, const char *devi
 
 /* Delete the user's inbox entries that every known device has acked, and
  * entries older than inbox_retention_ms; devices not seen within the
- * retention do not count. A user with no device keeps everything within
- * retention. *trimmed_upto (may be NULL) gets the highest inbox_seq deleted
- * (or 0). Messages themselves stay in the conversation log. */
+ * retention do not count (their cursors are kept). A user with no device
+ * keeps everything within retention. *trimmed_upto (may be NULL) gets the
+ * highest inbox_seq this call deleted, or 0 if it deleted nothing (the
+ * store remembers how far it trimmed, so repeated calls write nothing).
+ * Messages themselves stay in the conversation log. */
 mqstore_err mqstore_inbox_trim(mqstore *s, const char *user, uint64_t *trimmed_upto);
 
 /* ---- receipts ------------------------------------------------------------ */

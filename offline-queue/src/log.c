@@ -484,7 +484,7 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
     if (!s || !a || !mqstore_id_valid(a->conv) || !mqstore_id_valid(a->sender_user) ||
         !mqstore_id_valid(a->sender_device) ||
         (a->client_msg_id && !mqstore_id_valid(a->client_msg_id)) ||
-        (a->payload_len && !a->payload) || (a->n_jobs && !a->jobs) || a->n_jobs > 1000)
+        (a->payload_len && !a->payload) || (a->n_jobs && !a->jobs) || a->n_jobs > 100000)
         return MQSTORE_ERR_INVAL;
     if (a->payload_len > s->opt.max_payload) return MQSTORE_ERR_TOOBIG;
     for (size_t i = 0; i < a->n_jobs; i++) {

@@ -104,10 +104,10 @@ mqstore_err mqstore_device_forget(mqstore *s, const char *user, const char *devi
     return e;
 }
 
-/* The lowest cursor among the user's devices seen since `cutoff`; devices
- * older than that are deleted in batch `b`. *any = 0 when no live device. */
-static mqstore_err min_live_cursor(mqstore *s, const char *user, int64_t cutoff,
-                                   rocksdb_writebatch_t *b, uint64_t *min, int *any)
+/* The lowest cursor among the user's devices seen since `cutoff`.
+ * *any = 0 when no device was seen since then. */
+static mqstore_err min_live_cursor(mqstore *s, const char *user, int64_t cutoff, uint64_t *min,
+                                   int *any)
 {
     key lo, hi;
     key_reset(&lo);
@@ -120,14 +120,11 @@ static mqstore_err min_live_cursor(mqstore *s, const char *user, int64_t cutoff,
     *min = 0;
     for (rocksdb_iter_seek(r.it, lo.buf, lo.len); rocksdb_iter_valid(r.it);
          rocksdb_iter_next(r.it)) {
-        size_t klen, vlen;
-        const char *k = rocksdb_iter_key(r.it, &klen);
+        size_t vlen;
         const char *v = rocksdb_iter_value(r.it, &vlen);
         Mqstore__Rec__CursorRecord *c;
         if ((e = codec_cursor(v, vlen, &c))) break;
-        if (c->last_seen_ms < cutoff) {
-            rocksdb_writebatch_delete_cf(b, s->cf[CF_CURSORS], k, klen);
-        } else if (!*any || c->acked < *min) {
+        if (c->last_seen_ms >= cutoff && (!*any || c->acked < *min)) {
             *min = c->acked;
             *any = 1;
         }
@@ -177,22 +174,34 @@ mqstore_err mqstore_inbox_trim(mqstore *s, const char *user, uint64_t *trimmed_u
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     pthread_mutex_lock(&s->write_lock);
     int64_t cutoff = store_now(s) - s->opt.inbox_retention_ms;
-    uint64_t min = 0, old = 0;
+    uint64_t min = 0, old = 0, done = 0;
     int any;
-    mqstore_err e = min_live_cursor(s, user, cutoff, b, &min, &any);
+    /* heads 't' user: how far the inbox was already trimmed, so a repeated
+     * trim writes no new range tombstone. */
+    key tk;
+    key_reset(&tk);
+    key_tag(&tk, 't');
+    key_raw(&tk, user);
+    mqstore_err e = store_get_u64(s, CF_HEADS, &tk, &done, NULL);
+    if (!e) e = min_live_cursor(s, user, cutoff, &min, &any);
     if (!e) e = expired_upto(s, user, cutoff, &old);
     uint64_t upto = any && min > old ? min : old;
-    if (!e && upto > 0) {
+    if (!e && upto > done) {
         key lo, hi;
         key_reset(&lo);
         key_id(&lo, user);
         hi = lo;
-        key_u64(&lo, 0);
+        key_u64(&lo, done + 1);
         key_u64(&hi, upto + 1);
         rocksdb_writebatch_delete_range_cf(b, s->cf[CF_INBOX], lo.buf, lo.len, hi.buf, hi.len);
+        char v[8];
+        put_be64(v, upto);
+        rocksdb_writebatch_put_cf(b, s->cf[CF_HEADS], tk.buf, tk.len, v, 8);
+        uint64_t ticket;
+        e = store_write(s, b, &ticket);
+    } else {
+        upto = 0;
     }
-    uint64_t ticket;
-    if (!e && rocksdb_writebatch_count(b) > 0) e = store_write(s, b, &ticket);
     pthread_mutex_unlock(&s->write_lock);
     rocksdb_writebatch_destroy(b);
     if (!e && trimmed_upto) *trimmed_upto = upto;

@@ -301,7 +301,7 @@ void mqstore_free(mqstore *s)
     if (!s) return;
     if (s->syncer_running) syncer_stop(s);
     s->opt.on_durable = NULL; /* the caller is tearing down: no more callbacks */
-    if (s->opt.durability == MQSTORE_DURABILITY_SYNC && s->db) syncer_sync_now(s);
+    if (s->opt.durability == MQSTORE_DURABILITY_SYNC && s->db) syncer_sync_now(s, NULL);
     close_handles(s);
     pthread_mutex_destroy(&s->write_lock);
     pthread_mutex_destroy(&s->sync_lock);
@@ -322,5 +322,5 @@ uint64_t mqstore_last_ticket(mqstore *s)
 
 mqstore_err mqstore_sync(mqstore *s)
 {
-    return syncer_sync_now(s);
+    return syncer_sync_now(s, NULL);
 }

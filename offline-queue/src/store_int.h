@@ -84,6 +84,6 @@ mqstore_err range_status(range_iter *r);
 int syncer_start(mqstore *s);
 void syncer_stop(mqstore *s);
 void syncer_kick(mqstore *s); /* a write happened */
-mqstore_err syncer_sync_now(mqstore *s);
+mqstore_err syncer_sync_now(mqstore *s, uint64_t *covered);
 
 #endif

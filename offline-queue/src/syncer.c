@@ -30,13 +30,13 @@ static mqstore_err sync_once(mqstore *s, uint64_t *covered)
     return MQSTORE_OK;
 }
 
-mqstore_err syncer_sync_now(mqstore *s)
+mqstore_err syncer_sync_now(mqstore *s, uint64_t *covered)
 {
-    uint64_t t;
+    uint64_t t = 0;
     pthread_mutex_lock(&s->fsync_lock);
     mqstore_err e = sync_once(s, &t);
     pthread_mutex_unlock(&s->fsync_lock);
-    if (e == MQSTORE_OK && s->opt.on_durable) s->opt.on_durable(s->opt.on_durable_data, t);
+    if (covered) *covered = t;
     return e;
 }
 
@@ -68,8 +68,12 @@ static void *syncer_main(void *arg)
         int stop = s->syncer_stop;
         pthread_mutex_unlock(&s->sync_lock);
         if (stop) break;
-        /* The fsync runs without sync_lock: writers never wait for it. */
-        if (syncer_sync_now(s) != MQSTORE_OK) {
+        /* The fsync runs without sync_lock: writers never wait for it.
+         * Only this thread calls on_durable, so calls come in ticket order. */
+        uint64_t t;
+        if (syncer_sync_now(s, &t) == MQSTORE_OK) {
+            if (s->opt.on_durable) s->opt.on_durable(s->opt.on_durable_data, t);
+        } else {
             /* Nothing new is durable; callers see their tickets stay
              * undurable. Back off and retry. */
             struct timespec ts = {0, 100 * 1000 * 1000};

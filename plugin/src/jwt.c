@@ -100,33 +100,54 @@ static void openssl_reason(char *buf, size_t len)
 const char *mqjwt_strerror(int code)
 {
     switch (code) {
-    case MQJWT_OK: return "ok";
-    case MQJWT_ERR_INVALID_ARG: return "invalid argument";
-    case MQJWT_ERR_MALFORMED: return "malformed token";
-    case MQJWT_ERR_TOO_LONG: return "token too long";
-    case MQJWT_ERR_UNSUPPORTED_ALG: return "unsupported algorithm";
-    case MQJWT_ERR_BAD_SIGNATURE: return "bad signature";
-    case MQJWT_ERR_EXPIRED: return "token expired";
-    case MQJWT_ERR_NOT_YET_VALID: return "token not yet valid";
-    case MQJWT_ERR_WRONG_ISSUER: return "wrong issuer";
-    case MQJWT_ERR_WRONG_AUDIENCE: return "wrong audience";
-    case MQJWT_ERR_MISSING_CLAIM: return "missing claim";
-    case MQJWT_ERR_INVALID_CLAIM: return "invalid claim";
-    case MQJWT_ERR_IDENTITY: return "identity mismatch";
-    case MQJWT_ERR_NOMEM: return "out of memory";
-    case MQJWT_ERR_CRYPTO: return "crypto library error";
-    case MQJWT_ERR_IO: return "i/o error";
-    default: return "unknown error";
+    case MQJWT_OK:
+        return "ok";
+    case MQJWT_ERR_INVALID_ARG:
+        return "invalid argument";
+    case MQJWT_ERR_MALFORMED:
+        return "malformed token";
+    case MQJWT_ERR_TOO_LONG:
+        return "token too long";
+    case MQJWT_ERR_UNSUPPORTED_ALG:
+        return "unsupported algorithm";
+    case MQJWT_ERR_BAD_SIGNATURE:
+        return "bad signature";
+    case MQJWT_ERR_EXPIRED:
+        return "token expired";
+    case MQJWT_ERR_NOT_YET_VALID:
+        return "token not yet valid";
+    case MQJWT_ERR_WRONG_ISSUER:
+        return "wrong issuer";
+    case MQJWT_ERR_WRONG_AUDIENCE:
+        return "wrong audience";
+    case MQJWT_ERR_MISSING_CLAIM:
+        return "missing claim";
+    case MQJWT_ERR_INVALID_CLAIM:
+        return "invalid claim";
+    case MQJWT_ERR_IDENTITY:
+        return "identity mismatch";
+    case MQJWT_ERR_NOMEM:
+        return "out of memory";
+    case MQJWT_ERR_CRYPTO:
+        return "crypto library error";
+    case MQJWT_ERR_IO:
+        return "i/o error";
+    default:
+        return "unknown error";
     }
 }
 
 const char *mqjwt_alg_name(int alg)
 {
     switch (alg) {
-    case MQJWT_ALG_HS256: return "HS256";
-    case MQJWT_ALG_RS256: return "RS256";
-    case MQJWT_ALG_ES256: return "ES256";
-    default: return "?";
+    case MQJWT_ALG_HS256:
+        return "HS256";
+    case MQJWT_ALG_RS256:
+        return "RS256";
+    case MQJWT_ALG_ES256:
+        return "ES256";
+    default:
+        return "?";
     }
 }
 
@@ -280,9 +301,10 @@ static int parse_object(const unsigned char *buf, size_t n, const char *what, cJ
         for (b = json->child; b != a; b = b->next) {
             if (a->string && b->string && strcmp(a->string, b->string) == 0) {
                 char s[SHOW_MAX + 4];
+                fail(err, errlen, MQJWT_ERR_MALFORMED, "%s has duplicate member \"%s\"", what,
+                     show(s, a->string));
                 cJSON_Delete(json);
-                return fail(err, errlen, MQJWT_ERR_MALFORMED, "%s has duplicate member \"%s\"",
-                            what, show(s, a->string));
+                return MQJWT_ERR_MALFORMED;
             }
         }
     }
@@ -412,9 +434,8 @@ static int digest_verify(const mqjwt_verifier *v, const unsigned char *sig, size
     return MQJWT_OK;
 }
 
-static int verify_signature(const mqjwt_verifier *v, int alg, const unsigned char *data,
-                            size_t len, const unsigned char *sig, size_t siglen, char *err,
-                            size_t errlen)
+static int verify_signature(const mqjwt_verifier *v, int alg, const unsigned char *data, size_t len,
+                            const unsigned char *sig, size_t siglen, char *err, size_t errlen)
 {
     if (alg == MQJWT_ALG_HS256) {
         unsigned char tag[HS256_TAG_LEN];
@@ -489,9 +510,9 @@ static int check_header(const mqjwt_verifier *v, const cJSON *hdr, int *alg, cha
         return fail(err, errlen, MQJWT_ERR_UNSUPPORTED_ALG,
                     "alg \"%s\" is not accepted (configured: %s)", show(s, a->valuestring), list);
     }
-    if (typ && (!cJSON_IsString(typ) || !typ->valuestring ||
-                strlen(typ->valuestring) != 3 || (typ->valuestring[0] | 0x20) != 'j' ||
-                (typ->valuestring[1] | 0x20) != 'w' || (typ->valuestring[2] | 0x20) != 't'))
+    if (typ && (!cJSON_IsString(typ) || !typ->valuestring || strlen(typ->valuestring) != 3 ||
+                (typ->valuestring[0] | 0x20) != 'j' || (typ->valuestring[1] | 0x20) != 'w' ||
+                (typ->valuestring[2] | 0x20) != 't'))
         return fail(err, errlen, MQJWT_ERR_MALFORMED, "header \"typ\" is not \"JWT\"");
     if (cJSON_GetObjectItemCaseSensitive(hdr, "crit"))
         return fail(err, errlen, MQJWT_ERR_MALFORMED,
@@ -566,6 +587,12 @@ int mqjwt_verify(const mqjwt_verifier *v, const char *token, int64_t now_s, mqjw
     if ((rc = parse_object(hbuf, hn, "header", &hdr, err, errlen)) != MQJWT_OK) goto done;
     if ((rc = check_header(v, hdr, &alg, err, errlen)) != MQJWT_OK) goto done;
 
+    rc = b64url_decode(d1 + 1, plen, &pbuf, &pn);
+    if (rc != 0) {
+        rc = rc == -2 ? fail(err, errlen, MQJWT_ERR_NOMEM, "out of memory")
+                      : fail(err, errlen, MQJWT_ERR_MALFORMED, "payload is not valid base64url");
+        goto done;
+    }
     rc = b64url_decode(d2 + 1, slen, &sbuf, &sn);
     if (rc != 0) {
         rc = rc == -2 ? fail(err, errlen, MQJWT_ERR_NOMEM, "out of memory")
@@ -576,17 +603,12 @@ int mqjwt_verify(const mqjwt_verifier *v, const char *token, int64_t now_s, mqjw
         rc = fail(err, errlen, MQJWT_ERR_BAD_SIGNATURE, "token has no signature");
         goto done;
     }
-    /* The signing input is the ASCII text "<header>.<payload>". */
-    rc = verify_signature(v, alg, (const unsigned char *)token, (size_t)(d2 - token), sbuf, sn,
-                          err, errlen);
+    /* The signing input is the ASCII text "<header>.<payload>". The payload
+     * JSON is parsed only once the signature holds. */
+    rc = verify_signature(v, alg, (const unsigned char *)token, (size_t)(d2 - token), sbuf, sn, err,
+                          errlen);
     if (rc != MQJWT_OK) goto done;
 
-    rc = b64url_decode(d1 + 1, plen, &pbuf, &pn);
-    if (rc != 0) {
-        rc = rc == -2 ? fail(err, errlen, MQJWT_ERR_NOMEM, "out of memory")
-                      : fail(err, errlen, MQJWT_ERR_MALFORMED, "payload is not valid base64url");
-        goto done;
-    }
     if ((rc = parse_object(pbuf, pn, "payload", &payload, err, errlen)) != MQJWT_OK) goto done;
     if ((rc = check_payload(v, payload, now_s, out, err, errlen)) != MQJWT_OK) goto done;
     out->alg = alg;

@@ -79,15 +79,32 @@ int main(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
-        case 'f': secret_file = optarg; break;
-        case 's': secret_str = optarg; break;
-        case 'u': user = optarg; break;
-        case 'd': device = optarg; break;
-        case 'i': iss = optarg; break;
-        case 'a': aud = optarg; break;
-        case 't': ttl_str = optarg; break;
-        case 'h': usage(stdout); return 0;
-        case ':': return usage_error("option %s needs an argument", argv[optind - 1]);
+        case 'f':
+            secret_file = optarg;
+            break;
+        case 's':
+            secret_str = optarg;
+            break;
+        case 'u':
+            user = optarg;
+            break;
+        case 'd':
+            device = optarg;
+            break;
+        case 'i':
+            iss = optarg;
+            break;
+        case 'a':
+            aud = optarg;
+            break;
+        case 't':
+            ttl_str = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case ':':
+            return usage_error("option %s needs an argument", argv[optind - 1]);
         default:
             if (optopt) return usage_error("unknown option -%c", optopt);
             return usage_error("unknown option %s", argv[optind - 1]);

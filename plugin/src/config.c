@@ -1,0 +1,184 @@
+/* config — parsing plugin_opt_* lines. One table, one parser per type. */
+#include "config.h"
+#include "jwt.h"
+
+#include <errno.h>
+#include <mosquitto_plugin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_SIZE, T_INT, T_DOUBLE, T_DURABILITY, T_FOREIGN, T_SECRET_FILE,
+               T_SECRET } opt_type;
+
+typedef struct opt_def {
+    const char *name;
+    opt_type type;
+    size_t offset;
+    double min, max; /* numeric bounds */
+} opt_def;
+
+#define OFF(f) offsetof(mqc_config, f)
+static const opt_def opt_defs[] = {
+    {"store_dir", T_STR, OFF(store_dir), 0, 0},
+    {"durability", T_DURABILITY, OFF(durability), 0, 0},
+    {"topic_prefix", T_STR, OFF(topic_prefix), 0, 0},
+    {"jwt_hs256_secret", T_SECRET, OFF(hs256_secret), 0, 0},
+    {"jwt_hs256_secret_file", T_SECRET_FILE, OFF(hs256_secret), 0, 0},
+    {"jwt_public_key_file", T_STR, OFF(jwt_public_key_file), 0, 0},
+    {"jwt_issuer", T_STR, OFF(jwt_issuer), 0, 0},
+    {"jwt_audience", T_STR, OFF(jwt_audience), 0, 0},
+    {"jwt_leeway_s", T_INT, OFF(jwt_leeway_s), 0, 3600},
+    {"max_body", T_SIZE, OFF(max_body), 1, 8 << 20},
+    {"group_max_members", T_SIZE, OFF(group_max_members), 2, 10000},
+    {"rate_msgs_per_s", T_DOUBLE, OFF(rate_msgs_per_s), 0.1, 1e6},
+    {"rate_burst", T_DOUBLE, OFF(rate_burst), 1, 1e7},
+    {"foreign_users", T_FOREIGN, OFF(foreign_users), 0, 0},
+    {"sync_page_max", T_SIZE, OFF(sync_page_max), 1, 10000},
+    {"history_page_max", T_SIZE, OFF(history_page_max), 1, 10000},
+    {"dedup_retention_s", T_INT, OFF(dedup_retention_s), 60, 365 * 86400},
+    {"inbox_retention_s", T_INT, OFF(inbox_retention_s), 3600, 3650LL * 86400},
+};
+
+static void defaults(mqc_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->durability = MQSTORE_DURABILITY_SYNC;
+    c->topic_prefix = strdup("mqchat/v1");
+    c->jwt_leeway_s = 30;
+    c->max_body = 65536;
+    c->group_max_members = 256;
+    c->rate_msgs_per_s = 50;
+    c->rate_burst = 200;
+    c->foreign_users = FOREIGN_DENY;
+    c->sync_page_max = 500;
+    c->history_page_max = 200;
+    c->dedup_retention_s = 7 * 86400;
+    c->inbox_retention_s = 30 * 86400;
+}
+
+/* A topic prefix is one or more plain topic levels: no wildcards, no
+ * leading '$' (reserved for the broker), no empty levels. */
+static int prefix_valid(const char *p)
+{
+    size_t n = strlen(p);
+    if (n == 0 || n > 64 || p[0] == '$' || p[0] == '/' || p[n - 1] == '/') return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '+' || p[i] == '#' || (unsigned char)p[i] < 0x21 || (unsigned char)p[i] > 0x7e)
+            return 0;
+        if (p[i] == '/' && p[i + 1] == '/') return 0;
+    }
+    return 1;
+}
+
+static int parse_one(mqc_config *c, const opt_def *d, const char *v, char *err, size_t errlen)
+{
+    char *base = (char *)c + d->offset;
+    char *end;
+    switch (d->type) {
+    case T_STR:
+        free(*(char **)base);
+        *(char **)base = strdup(v);
+        return 0;
+    case T_SECRET:
+    case T_SECRET_FILE: {
+        unsigned char *secret;
+        size_t len;
+        if (d->type == T_SECRET) {
+            len = strlen(v);
+            secret = (unsigned char *)strdup(v);
+        } else {
+            char *msg = NULL;
+            if (mqjwt_load_secret_file(v, &secret, &len, &msg) != MQJWT_OK) {
+                snprintf(err, errlen, "plugin_opt_%s: %s", d->name, msg ? msg : "cannot read");
+                free(msg);
+                return -1;
+            }
+        }
+        if (len < MQJWT_HS256_MIN_SECRET_LEN) {
+            snprintf(err, errlen, "plugin_opt_%s: the secret must be at least %d bytes", d->name,
+                     MQJWT_HS256_MIN_SECRET_LEN);
+            mqjwt_secret_free(secret, len);
+            return -1;
+        }
+        if (c->hs256_secret) mqjwt_secret_free(c->hs256_secret, c->hs256_secret_len);
+        c->hs256_secret = secret;
+        c->hs256_secret_len = len;
+        return 0;
+    }
+    case T_DURABILITY:
+        if (strcmp(v, "sync") == 0) c->durability = MQSTORE_DURABILITY_SYNC;
+        else if (strcmp(v, "os") == 0) c->durability = MQSTORE_DURABILITY_OS;
+        else break;
+        return 0;
+    case T_FOREIGN:
+        if (strcmp(v, "deny") == 0) c->foreign_users = FOREIGN_DENY;
+        else if (strcmp(v, "defer") == 0) c->foreign_users = FOREIGN_DEFER;
+        else break;
+        return 0;
+    case T_SIZE:
+    case T_INT:
+    case T_DOUBLE: {
+        errno = 0;
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || x < d->min || x > d->max) break;
+        if (d->type != T_DOUBLE && x != (double)(long long)x) break;
+        if (d->type == T_SIZE) *(size_t *)base = (size_t)x;
+        else if (d->type == T_INT) *(int64_t *)base = (int64_t)x;
+        else *(double *)base = x;
+        return 0;
+    }
+    }
+    if (d->type == T_SIZE || d->type == T_INT || d->type == T_DOUBLE)
+        snprintf(err, errlen, "plugin_opt_%s: '%s' is not a number in %.0f..%.0f", d->name, v,
+                 d->min, d->max);
+    else
+        snprintf(err, errlen, "plugin_opt_%s: invalid value '%s'", d->name, v);
+    return -1;
+}
+
+int mqc_config_parse(mqc_config *c, struct mosquitto_opt *opts, int n, char *err, size_t errlen)
+{
+    defaults(c);
+    for (int i = 0; i < n; i++) {
+        const opt_def *d = NULL;
+        for (size_t j = 0; j < sizeof(opt_defs) / sizeof(opt_defs[0]); j++)
+            if (strcmp(opts[i].key, opt_defs[j].name) == 0) d = &opt_defs[j];
+        if (!d) {
+            snprintf(err, errlen, "unknown option plugin_opt_%s", opts[i].key);
+            return -1;
+        }
+        if (!opts[i].value || !opts[i].value[0]) {
+            snprintf(err, errlen, "plugin_opt_%s needs a value", opts[i].key);
+            return -1;
+        }
+        if (parse_one(c, d, opts[i].value, err, errlen)) return -1;
+    }
+    if (!c->store_dir) {
+        snprintf(err, errlen, "plugin_opt_store_dir is required");
+        return -1;
+    }
+    if (!prefix_valid(c->topic_prefix)) {
+        snprintf(err, errlen, "plugin_opt_topic_prefix: '%s' must be plain topic levels "
+                 "(no wildcards, no leading '$' or '/', at most 64 bytes)", c->topic_prefix);
+        return -1;
+    }
+    if (!c->hs256_secret && !c->jwt_public_key_file) {
+        snprintf(err, errlen, "set plugin_opt_jwt_hs256_secret_file (or _secret) and/or "
+                 "plugin_opt_jwt_public_key_file: no way to verify tokens");
+        return -1;
+    }
+    if (c->rate_burst < 1) c->rate_burst = 1;
+    return 0;
+}
+
+void mqc_config_free(mqc_config *c)
+{
+    free(c->store_dir);
+    free(c->topic_prefix);
+    if (c->hs256_secret) mqjwt_secret_free(c->hs256_secret, c->hs256_secret_len);
+    free(c->jwt_public_key_file);
+    free(c->jwt_issuer);
+    free(c->jwt_audience);
+    memset(c, 0, sizeof(*c));
+}

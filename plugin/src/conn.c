@@ -1,0 +1,69 @@
+/* conn — the registry of device connections the plugin authenticated,
+ * keyed by the broker's struct mosquitto pointer, with a token-bucket rate
+ * limit per connection. A connection enters at BASIC_AUTH and leaves at
+ * DISCONNECT (which also fires for failed connects). */
+#include "plugin.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+conn *conn_find(mqc *m, const struct mosquitto *client)
+{
+    conn *c = NULL;
+    HASH_FIND_PTR(m->conns, &client, c);
+    return c;
+}
+
+conn *conn_add(mqc *m, struct mosquitto *client, const char *user, const char *device)
+{
+    conn_remove(m, client); /* a re-authentication replaces the old entry */
+    conn *c = calloc(1, sizeof(*c));
+    if (!c) return NULL;
+    c->client = client;
+    snprintf(c->user, sizeof(c->user), "%s", user);
+    snprintf(c->device, sizeof(c->device), "%s", device);
+    snprintf(c->client_id, sizeof(c->client_id), "%s:%s", user, device);
+    c->tokens = m->cfg.rate_burst;
+    c->refill_ms = now_ms();
+    HASH_ADD_PTR(m->conns, client, c);
+    return c;
+}
+
+void conn_remove(mqc *m, const struct mosquitto *client)
+{
+    conn *c = conn_find(m, client);
+    if (!c) return;
+    HASH_DEL(m->conns, c);
+    free(c);
+}
+
+void conn_free_all(mqc *m)
+{
+    conn *c, *tmp;
+    HASH_ITER(hh, m->conns, c, tmp) {
+        HASH_DEL(m->conns, c);
+        free(c);
+    }
+}
+
+int64_t conn_rate_take(mqc *m, conn *c)
+{
+    int64_t now = now_ms();
+    c->tokens += (double)(now - c->refill_ms) * m->cfg.rate_msgs_per_s / 1000.0;
+    if (c->tokens > m->cfg.rate_burst) c->tokens = m->cfg.rate_burst;
+    c->refill_ms = now;
+    if (c->tokens >= 1.0) {
+        c->tokens -= 1.0;
+        return 0;
+    }
+    int64_t wait = (int64_t)((1.0 - c->tokens) * 1000.0 / m->cfg.rate_msgs_per_s) + 1;
+    return wait;
+}

@@ -1,0 +1,262 @@
+/* wire — decode and validate device payloads. See wire.h. */
+#include "wire.h"
+#include "topics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static void fail(wire_err *err, wire_code code, const char *fmt, ...)
+{
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+}
+
+int wire_id_valid(const char *id)
+{
+    size_t n = 0;
+    if (!id) return 0;
+    for (; id[n]; n++) {
+        char c = id[n];
+        if (n >= 128) return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return 0;
+    }
+    return n > 0;
+}
+
+int wire_conv_direct(const char *conv, char a[129], char b[129])
+{
+    if (!conv || strncmp(conv, "d:", 2) != 0) return -1;
+    const char *sep = strchr(conv + 2, ':');
+    if (!sep) return -1;
+    size_t na = (size_t)(sep - (conv + 2)), nb = strlen(sep + 1);
+    if (na == 0 || na > 128 || nb == 0 || nb > 128) return -1;
+    memcpy(a, conv + 2, na);
+    a[na] = '\0';
+    memcpy(b, sep + 1, nb + 1);
+    if (!user_id_valid(a) || !user_id_valid(b) || strcmp(a, b) >= 0) return -1;
+    return 0;
+}
+
+int wire_conv_valid(const char *conv)
+{
+    if (!conv) return 0;
+    char a[129], b[129];
+    if (strncmp(conv, "d:", 2) == 0) return wire_conv_direct(conv, a, b) == 0;
+    if (strncmp(conv, "g:", 2) != 0) return 0;
+    size_t n = strlen(conv + 2);
+    if (n < 1 || n > 64) return 0;
+    for (const char *p = conv + 2; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
+            return 0;
+    return 1;
+}
+
+static int check_conv(const char *conv, wire_err *err)
+{
+    if (!conv || !conv[0]) {
+        fail(err, EC(INVALID_ARGUMENT), "conversation_id is required");
+        return -1;
+    }
+    if (!wire_conv_valid(conv)) {
+        fail(err, EC(INVALID_ARGUMENT),
+             "conversation_id must be d:<userA>:<userB> (userA < userB) or g:<id>");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_users(char **ids, size_t n, size_t max, wire_err *err)
+{
+    if (n == 0) {
+        fail(err, EC(INVALID_ARGUMENT), "user_ids is empty");
+        return -1;
+    }
+    if (n > max) {
+        fail(err, EC(GROUP_FULL), "%zu users is more than the group limit of %zu", n, max);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!user_id_valid(ids[i])) {
+            fail(err, EC(INVALID_ARGUMENT), "user_ids[%zu] is not a valid user id", i);
+            return -1;
+        }
+    return 0;
+}
+
+Mqchat__V1__SendRequest *wire_send(const void *buf, size_t len, size_t max_body, wire_err *err)
+{
+    memset(err, 0, sizeof(*err));
+    if (len > max_body + WIRE_ENVELOPE_SLACK) {
+        fail(err, EC(BODY_TOO_LARGE), "payload of %zu bytes is over the limit", len);
+        return NULL;
+    }
+    Mqchat__V1__SendRequest *r = mqchat__v1__send_request__unpack(NULL, len, buf);
+    if (!r) {
+        fail(err, EC(MALFORMED), "payload is not a SendRequest");
+        return NULL;
+    }
+    size_t body = r->body.len;
+    for (size_t i = 0; i < r->n_media; i++)
+        body += r->media[i]->thumbnail.len;
+    if (!wire_id_valid(r->client_msg_id))
+        fail(err, EC(INVALID_ARGUMENT), "client_msg_id must be 1..128 of [A-Za-z0-9._:-]");
+    else if (check_conv(r->conversation_id, err))
+        ;
+    else if (body > max_body)
+        fail(err, EC(BODY_TOO_LARGE), "body of %zu bytes is over the limit of %zu", body,
+             max_body);
+    else if (strlen(r->content_type) > WIRE_MAX_CONTENT_TYPE)
+        fail(err, EC(INVALID_ARGUMENT), "content_type is longer than %d bytes",
+             WIRE_MAX_CONTENT_TYPE);
+    else if (r->n_media > WIRE_MAX_MEDIA)
+        fail(err, EC(INVALID_ARGUMENT), "more than %d media references", WIRE_MAX_MEDIA);
+    for (size_t i = 0; !err->code && i < r->n_media; i++) {
+        Mqchat__V1__MediaRef *m = r->media[i];
+        if (strlen(m->url) > 2048 || strlen(m->mime_type) > 128 ||
+            (m->sha256.len != 0 && m->sha256.len != 32) || m->key.len > 64)
+            fail(err, EC(INVALID_ARGUMENT), "media[%zu] has an oversize or malformed field", i);
+    }
+    /* Keep the decoded message when only the content was bad, so the ACK
+     * can name the client_msg_id. */
+    return r;
+}
+
+static const char *role_ok(Mqchat__V1__Role r)
+{
+    return (r == MQCHAT__V1__ROLE__ROLE_MEMBER || r == MQCHAT__V1__ROLE__ROLE_ADMIN) ? NULL
+                                                                                     : "role";
+}
+
+Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body,
+                                  size_t max_members, wire_err *err)
+{
+    memset(err, 0, sizeof(*err));
+    if (len > max_body + WIRE_ENVELOPE_SLACK) {
+        fail(err, EC(BODY_TOO_LARGE), "request of %zu bytes is over the limit", len);
+        return NULL;
+    }
+    Mqchat__V1__Request *r = mqchat__v1__request__unpack(NULL, len, buf);
+    if (!r) {
+        fail(err, EC(MALFORMED), "payload is not a Request");
+        return NULL;
+    }
+    if (!wire_id_valid(r->request_id)) {
+        fail(err, EC(INVALID_ARGUMENT), "request_id must be 1..128 of [A-Za-z0-9._:-]");
+        return r;
+    }
+    switch (r->body_case) {
+    case MQCHAT__V1__REQUEST__BODY_SYNC:
+    case MQCHAT__V1__REQUEST__BODY_CURSOR_ACK:
+        break;
+    case MQCHAT__V1__REQUEST__BODY_HISTORY:
+        check_conv(r->history->conversation_id, err);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_GROUP_CREATE:
+        if (strlen(r->group_create->title) > WIRE_MAX_TITLE)
+            fail(err, EC(INVALID_ARGUMENT), "title is longer than %d bytes", WIRE_MAX_TITLE);
+        else if (r->group_create->n_member_ids > max_members)
+            fail(err, EC(GROUP_FULL), "more members than the group limit of %zu", max_members);
+        for (size_t i = 0; !err->code && i < r->group_create->n_member_ids; i++)
+            if (!user_id_valid(r->group_create->member_ids[i]))
+                fail(err, EC(INVALID_ARGUMENT), "member_ids[%zu] is not a valid user id", i);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_GROUP_ADD:
+        if (!check_conv(r->group_add->conversation_id, err))
+            check_users(r->group_add->user_ids, r->group_add->n_user_ids, max_members, err);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_GROUP_REMOVE:
+        if (!check_conv(r->group_remove->conversation_id, err))
+            check_users(r->group_remove->user_ids, r->group_remove->n_user_ids, max_members, err);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_GROUP_LEAVE:
+        check_conv(r->group_leave->conversation_id, err);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_GROUP_SET_ROLE:
+        if (!check_conv(r->group_set_role->conversation_id, err) &&
+            !check_users(r->group_set_role->user_ids, r->group_set_role->n_user_ids, max_members,
+                         err) &&
+            role_ok(r->group_set_role->role))
+            fail(err, EC(INVALID_ARGUMENT), "role must be ROLE_MEMBER or ROLE_ADMIN");
+        break;
+    case MQCHAT__V1__REQUEST__BODY_LIST_MEMBERS:
+        check_conv(r->list_members->conversation_id, err);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_LIST_CONVERSATIONS:
+        if (r->list_conversations->after_conversation_id[0] &&
+            !wire_conv_valid(r->list_conversations->after_conversation_id))
+            fail(err, EC(INVALID_ARGUMENT), "after_conversation_id is not a conversation id");
+        break;
+    case MQCHAT__V1__REQUEST__BODY_PRESENCE_WATCH:
+    case MQCHAT__V1__REQUEST__BODY_PRESENCE_SETTINGS:
+    case MQCHAT__V1__REQUEST__BODY_PUSH_REGISTER:
+    case MQCHAT__V1__REQUEST__BODY_PUSH_UNREGISTER:
+        fail(err, EC(UNSUPPORTED), "presence and push tokens are not available on this server yet");
+        break;
+    default:
+        fail(err, EC(UNSUPPORTED), "unknown or missing request type");
+        break;
+    }
+    return r;
+}
+
+Mqchat__V1__Receipt *wire_receipt(const void *buf, size_t len, wire_err *err)
+{
+    memset(err, 0, sizeof(*err));
+    if (len > WIRE_ENVELOPE_SLACK) {
+        fail(err, EC(BODY_TOO_LARGE), "receipt of %zu bytes is over the limit", len);
+        return NULL;
+    }
+    Mqchat__V1__Receipt *r = mqchat__v1__receipt__unpack(NULL, len, buf);
+    if (!r) {
+        fail(err, EC(MALFORMED), "payload is not a Receipt");
+        return NULL;
+    }
+    if (!check_conv(r->conversation_id, err)) {
+        if (r->type != MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_DELIVERED &&
+            r->type != MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ)
+            fail(err, EC(INVALID_ARGUMENT), "type must be DELIVERED or READ");
+        else if (r->seq == 0)
+            fail(err, EC(INVALID_ARGUMENT), "seq must be at least 1");
+    }
+    if (err->code) {
+        mqchat__v1__receipt__free_unpacked(r, NULL);
+        return NULL;
+    }
+    return r;
+}
+
+Mqchat__V1__Typing *wire_typing(const void *buf, size_t len, wire_err *err)
+{
+    memset(err, 0, sizeof(*err));
+    if (len > 4096) {
+        fail(err, EC(BODY_TOO_LARGE), "typing of %zu bytes is over the limit", len);
+        return NULL;
+    }
+    Mqchat__V1__Typing *t = mqchat__v1__typing__unpack(NULL, len, buf);
+    if (!t) {
+        fail(err, EC(MALFORMED), "payload is not a Typing");
+        return NULL;
+    }
+    if (check_conv(t->conversation_id, err)) {
+        mqchat__v1__typing__free_unpacked(t, NULL);
+        return NULL;
+    }
+    return t;
+}
+
+void *wire_pack(const ProtobufCMessage *m, size_t *len, void *(*alloc)(size_t))
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    /* +1: the broker treats payloads as possibly NUL-terminated strings. */
+    unsigned char *buf = alloc(n + 1);
+    if (!buf) return NULL;
+    *len = protobuf_c_message_pack(m, buf);
+    buf[*len] = 0;
+    return buf;
+}
