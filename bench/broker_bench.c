@@ -473,6 +473,19 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
 /* ------------------------------------------------------------------------ */
 /* Worker loop                                                              */
 
+/* mosquitto_loop_read() reads at most "number of QoS>0 messages queued in
+ * the client" packets (1 for a receiver), so call it until the socket is
+ * drained, with the test mosquitto_loop_forever() itself uses: the read
+ * that ran dry leaves errno at EAGAIN. */
+static void read_all(struct mosquitto *m)
+{
+    for (int i = 0; i < 1024; i++) {
+        errno = 0;
+        int rc = mosquitto_loop_read(m, 1);
+        if (rc != MOSQ_ERR_SUCCESS || errno == EAGAIN || errno == EWOULDBLOCK) break;
+    }
+}
+
 static void pump(struct worker *w, int timeout_ns)
 {
     int n = 0;
@@ -496,7 +509,7 @@ static void pump(struct worker *w, int timeout_ns)
         if (!w->pfd[k].revents) continue;
         r--;
         struct client *c = w->c[w->pidx[k]];
-        if (w->pfd[k].revents & (POLLIN | POLLERR | POLLHUP)) mosquitto_loop_read(c->m, 1);
+        if (w->pfd[k].revents & (POLLIN | POLLERR | POLLHUP)) read_all(c->m);
         if ((w->pfd[k].revents & POLLOUT) && mosquitto_socket(c->m) >= 0)
             mosquitto_loop_write(c->m, 1);
     }

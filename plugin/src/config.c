@@ -3,13 +3,23 @@
 #include "jwt.h"
 
 #include <errno.h>
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_STR, T_SIZE, T_INT, T_DOUBLE, T_DURABILITY, T_FOREIGN, T_SECRET_FILE,
-               T_SECRET } opt_type;
+typedef enum {
+    T_STR,
+    T_SIZE,
+    T_INT,
+    T_DOUBLE,
+    T_DURABILITY,
+    T_FOREIGN,
+    T_SECRET_FILE,
+    T_SECRET
+} opt_type;
 
 typedef struct opt_def {
     const char *name;
@@ -107,14 +117,20 @@ static int parse_one(mqc_config *c, const opt_def *d, const char *v, char *err, 
         return 0;
     }
     case T_DURABILITY:
-        if (strcmp(v, "sync") == 0) c->durability = MQSTORE_DURABILITY_SYNC;
-        else if (strcmp(v, "os") == 0) c->durability = MQSTORE_DURABILITY_OS;
-        else break;
+        if (strcmp(v, "sync") == 0)
+            c->durability = MQSTORE_DURABILITY_SYNC;
+        else if (strcmp(v, "os") == 0)
+            c->durability = MQSTORE_DURABILITY_OS;
+        else
+            break;
         return 0;
     case T_FOREIGN:
-        if (strcmp(v, "deny") == 0) c->foreign_users = FOREIGN_DENY;
-        else if (strcmp(v, "defer") == 0) c->foreign_users = FOREIGN_DEFER;
-        else break;
+        if (strcmp(v, "deny") == 0)
+            c->foreign_users = FOREIGN_DENY;
+        else if (strcmp(v, "defer") == 0)
+            c->foreign_users = FOREIGN_DEFER;
+        else
+            break;
         return 0;
     case T_SIZE:
     case T_INT:
@@ -123,9 +139,12 @@ static int parse_one(mqc_config *c, const opt_def *d, const char *v, char *err, 
         double x = strtod(v, &end);
         if (errno || end == v || *end || x < d->min || x > d->max) break;
         if (d->type != T_DOUBLE && x != (double)(long long)x) break;
-        if (d->type == T_SIZE) *(size_t *)base = (size_t)x;
-        else if (d->type == T_INT) *(int64_t *)base = (int64_t)x;
-        else *(double *)base = x;
+        if (d->type == T_SIZE)
+            *(size_t *)base = (size_t)x;
+        else if (d->type == T_INT)
+            *(int64_t *)base = (int64_t)x;
+        else
+            *(double *)base = x;
         return 0;
     }
     }
@@ -159,12 +178,15 @@ int mqc_config_parse(mqc_config *c, struct mosquitto_opt *opts, int n, char *err
         return -1;
     }
     if (!prefix_valid(c->topic_prefix)) {
-        snprintf(err, errlen, "plugin_opt_topic_prefix: '%s' must be plain topic levels "
-                 "(no wildcards, no leading '$' or '/', at most 64 bytes)", c->topic_prefix);
+        snprintf(err, errlen,
+                 "plugin_opt_topic_prefix: '%s' must be plain topic levels "
+                 "(no wildcards, no leading '$' or '/', at most 64 bytes)",
+                 c->topic_prefix);
         return -1;
     }
     if (!c->hs256_secret && !c->jwt_public_key_file) {
-        snprintf(err, errlen, "set plugin_opt_jwt_hs256_secret_file (or _secret) and/or "
+        snprintf(err, errlen,
+                 "set plugin_opt_jwt_hs256_secret_file (or _secret) and/or "
                  "plugin_opt_jwt_public_key_file: no way to verify tokens");
         return -1;
     }

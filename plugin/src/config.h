@@ -17,19 +17,19 @@ typedef enum { FOREIGN_DENY = 0, FOREIGN_DEFER = 1 } mqc_foreign;
 typedef struct mqc_config {
     char *store_dir;
     mqstore_durability durability;
-    char *topic_prefix;         /* no trailing '/' */
+    char *topic_prefix;          /* no trailing '/' */
     unsigned char *hs256_secret; /* NULL = HS256 off */
     size_t hs256_secret_len;
-    char *jwt_public_key_file;  /* NULL = RS256/ES256 off */
-    char *jwt_issuer;           /* NULL = not checked */
-    char *jwt_audience;         /* NULL = tokens must not carry aud */
+    char *jwt_public_key_file; /* NULL = RS256/ES256 off */
+    char *jwt_issuer;          /* NULL = not checked */
+    char *jwt_audience;        /* NULL = tokens must not carry aud */
     int64_t jwt_leeway_s;
     size_t max_body;
     size_t group_max_members;
     double rate_msgs_per_s;
     double rate_burst;
     mqc_foreign foreign_users;
-    size_t sync_page_max;       /* cap on SyncRequest.limit */
+    size_t sync_page_max; /* cap on SyncRequest.limit */
     size_t history_page_max;
     int64_t dedup_retention_s;
     int64_t inbox_retention_s;
@@ -39,8 +39,7 @@ struct mosquitto_opt;
 
 /* Parse options into *cfg (defaults for what is absent). On error returns
  * -1 and writes a message naming the option into err. */
-int mqc_config_parse(mqc_config *cfg, struct mosquitto_opt *opts, int n, char *err,
-                     size_t errlen);
+int mqc_config_parse(mqc_config *cfg, struct mosquitto_opt *opts, int n, char *err, size_t errlen);
 void mqc_config_free(mqc_config *cfg);
 
 #endif

@@ -48,7 +48,8 @@ void conn_remove(mqc *m, const struct mosquitto *client)
 void conn_free_all(mqc *m)
 {
     conn *c, *tmp;
-    HASH_ITER(hh, m->conns, c, tmp) {
+    HASH_ITER(hh, m->conns, c, tmp)
+    {
         HASH_DEL(m->conns, c);
         free(c);
     }

@@ -61,8 +61,8 @@ static void pubs_send(pubs *p)
 {
     for (size_t i = 0; i < p->n; i++) {
         pub *x = &p->items[i];
-        if (mosquitto_broker_publish(x->client_id, x->topic, (int)x->len, x->payload, x->qos,
-                                     false, NULL) == MOSQ_ERR_SUCCESS)
+        if (mosquitto_broker_publish(x->client_id, x->topic, (int)x->len, x->payload, x->qos, false,
+                                     NULL) == MOSQ_ERR_SUCCESS)
             x->payload = NULL;
         else
             mosquitto_log_printf(MOSQ_LOG_WARNING, "mqchat: could not publish to %s", x->topic);
@@ -93,8 +93,10 @@ void out_after(mqc *m, uint64_t ticket, pubs *p)
     e->ticket = ticket;
     e->out = *p;
     memset(p, 0, sizeof(*p));
-    if (m->tail) m->tail->next = e;
-    else m->head = e;
+    if (m->tail)
+        m->tail->next = e;
+    else
+        m->head = e;
     m->tail = e;
     m->n_pending++;
     atomic_store(&m->waiting, 1);
@@ -130,8 +132,7 @@ void out_free_all(mqc *m)
 static void reply(mqc *m, conn *c, const char *leaf, const ProtobufCMessage *msg)
 {
     char topic[512];
-    if (topic_device(topic, sizeof(topic), m->cfg.topic_prefix, c->user, c->device, leaf))
-        return;
+    if (topic_device(topic, sizeof(topic), m->cfg.topic_prefix, c->user, c->device, leaf)) return;
     /* Replies wait for the newest write to be durable: a response never
      * shows a device data that a power loss could still take back, and
      * replies keep their order with the ACKs queued before them. */
@@ -175,25 +176,33 @@ void reply_send_error(mqc *m, conn *c, const Mqchat__V1__SendRequest *req, wire_
     ack.conversation_id =
         (char *)(req && wire_conv_valid(req->conversation_id) ? req->conversation_id : "");
     ack.error = &err;
-    mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused send %s from %s: %s", cmid,
-                         c->client_id, msg);
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused send %s from %s: %s", cmid, c->client_id,
+                         msg);
     reply(m, c, "ack", &ack.base);
 }
 
 wire_code store_code(mqstore_err e, wire_code notfound)
 {
     switch (e) {
-    case MQSTORE_OK: return EC(UNSPECIFIED);
-    case MQSTORE_ERR_INVAL: return EC(INVALID_ARGUMENT);
-    case MQSTORE_ERR_NOTFOUND: return notfound;
-    case MQSTORE_ERR_EXISTS: return EC(INVALID_ARGUMENT);
-    case MQSTORE_ERR_NOTMEMBER: return EC(NOT_MEMBER);
-    case MQSTORE_ERR_TOOBIG: return EC(BODY_TOO_LARGE);
+    case MQSTORE_OK:
+        return EC(UNSPECIFIED);
+    case MQSTORE_ERR_INVAL:
+        return EC(INVALID_ARGUMENT);
+    case MQSTORE_ERR_NOTFOUND:
+        return notfound;
+    case MQSTORE_ERR_EXISTS:
+        return EC(INVALID_ARGUMENT);
+    case MQSTORE_ERR_NOTMEMBER:
+        return EC(NOT_MEMBER);
+    case MQSTORE_ERR_TOOBIG:
+        return EC(BODY_TOO_LARGE);
     case MQSTORE_ERR_IO:
     case MQSTORE_ERR_NOSPC:
-    case MQSTORE_ERR_READONLY: return EC(UNAVAILABLE);
+    case MQSTORE_ERR_READONLY:
+        return EC(UNAVAILABLE);
     case MQSTORE_ERR_CORRUPT:
-    case MQSTORE_ERR_NOMEM: return EC(INTERNAL);
+    case MQSTORE_ERR_NOMEM:
+        return EC(INTERNAL);
     }
     return EC(INTERNAL);
 }

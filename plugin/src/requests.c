@@ -121,13 +121,14 @@ static void do_cursor_ack(mqc *m, conn *c, Mqchat__V1__Request *req, Mqchat__V1_
 
 /* The caller's membership of conv: MQSTORE_OK with *role set, or the code
  * and message to refuse with. */
-int require_member(mqc *m, conn *c, const char *request_id, const char *conv,
-                   mqstore_member *self)
+int require_member(mqc *m, conn *c, const char *request_id, const char *conv, mqstore_member *self)
 {
     mqstore_err e;
     if (!mqstore_conv_exists(m->store, conv, &e)) {
-        if (e) reply_error(m, c, request_id, store_code(e, EC(INTERNAL)), mqstore_strerror(e));
-        else reply_error(m, c, request_id, EC(UNKNOWN_CONVERSATION), "no such conversation");
+        if (e)
+            reply_error(m, c, request_id, store_code(e, EC(INTERNAL)), mqstore_strerror(e));
+        else
+            reply_error(m, c, request_id, EC(UNKNOWN_CONVERSATION), "no such conversation");
         return -1;
     }
     e = mqstore_member_get(m->store, conv, c->user, self);
@@ -159,8 +160,7 @@ static void do_history(mqc *m, conn *c, Mqchat__V1__Request *req, Mqchat__V1__Re
     mqstore_page_free(&p);
 }
 
-static void do_list_members(mqc *m, conn *c, Mqchat__V1__Request *req,
-                            Mqchat__V1__Response *resp)
+static void do_list_members(mqc *m, conn *c, Mqchat__V1__Request *req, Mqchat__V1__Response *resp)
 {
     const char *conv = req->list_members->conversation_id;
     mqstore_member self;
@@ -240,8 +240,7 @@ int handle_request(mqc *m, conn *c, const void *payload, size_t len)
     int64_t wait;
     if (!err.code && (wait = conn_rate_take(m, c)) > 0) {
         err.code = EC(RATE_LIMITED);
-        snprintf(err.msg, sizeof(err.msg), "too many requests; retry in %lld ms",
-                 (long long)wait);
+        snprintf(err.msg, sizeof(err.msg), "too many requests; retry in %lld ms", (long long)wait);
     }
     if (err.code) {
         reply_error(m, c, req ? req->request_id : NULL, err.code, err.msg);
@@ -251,12 +250,24 @@ int handle_request(mqc *m, conn *c, const void *payload, size_t len)
     Mqchat__V1__Response resp = MQCHAT__V1__RESPONSE__INIT;
     resp.request_id = req->request_id;
     switch (req->body_case) {
-    case MQCHAT__V1__REQUEST__BODY_SYNC: do_sync(m, c, req, &resp); break;
-    case MQCHAT__V1__REQUEST__BODY_CURSOR_ACK: do_cursor_ack(m, c, req, &resp); break;
-    case MQCHAT__V1__REQUEST__BODY_HISTORY: do_history(m, c, req, &resp); break;
-    case MQCHAT__V1__REQUEST__BODY_LIST_MEMBERS: do_list_members(m, c, req, &resp); break;
-    case MQCHAT__V1__REQUEST__BODY_LIST_CONVERSATIONS: do_list_convs(m, c, req, &resp); break;
-    default: handle_group(m, c, req); break;
+    case MQCHAT__V1__REQUEST__BODY_SYNC:
+        do_sync(m, c, req, &resp);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_CURSOR_ACK:
+        do_cursor_ack(m, c, req, &resp);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_HISTORY:
+        do_history(m, c, req, &resp);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_LIST_MEMBERS:
+        do_list_members(m, c, req, &resp);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_LIST_CONVERSATIONS:
+        do_list_convs(m, c, req, &resp);
+        break;
+    default:
+        handle_group(m, c, req);
+        break;
     }
     mqchat__v1__request__free_unpacked(req, NULL);
     return MOSQ_ERR_SUCCESS;

@@ -46,8 +46,8 @@ static topic_leaf leaf_of(const char *s)
     static const struct {
         const char *name;
         topic_leaf leaf;
-    } leaves[] = {{"send", LEAF_SEND},       {"req", LEAF_REQ}, {"receipt", LEAF_RECEIPT},
-                  {"typing", LEAF_TYPING},   {"ack", LEAF_ACK}, {"resp", LEAF_RESP}};
+    } leaves[] = {{"send", LEAF_SEND},     {"req", LEAF_REQ}, {"receipt", LEAF_RECEIPT},
+                  {"typing", LEAF_TYPING}, {"ack", LEAF_ACK}, {"resp", LEAF_RESP}};
     for (size_t i = 0; i < sizeof(leaves) / sizeof(leaves[0]); i++)
         if (strcmp(s, leaves[i].name) == 0) return leaves[i].leaf;
     return LEAF_UNKNOWN;

@@ -14,10 +14,10 @@
 #include <stddef.h>
 
 typedef enum topic_kind {
-    TOPIC_OUTSIDE = 0,  /* not under the prefix: not ours, defer */
-    TOPIC_INBOX,        /* {p}/u/{user}/inbox */
-    TOPIC_DEVICE,       /* {p}/u/{user}/d/{device}/{leaf} */
-    TOPIC_INVALID,      /* under the prefix but no topic of ours */
+    TOPIC_OUTSIDE = 0, /* not under the prefix: not ours, defer */
+    TOPIC_INBOX,       /* {p}/u/{user}/inbox */
+    TOPIC_DEVICE,      /* {p}/u/{user}/d/{device}/{leaf} */
+    TOPIC_INVALID,     /* under the prefix but no topic of ours */
 } topic_kind;
 
 typedef enum topic_leaf {

@@ -109,8 +109,7 @@ Mqchat__V1__SendRequest *wire_send(const void *buf, size_t len, size_t max_body,
     else if (check_conv(r->conversation_id, err))
         ;
     else if (body > max_body)
-        fail(err, EC(BODY_TOO_LARGE), "body of %zu bytes is over the limit of %zu", body,
-             max_body);
+        fail(err, EC(BODY_TOO_LARGE), "body of %zu bytes is over the limit of %zu", body, max_body);
     else if (strlen(r->content_type) > WIRE_MAX_CONTENT_TYPE)
         fail(err, EC(INVALID_ARGUMENT), "content_type is longer than %d bytes",
              WIRE_MAX_CONTENT_TYPE);
@@ -133,8 +132,8 @@ static const char *role_ok(Mqchat__V1__Role r)
                                                                                      : "role";
 }
 
-Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body,
-                                  size_t max_members, wire_err *err)
+Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, size_t max_members,
+                                  wire_err *err)
 {
     memset(err, 0, sizeof(*err));
     if (len > max_body + WIRE_ENVELOPE_SLACK) {

@@ -39,8 +39,8 @@ int wire_id_valid(const char *id);
  * decoded but is invalid, and its client_msg_id / request_id (valid or not)
  * says whom to answer; the caller still frees it. */
 Mqchat__V1__SendRequest *wire_send(const void *buf, size_t len, size_t max_body, wire_err *err);
-Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body,
-                                  size_t max_members, wire_err *err);
+Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, size_t max_members,
+                                  wire_err *err);
 Mqchat__V1__Receipt *wire_receipt(const void *buf, size_t len, wire_err *err);
 Mqchat__V1__Typing *wire_typing(const void *buf, size_t len, wire_err *err);
 
