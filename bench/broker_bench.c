@@ -56,7 +56,6 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <mosquitto.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -64,6 +63,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -127,6 +127,8 @@ struct client {
     uint64_t next_n; /* per-sender message counter */
     uint64_t last_n; /* receiver: last counter seen (order check) */
     int got_any;
+    int want_out; /* EPOLLOUT registered */
+    int touched;  /* in w->touched */
 };
 
 struct samples {
@@ -139,9 +141,10 @@ struct worker {
     int wid;
     struct client **c;
     int nc;
-    struct pollfd *pfd;
-    int *pidx; /* pfd slot -> client index */
-    int rr;    /* rate mode: round-robin position among senders */
+    int ep;                  /* epoll fd over the clients' sockets */
+    struct client **touched; /* clients whose EPOLLOUT need may have changed */
+    int ntouched;
+    int rr; /* rate mode: round-robin position among senders */
     uint64_t issued;
     /* stats, written by this worker only */
     uint64_t sent, pubacks, sendacks, received, received_meas, received_dup_or_ooo;
@@ -152,6 +155,8 @@ struct worker {
     struct samples ack_lat; /* send -> SendAck (mqchat) or PUBACK (plain) */
     char errbuf[640];
 };
+
+static void touch(struct client *c);
 
 static struct worker *workers;
 static struct client *clients; /* 2 * pairs: senders then receivers */
@@ -280,6 +285,7 @@ static int send_one(struct client *c, uint64_t ts)
     }
     c->next_n++;
     c->inflight++;
+    touch(c);
     w->sent++;
     return 0;
 }
@@ -486,32 +492,44 @@ static void read_all(struct mosquitto *m)
     }
 }
 
-static void pump(struct worker *w, int timeout_ns)
+/* Marks c for the EPOLLOUT check at the top of the next pump(). */
+static void touch(struct client *c)
 {
-    int n = 0;
-    for (int i = 0; i < w->nc; i++) {
-        struct client *c = w->c[i];
+    if (c->touched) return;
+    c->touched = 1;
+    c->w->touched[c->w->ntouched++] = c;
+}
+
+/* One pass: (un)register EPOLLOUT for the clients touched since the last
+ * pass (libmosquitto writes at once and only keeps what the socket did not
+ * take), wait up to timeout_ns, handle the ready sockets. */
+static void pump(struct worker *w, uint64_t timeout_ns)
+{
+    for (int i = 0; i < w->ntouched; i++) {
+        struct client *c = w->touched[i];
+        c->touched = 0;
         int fd = mosquitto_socket(c->m);
         if (fd < 0) continue;
-        w->pfd[n].fd = fd;
-        w->pfd[n].events = POLLIN | (mosquitto_want_write(c->m) ? POLLOUT : 0);
-        w->pfd[n].revents = 0;
-        w->pidx[n] = i;
-        n++;
+        int want = mosquitto_want_write(c->m) ? 1 : 0;
+        if (want != c->want_out) {
+            struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0u), .data.ptr = c};
+            if (epoll_ctl(w->ep, EPOLL_CTL_MOD, fd, &ev) == 0) c->want_out = want;
+        }
     }
-    struct timespec ts = {timeout_ns / 1000000000, timeout_ns % 1000000000};
-    int r = ppoll(w->pfd, (nfds_t)n, &ts, NULL);
-    if (r < 0) {
+    w->ntouched = 0;
+    struct epoll_event evs[256];
+    struct timespec ts = {(time_t)(timeout_ns / 1000000000u), (long)(timeout_ns % 1000000000u)};
+    int n = epoll_pwait2(w->ep, evs, 256, &ts, NULL);
+    if (n < 0) {
         if (errno == EINTR) return;
-        die("ppoll: %s", strerror(errno));
+        die("epoll_pwait2: %s", strerror(errno));
     }
-    for (int k = 0; k < n && r > 0; k++) {
-        if (!w->pfd[k].revents) continue;
-        r--;
-        struct client *c = w->c[w->pidx[k]];
-        if (w->pfd[k].revents & (POLLIN | POLLERR | POLLHUP)) read_all(c->m);
-        if ((w->pfd[k].revents & POLLOUT) && mosquitto_socket(c->m) >= 0)
+    for (int k = 0; k < n; k++) {
+        struct client *c = evs[k].data.ptr;
+        if (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) read_all(c->m);
+        if ((evs[k].events & EPOLLOUT) && mosquitto_socket(c->m) >= 0)
             mosquitto_loop_write(c->m, 1);
+        touch(c);
     }
 }
 
@@ -538,7 +556,7 @@ static void *worker_main(void *arg)
     int ph;
     while ((ph = atomic_load(&phase)) != PH_DONE && !atomic_load(&stop_flag)) {
         uint64_t now = now_ns();
-        int timeout = 10 * 1000 * 1000;
+        uint64_t timeout = 10 * 1000 * 1000;
         if (ph == PH_CONNECT) {
             if (!counted_ready && all_ready(w)) {
                 counted_ready = 1;
@@ -552,7 +570,7 @@ static void *worker_main(void *arg)
         } else if (ph == PH_WARMUP || ph == PH_MEASURE) {
             if (opt.rate > 0) {
                 uint64_t next = send_due(w, now);
-                if (next < (uint64_t)timeout) timeout = (int)next;
+                if (next < timeout) timeout = next;
             } else {
                 fill_windows(w);
             }
@@ -652,6 +670,10 @@ static void setup_client(struct client *c, struct worker *w, int is_sender, int 
     if (rc != MOSQ_ERR_SUCCESS)
         die("%s: connect to %s:%d: %s", c->id, opt.host, opt.port,
             rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, mosquitto_socket(c->m), &ev) != 0)
+        die("epoll_ctl: %s", strerror(errno));
+    touch(c);
 }
 
 static uint64_t proc_cpu_ns(int pid)
@@ -671,6 +693,22 @@ static uint64_t proc_cpu_ns(int pid)
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return 0;
     return (ut + st) * (1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK));
+}
+
+/* Busy and total jiffies of the whole machine (/proc/stat "cpu" line). */
+static void machine_cpu(uint64_t *busy, uint64_t *total)
+{
+    *busy = *total = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return;
+    unsigned long long v[10] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                   &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]);
+    fclose(f);
+    if (n < 8) return;
+    for (int i = 0; i < 8; i++)
+        *total += v[i];
+    *busy = *total - v[3] - v[4]; /* minus idle and iowait */
 }
 
 static void on_sig(int s)
@@ -827,9 +865,10 @@ int main(int argc, char **argv)
         w->wid = t;
         int maxc = 2 * (opt.pairs / opt.threads + 1);
         w->c = calloc((size_t)maxc, sizeof *w->c);
-        w->pfd = calloc((size_t)maxc, sizeof *w->pfd);
-        w->pidx = calloc((size_t)maxc, sizeof *w->pidx);
-        if (!w->c || !w->pfd || !w->pidx) die("out of memory");
+        w->touched = calloc((size_t)maxc, sizeof *w->touched);
+        w->ep = epoll_create1(EPOLL_CLOEXEC);
+        if (!w->c || !w->touched) die("out of memory");
+        if (w->ep < 0) die("epoll_create1: %s", strerror(errno));
     }
     /* Pair i lives on worker i % threads, both ends: a message's send and
      * receive timestamps come from the same thread's view of the clock. */
@@ -872,11 +911,16 @@ int main(int argc, char **argv)
     atomic_store(&phase, PH_MEASURE);
     self_cpu0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
     broker_cpu0 = proc_cpu_ns(opt.broker_pid);
+    uint64_t mbusy0, mtotal0, mbusy1, mtotal1;
+    machine_cpu(&mbusy0, &mtotal0);
     uint64_t mend = atomic_load(&meas_end_ns);
     while (now_ns() < mend && !atomic_load(&stop_flag))
         usleep(1000);
     uint64_t self_cpu1 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
     uint64_t broker_cpu1 = proc_cpu_ns(opt.broker_pid);
+    machine_cpu(&mbusy1, &mtotal1);
+    double machine_busy =
+        mtotal1 > mtotal0 ? 100.0 * (double)(mbusy1 - mbusy0) / (double)(mtotal1 - mtotal0) : 0;
     atomic_store(&phase, PH_DRAIN);
 
     /* Drain: no new sends; wait for the in-flight ones (at most 3 s). */
@@ -942,17 +986,20 @@ int main(int argc, char **argv)
            " other-msgs %" PRIu64 " disconnects %" PRIu64 "\n",
            tot.ack_errors, tot.received_dup_or_ooo, tot.bad_payloads, tot.other_msgs,
            tot.unexpected_disconnects);
-    printf("  cpu            bench %.0f%%%s", self_cpu, opt.broker_pid ? "" : "\n");
-    if (opt.broker_pid) printf("  broker %.0f%% (of one core)\n", broker_cpu);
+    printf("  cpu            bench %.0f%%", self_cpu);
+    if (opt.broker_pid) printf("  broker %.0f%%", broker_cpu);
+    printf(" (of one core); machine %.0f%% busy (all %ld cores)\n", machine_busy,
+           sysconf(_SC_NPROCESSORS_ONLN));
     if (opt.rate > 0) printf("  backlog max    %" PRIu64 " messages\n", tot.backlog_max);
     printf("RESULT mode=%s inflight=%s pairs=%d window=%d rate=%.0f delivered_per_s=%.0f "
            "p50_us=%u p90_us=%u p99_us=%u p999_us=%u max_us=%u ack_p50_us=%u ack_p99_us=%u "
            "sent=%" PRIu64 " received=%" PRIu64 " ack_errors=%" PRIu64 " dup=%" PRIu64
-           " disconnects=%" PRIu64 " bench_cpu_pct=%.0f broker_cpu_pct=%.0f\n",
+           " disconnects=%" PRIu64
+           " bench_cpu_pct=%.0f broker_cpu_pct=%.0f machine_busy_pct=%.0f\n",
            mode, infl, opt.pairs, opt.window, opt.rate, rate, pct(&tot.lat, 50), pct(&tot.lat, 90),
            pct(&tot.lat, 99), pct(&tot.lat, 99.9), tot.lat.n ? tot.lat.v[tot.lat.n - 1] : 0,
            pct(&tot.ack_lat, 50), pct(&tot.ack_lat, 99), tot.sent, tot.received, tot.ack_errors,
-           tot.received_dup_or_ooo, tot.unexpected_disconnects, self_cpu, broker_cpu);
+           tot.received_dup_or_ooo, tot.unexpected_disconnects, self_cpu, broker_cpu, machine_busy);
     fflush(stdout);
 
     for (int i = 0; i < 2 * opt.pairs; i++)

@@ -175,7 +175,7 @@ mqstore_err mqstore_inbox_trim(mqstore *s, const char *user, uint64_t *trimmed_u
     pthread_mutex_lock(&s->write_lock);
     int64_t cutoff = store_now(s) - s->opt.inbox_retention_ms;
     uint64_t min = 0, old = 0, done = 0;
-    int any;
+    int any = 0;
     /* heads 't' user: how far the inbox was already trimmed, so a repeated
      * trim writes no new range tombstone. */
     key tk;

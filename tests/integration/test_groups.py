@@ -4,8 +4,6 @@ list_members / list_conversations, and ordering with concurrent senders."""
 import threading
 import time
 
-import pytest
-
 import mqchat_harness as H
 from mqchat_harness import pb
 
