@@ -150,8 +150,15 @@ void reply_response(mqc *m, conn *c, Mqchat__V1__Response *resp)
 
 void reply_error(mqc *m, conn *c, const char *request_id, wire_code code, const char *msg)
 {
+    reply_error_retry(m, c, request_id, code, msg, 0);
+}
+
+void reply_error_retry(mqc *m, conn *c, const char *request_id, wire_code code, const char *msg,
+                       uint32_t retry_ms)
+{
     Mqchat__V1__Error err = MQCHAT__V1__ERROR__INIT;
     err.code = code;
+    err.retry_after_ms = retry_ms;
     err.message = (char *)msg;
     err.request_id = (char *)(request_id && wire_id_valid(request_id) ? request_id : "");
     Mqchat__V1__Response resp = MQCHAT__V1__RESPONSE__INIT;
@@ -164,11 +171,12 @@ void reply_error(mqc *m, conn *c, const char *request_id, wire_code code, const 
 }
 
 void reply_send_error(mqc *m, conn *c, const Mqchat__V1__SendRequest *req, wire_code code,
-                      const char *msg)
+                      const char *msg, uint32_t retry_ms)
 {
     Mqchat__V1__Error err = MQCHAT__V1__ERROR__INIT;
     const char *cmid = req && wire_id_valid(req->client_msg_id) ? req->client_msg_id : "";
     err.code = code;
+    err.retry_after_ms = retry_ms;
     err.message = (char *)msg;
     err.request_id = (char *)cmid;
     Mqchat__V1__SendAck ack = MQCHAT__V1__SEND_ACK__INIT;

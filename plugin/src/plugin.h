@@ -50,6 +50,9 @@ typedef struct pubs {
     pub *items;
 } pubs;
 
+/* Sends refused with UNAVAILABLE while this many writes wait for an fsync. */
+#define MQC_MAX_PENDING 100000
+
 /* Publishes waiting for a store ticket to become durable (FIFO; tickets
  * only grow along the list). */
 typedef struct pending {
@@ -95,8 +98,11 @@ void out_free_all(mqc *m);
 /* Immediate replies to the device of `c`. */
 void reply_response(mqc *m, conn *c, Mqchat__V1__Response *resp);
 void reply_error(mqc *m, conn *c, const char *request_id, wire_code code, const char *msg);
+/* retry_ms: for RATE_LIMITED and UNAVAILABLE, the earliest sensible retry. */
+void reply_error_retry(mqc *m, conn *c, const char *request_id, wire_code code, const char *msg,
+                       uint32_t retry_ms);
 void reply_send_error(mqc *m, conn *c, const Mqchat__V1__SendRequest *req, wire_code code,
-                      const char *msg);
+                      const char *msg, uint32_t retry_ms);
 
 /* Map a store error to a device-facing code and message. */
 wire_code store_code(mqstore_err e, wire_code notfound);

@@ -33,7 +33,7 @@ static int limited(mqc *m, conn *c)
     if (wait <= 0) return 0;
     char msg[96];
     snprintf(msg, sizeof(msg), "too many messages; retry in %lld ms", (long long)wait);
-    reply_error(m, c, NULL, EC(RATE_LIMITED), msg);
+    reply_error_retry(m, c, NULL, EC(RATE_LIMITED), msg, (uint32_t)wait);
     return 1;
 }
 

@@ -237,13 +237,13 @@ int handle_request(mqc *m, conn *c, const void *payload, size_t len)
     wire_err err;
     Mqchat__V1__Request *req =
         wire_request(payload, len, m->cfg.max_body, m->cfg.group_max_members, &err);
-    int64_t wait;
+    int64_t wait = 0;
     if (!err.code && (wait = conn_rate_take(m, c)) > 0) {
         err.code = EC(RATE_LIMITED);
         snprintf(err.msg, sizeof(err.msg), "too many requests; retry in %lld ms", (long long)wait);
     }
     if (err.code) {
-        reply_error(m, c, req ? req->request_id : NULL, err.code, err.msg);
+        reply_error_retry(m, c, req ? req->request_id : NULL, err.code, err.msg, (uint32_t)wait);
         if (req) mqchat__v1__request__free_unpacked(req, NULL);
         return MOSQ_ERR_ACL_DENIED;
     }

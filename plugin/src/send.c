@@ -64,8 +64,15 @@ int handle_send(mqc *m, conn *c, const void *payload, size_t len)
 {
     wire_err err;
     Mqchat__V1__SendRequest *req = wire_send(payload, len, m->cfg.max_body, &err);
-    int64_t wait;
+    int64_t wait = 0;
     char ua[129], ub[129], msg[160];
+    if (!err.code && m->n_pending >= MQC_MAX_PENDING) {
+        /* The disk is not keeping up (fsyncs stalled): refuse rather than
+         * grow the queue of undurable sends without bound. */
+        err.code = EC(UNAVAILABLE);
+        wait = 1000;
+        snprintf(err.msg, sizeof(err.msg), "the server is overloaded; retry later");
+    }
     if (!err.code && (wait = conn_rate_take(m, c)) > 0) {
         err.code = EC(RATE_LIMITED);
         snprintf(err.msg, sizeof(err.msg), "too many messages; retry in %lld ms", (long long)wait);
@@ -76,7 +83,7 @@ int handle_send(mqc *m, conn *c, const void *payload, size_t len)
         snprintf(err.msg, sizeof(err.msg), "a 1:1 conversation must name the sender");
     }
     if (err.code) {
-        reply_send_error(m, c, req, err.code, err.msg);
+        reply_send_error(m, c, req, err.code, err.msg, (uint32_t)wait);
         if (req) mqchat__v1__send_request__free_unpacked(req, NULL);
         return MOSQ_ERR_ACL_DENIED;
     }
@@ -93,7 +100,7 @@ int handle_send(mqc *m, conn *c, const void *payload, size_t len)
     size_t stored_len;
     void *stored = wire_pack(&content.base, &stored_len, malloc);
     if (!stored) {
-        reply_send_error(m, c, req, EC(INTERNAL), "out of memory");
+        reply_send_error(m, c, req, EC(INTERNAL), "out of memory", 0);
         mqchat__v1__send_request__free_unpacked(req, NULL);
         return MOSQ_ERR_ACL_DENIED;
     }
@@ -110,7 +117,8 @@ int handle_send(mqc *m, conn *c, const void *payload, size_t len)
         snprintf(msg, sizeof(msg), "%s: %s",
                  e == MQSTORE_ERR_NOTFOUND ? "unknown conversation" : "not stored",
                  mqstore_strerror(e));
-        reply_send_error(m, c, req, store_code(e, EC(UNKNOWN_CONVERSATION)), msg);
+        wire_code code = store_code(e, EC(UNKNOWN_CONVERSATION));
+        reply_send_error(m, c, req, code, msg, code == EC(UNAVAILABLE) ? 1000 : 0);
         free(stored);
         mqchat__v1__send_request__free_unpacked(req, NULL);
         return MOSQ_ERR_ACL_DENIED;
