@@ -1,0 +1,332 @@
+/* fuzz_wire — libFuzzer target for everything a device controls before
+ * the store sees it: the protobuf decoders and validators of wire.c
+ * (wire_send, wire_request, wire_receipt, wire_typing) and, on the same
+ * input read as a C string, the topic and subscription-filter rules of
+ * topics.c and the conversation-id parsers of wire.c.
+ *
+ * Besides "no crash, no leak, no UB", it checks invariants and abort()s
+ * when one breaks, so a logic bug is a finding too:
+ *   - a decoder's error is a known code with a NUL-terminated message, and
+ *     a returned-and-valid message really satisfies the documented rules;
+ *   - validating is a function of the decoded message: re-packing it and
+ *     decoding again gives the same error code;
+ *   - a parsed topic rebuilds to the same string; a wildcard-free filter
+ *     touches the prefix exactly when topic_parse says it is under it;
+ *     an allowed filter touches the prefix;
+ *   - a "d:" conversation id splits into two ordered user ids and rebuilds.
+ *
+ * Built for fuzzing by tests/fuzz/CMakeLists.txt (MQCHAT_FUZZ=ON, clang)
+ * and, in every build, into fuzz_replay_wire (tests/fuzz/replay.cmake),
+ * which replays the seed and regression corpus through this function. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "topics.h"
+#include "wire.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_wire: invariant broken at %s:%d: %s\n", __FILE__, __LINE__,      \
+                    #cond);                                                                        \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* The error is either "none" (code 0, empty message) or a known code with
+ * a non-empty, NUL-terminated message. */
+static void check_err(const wire_err *e)
+{
+    CHECK(memchr(e->msg, '\0', sizeof(e->msg)) != NULL);
+    if (e->code == 0) {
+        CHECK(e->msg[0] == '\0');
+    } else {
+        CHECK(e->code >= EC(MALFORMED) && e->code <= EC(NOT_FOUND));
+        CHECK(e->msg[0] != '\0');
+    }
+}
+
+/* Re-pack m; NULL if it would not fit the decoder's envelope limit (a
+ * non-canonical varint can grow when re-encoded). */
+static uint8_t *repack(const ProtobufCMessage *m, size_t limit, size_t *len)
+{
+    uint8_t *buf = wire_pack(m, len, malloc);
+    CHECK(buf != NULL);
+    CHECK(buf[*len] == 0);
+    if (*len > limit) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static void fuzz_send(const uint8_t *data, size_t size, size_t max_body)
+{
+    wire_err err, err2;
+    Mqchat__V1__SendRequest *r = wire_send(data, size, max_body, &err);
+    check_err(&err);
+    if (!r) {
+        CHECK(err.code == EC(MALFORMED) || err.code == EC(BODY_TOO_LARGE));
+        return;
+    }
+    CHECK(r->client_msg_id && r->conversation_id && r->content_type);
+    if (err.code == 0) {
+        size_t body = r->body.len;
+        CHECK(wire_id_valid(r->client_msg_id));
+        CHECK(wire_conv_valid(r->conversation_id));
+        CHECK(strlen(r->content_type) <= WIRE_MAX_CONTENT_TYPE);
+        CHECK(r->n_media <= WIRE_MAX_MEDIA);
+        for (size_t i = 0; i < r->n_media; i++) {
+            CHECK(r->media[i]->sha256.len == 0 || r->media[i]->sha256.len == 32);
+            body += r->media[i]->thumbnail.len;
+        }
+        CHECK(body <= max_body);
+    }
+    size_t len;
+    uint8_t *buf = repack(&r->base, max_body + WIRE_ENVELOPE_SLACK, &len);
+    if (buf) {
+        Mqchat__V1__SendRequest *r2 = wire_send(buf, len, max_body, &err2);
+        CHECK(r2 != NULL);
+        CHECK(err2.code == err.code);
+        CHECK(strcmp(r2->client_msg_id, r->client_msg_id) == 0);
+        mqchat__v1__send_request__free_unpacked(r2, NULL);
+        free(buf);
+    }
+    mqchat__v1__send_request__free_unpacked(r, NULL);
+}
+
+static void fuzz_request(const uint8_t *data, size_t size, size_t max_body, size_t max_members)
+{
+    wire_err err, err2;
+    Mqchat__V1__Request *r = wire_request(data, size, max_body, max_members, &err);
+    check_err(&err);
+    if (!r) {
+        CHECK(err.code == EC(MALFORMED) || err.code == EC(BODY_TOO_LARGE));
+        return;
+    }
+    CHECK(r->request_id != NULL);
+    if (err.code == 0) {
+        CHECK(wire_id_valid(r->request_id));
+        switch (r->body_case) {
+        case MQCHAT__V1__REQUEST__BODY_SYNC:
+        case MQCHAT__V1__REQUEST__BODY_CURSOR_ACK:
+            break;
+        case MQCHAT__V1__REQUEST__BODY_HISTORY:
+            CHECK(wire_conv_valid(r->history->conversation_id));
+            break;
+        case MQCHAT__V1__REQUEST__BODY_GROUP_CREATE:
+            CHECK(strlen(r->group_create->title) <= WIRE_MAX_TITLE);
+            CHECK(r->group_create->n_member_ids <= max_members);
+            for (size_t i = 0; i < r->group_create->n_member_ids; i++)
+                CHECK(user_id_valid(r->group_create->member_ids[i]));
+            break;
+        case MQCHAT__V1__REQUEST__BODY_GROUP_ADD:
+            CHECK(wire_conv_valid(r->group_add->conversation_id));
+            CHECK(r->group_add->n_user_ids >= 1 && r->group_add->n_user_ids <= max_members);
+            for (size_t i = 0; i < r->group_add->n_user_ids; i++)
+                CHECK(user_id_valid(r->group_add->user_ids[i]));
+            break;
+        case MQCHAT__V1__REQUEST__BODY_GROUP_REMOVE:
+            CHECK(wire_conv_valid(r->group_remove->conversation_id));
+            CHECK(r->group_remove->n_user_ids >= 1 && r->group_remove->n_user_ids <= max_members);
+            for (size_t i = 0; i < r->group_remove->n_user_ids; i++)
+                CHECK(user_id_valid(r->group_remove->user_ids[i]));
+            break;
+        case MQCHAT__V1__REQUEST__BODY_GROUP_LEAVE:
+            CHECK(wire_conv_valid(r->group_leave->conversation_id));
+            break;
+        case MQCHAT__V1__REQUEST__BODY_GROUP_SET_ROLE:
+            CHECK(wire_conv_valid(r->group_set_role->conversation_id));
+            CHECK(r->group_set_role->role == MQCHAT__V1__ROLE__ROLE_MEMBER ||
+                  r->group_set_role->role == MQCHAT__V1__ROLE__ROLE_ADMIN);
+            CHECK(r->group_set_role->n_user_ids >= 1);
+            for (size_t i = 0; i < r->group_set_role->n_user_ids; i++)
+                CHECK(user_id_valid(r->group_set_role->user_ids[i]));
+            break;
+        case MQCHAT__V1__REQUEST__BODY_LIST_MEMBERS:
+            CHECK(wire_conv_valid(r->list_members->conversation_id));
+            break;
+        case MQCHAT__V1__REQUEST__BODY_LIST_CONVERSATIONS:
+            CHECK(r->list_conversations->after_conversation_id[0] == '\0' ||
+                  wire_conv_valid(r->list_conversations->after_conversation_id));
+            break;
+        default:
+            /* presence, push, unknown or missing: never "valid" */
+            CHECK(0);
+        }
+    }
+    size_t len;
+    uint8_t *buf = repack(&r->base, max_body + WIRE_ENVELOPE_SLACK, &len);
+    if (buf) {
+        Mqchat__V1__Request *r2 = wire_request(buf, len, max_body, max_members, &err2);
+        CHECK(r2 != NULL);
+        CHECK(err2.code == err.code);
+        CHECK(r2->body_case == r->body_case);
+        mqchat__v1__request__free_unpacked(r2, NULL);
+        free(buf);
+    }
+    mqchat__v1__request__free_unpacked(r, NULL);
+}
+
+static void fuzz_receipt(const uint8_t *data, size_t size)
+{
+    wire_err err, err2;
+    Mqchat__V1__Receipt *r = wire_receipt(data, size, &err);
+    check_err(&err);
+    CHECK((r == NULL) == (err.code != 0));
+    if (!r) return;
+    CHECK(wire_conv_valid(r->conversation_id));
+    CHECK(r->type == MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_DELIVERED ||
+          r->type == MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ);
+    CHECK(r->seq >= 1);
+    size_t len;
+    uint8_t *buf = repack(&r->base, WIRE_ENVELOPE_SLACK, &len);
+    if (buf) {
+        Mqchat__V1__Receipt *r2 = wire_receipt(buf, len, &err2);
+        CHECK(r2 != NULL && r2->seq == r->seq && r2->type == r->type);
+        mqchat__v1__receipt__free_unpacked(r2, NULL);
+        free(buf);
+    }
+    mqchat__v1__receipt__free_unpacked(r, NULL);
+}
+
+static void fuzz_typing(const uint8_t *data, size_t size)
+{
+    wire_err err, err2;
+    Mqchat__V1__Typing *t = wire_typing(data, size, &err);
+    check_err(&err);
+    CHECK((t == NULL) == (err.code != 0));
+    if (!t) return;
+    CHECK(wire_conv_valid(t->conversation_id));
+    size_t len;
+    uint8_t *buf = repack(&t->base, 4096, &len);
+    if (buf) {
+        Mqchat__V1__Typing *t2 = wire_typing(buf, len, &err2);
+        CHECK(t2 != NULL && strcmp(t2->conversation_id, t->conversation_id) == 0);
+        mqchat__v1__typing__free_unpacked(t2, NULL);
+        free(buf);
+    }
+    mqchat__v1__typing__free_unpacked(t, NULL);
+}
+
+static int has_wildcard(const char *s)
+{
+    return strchr(s, '+') != NULL || strchr(s, '#') != NULL;
+}
+
+static const char *leaf_name(topic_leaf l)
+{
+    switch (l) {
+    case LEAF_SEND:
+        return "send";
+    case LEAF_REQ:
+        return "req";
+    case LEAF_RECEIPT:
+        return "receipt";
+    case LEAF_TYPING:
+        return "typing";
+    case LEAF_ACK:
+        return "ack";
+    case LEAF_RESP:
+        return "resp";
+    default:
+        return NULL;
+    }
+}
+
+static void fuzz_topic(const char *prefix, const char *s)
+{
+    topic_info ti;
+    char buf[600];
+    topic_parse(prefix, s, &ti);
+    CHECK(ti.kind >= TOPIC_OUTSIDE && ti.kind <= TOPIC_INVALID);
+    CHECK(memchr(ti.user, '\0', sizeof(ti.user)) && memchr(ti.device, '\0', sizeof(ti.device)));
+    int touches = filter_touches_prefix(prefix, s);
+    int allowed = filter_allowed(prefix, s, "alice", "phone");
+    CHECK(touches == 0 || touches == 1);
+    CHECK(!allowed || touches);
+    if (!has_wildcard(s) && strncmp(s, "$share/", 7) != 0)
+        CHECK(touches == (ti.kind != TOPIC_OUTSIDE));
+
+    switch (ti.kind) {
+    case TOPIC_OUTSIDE:
+        CHECK(ti.leaf == LEAF_NONE && !ti.user[0] && !ti.device[0]);
+        break;
+    case TOPIC_INBOX:
+        CHECK(ti.leaf == LEAF_NONE && user_id_valid(ti.user) && !ti.device[0]);
+        CHECK(topic_inbox(buf, sizeof(buf), prefix, ti.user) == 0 && strcmp(buf, s) == 0);
+        /* A user may subscribe to its own inbox. */
+        CHECK(filter_allowed(prefix, s, ti.user, "phone"));
+        break;
+    case TOPIC_DEVICE: {
+        CHECK(user_id_valid(ti.user) && user_id_valid(ti.device));
+        CHECK(ti.leaf != LEAF_NONE);
+        const char *leaf = leaf_name(ti.leaf);
+        if (!leaf) {
+            CHECK(ti.leaf == LEAF_UNKNOWN);
+            leaf = strrchr(s, '/') + 1;
+        }
+        CHECK(topic_device(buf, sizeof(buf), prefix, ti.user, ti.device, leaf) == 0);
+        CHECK(strcmp(buf, s) == 0);
+        /* Of its own device topics, a device may subscribe to ack and resp. */
+        CHECK(filter_allowed(prefix, s, ti.user, ti.device) ==
+              (ti.leaf == LEAF_ACK || ti.leaf == LEAF_RESP));
+        break;
+    }
+    case TOPIC_INVALID:
+        CHECK(ti.leaf == LEAF_NONE);
+        break;
+    }
+}
+
+static void fuzz_ids(const char *s)
+{
+    char a[129], b[129], buf[300];
+    int conv = wire_conv_valid(s);
+    int id = wire_id_valid(s);
+    int user = user_id_valid(s);
+    size_t n = strlen(s);
+    CHECK(!user || id);
+    CHECK(!id || (n >= 1 && n <= 128));
+    if (wire_conv_direct(s, a, b) == 0) {
+        CHECK(conv);
+        CHECK(user_id_valid(a) && user_id_valid(b) && strcmp(a, b) < 0);
+        snprintf(buf, sizeof(buf), "d:%s:%s", a, b);
+        CHECK(strcmp(buf, s) == 0);
+    } else {
+        CHECK(!conv || strncmp(s, "g:", 2) == 0);
+    }
+    if (conv && s[0] == 'g') CHECK(n >= 3 && n <= 66);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const size_t bodies[] = {0, 64, 65536};
+    static const struct {
+        size_t max_body, max_members;
+    } reqs[] = {{65536, 256}, {16, 2}, {8 << 20, 10000}};
+    static const char *const prefixes[] = {"mqchat/v1", "mqchat", "a/b/c"};
+
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++)
+        fuzz_send(data, size, bodies[i]);
+    for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++)
+        fuzz_request(data, size, reqs[i].max_body, reqs[i].max_members);
+    fuzz_receipt(data, size);
+    fuzz_typing(data, size);
+
+    /* The same bytes as a topic, filter or id (up to the first NUL). */
+    char *s = malloc(size + 1);
+    if (!s) return 0;
+    memcpy(s, data, size);
+    s[size] = '\0';
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        fuzz_topic(prefixes[i], s);
+    fuzz_ids(s);
+    free(s);
+    return 0;
+}
