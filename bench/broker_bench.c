@@ -70,6 +70,7 @@
 #define BODY_HDR 20 /* send time (8) + sender index (4) + per-sender counter (8) */
 #define MAX_ID 64
 #define MAX_TOPIC 256
+#define TL_SLOTS 6000 /* 100 ms slots: 10 minutes */
 
 enum mode { MODE_PLAIN, MODE_MQCHAT };
 enum inflight { INFLIGHT_PUBACK, INFLIGHT_SENDACK };
@@ -150,7 +151,11 @@ struct worker {
     uint64_t sent, pubacks, sendacks, received, received_meas, received_dup_or_ooo;
     uint64_t ack_errors, bad_payloads, unexpected_disconnects, other_msgs;
     uint64_t backlog_max;
-    atomic_int drained;     /* set by the worker in PH_DRAIN once nothing is in flight */
+    atomic_int drained; /* set by the worker in PH_DRAIN once nothing is in flight */
+    /* --verbose timeline: per 100 ms since the first send, deliveries and
+     * the worst latency */
+    uint32_t tl_count[TL_SLOTS];
+    uint32_t tl_max_us[TL_SLOTS];
     struct samples lat;     /* end-to-end, messages received in the window */
     struct samples ack_lat; /* send -> SendAck (mqchat) or PUBACK (plain) */
     char errbuf[640];
@@ -166,6 +171,7 @@ static _Atomic uint64_t send_start_ns, meas_start_ns, meas_end_ns;
 static uint32_t run_nonce;
 static unsigned char *body_tmpl;
 static atomic_int stop_flag;
+static atomic_int setup_failures; /* refused CONNACK/SUBACK, early disconnects */
 
 static uint64_t now_ns(void)
 {
@@ -332,6 +338,16 @@ static uint64_t send_due(struct worker *w, uint64_t now)
     return next > now ? next - now : 0;
 }
 
+/* Keeps the first error of a worker (printed at the end). */
+__attribute__((format(printf, 2, 3))) static void note(struct worker *w, const char *fmt, ...)
+{
+    if (w->errbuf[0]) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->errbuf, sizeof w->errbuf, fmt, ap);
+    va_end(ap);
+}
+
 /* ------------------------------------------------------------------------ */
 /* libmosquitto callbacks (run inside mosquitto_loop_read on the worker)    */
 
@@ -339,9 +355,9 @@ static void on_connect(struct mosquitto *m, void *ud, int rc)
 {
     struct client *c = ud;
     if (rc != 0) {
-        snprintf(c->w->errbuf, sizeof c->w->errbuf, "%s: CONNACK refused: %s", c->id,
-                 mosquitto_connack_string(rc));
+        note(c->w, "%s: CONNACK refused: %s", c->id, mosquitto_connack_string(rc));
         c->w->unexpected_disconnects++;
+        atomic_fetch_add(&setup_failures, 1);
         return;
     }
     c->connected = 1;
@@ -350,7 +366,7 @@ static void on_connect(struct mosquitto *m, void *ud, int rc)
     } else {
         int mid;
         if (mosquitto_subscribe(m, &mid, c->topic, 1) != MOSQ_ERR_SUCCESS)
-            snprintf(c->w->errbuf, sizeof c->w->errbuf, "%s: subscribe failed", c->id);
+            note(c->w, "%s: subscribe failed", c->id);
     }
 }
 
@@ -359,9 +375,9 @@ static void on_subscribe(struct mosquitto *m, void *ud, int mid, int qos_count,
 {
     struct client *c = ud;
     if (qos_count < 1 || granted_qos[0] > 2) {
-        snprintf(c->w->errbuf, sizeof c->w->errbuf, "%s: subscription to %s refused", c->id,
-                 c->topic);
+        note(c->w, "%s: subscription to %s refused", c->id, c->topic);
         c->w->unexpected_disconnects++;
+        atomic_fetch_add(&setup_failures, 1);
         return;
     }
     c->ready = 1;
@@ -373,8 +389,8 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc)
     c->connected = 0;
     if (atomic_load(&phase) < PH_DONE) {
         c->w->unexpected_disconnects++;
-        snprintf(c->w->errbuf, sizeof c->w->errbuf, "%s: disconnected (%s)", c->id,
-                 mosquitto_strerror(rc));
+        atomic_fetch_add(&setup_failures, 1);
+        note(c->w, "%s: disconnected (%s)", c->id, mosquitto_strerror(rc));
     }
 }
 
@@ -411,6 +427,14 @@ static void got_delivery(struct client *c, const unsigned char *body, size_t len
         c->last_n = n;
     c->got_any = 1;
     w->received++;
+    uint64_t start = atomic_load(&send_start_ns);
+    if (now > start && (now - start) / 100000000u < TL_SLOTS) {
+        size_t slot = (size_t)((now - start) / 100000000u);
+        uint64_t us = now > ts ? (now - ts) / 1000 : 0;
+        w->tl_count[slot]++;
+        if (us > w->tl_max_us[slot])
+            w->tl_max_us[slot] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    }
     if (in_window(now)) {
         w->received_meas++;
         samples_add(&w->lat, now > ts ? now - ts : 0);
@@ -433,9 +457,7 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
     if (c->is_sender) {
         if (tlen < 4 || strcmp(msg->topic + tlen - 4, "/ack") != 0) {
             w->other_msgs++;
-            if (!w->errbuf[0])
-                snprintf(w->errbuf, sizeof w->errbuf, "%s: unexpected message on %s", c->id,
-                         msg->topic);
+            note(w, "%s: unexpected message on %s", c->id, msg->topic);
             return;
         }
         Mqchat__V1__SendAck *ack =
@@ -447,10 +469,8 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
         w->sendacks++;
         if (ack->error || ack->seq == 0) {
             w->ack_errors++;
-            if (!w->errbuf[0])
-                snprintf(w->errbuf, sizeof w->errbuf, "%s: SendAck error %d: %s", c->id,
-                         ack->error ? (int)ack->error->code : 0,
-                         ack->error && ack->error->message ? ack->error->message : "(seq 0)");
+            note(w, "%s: SendAck error %d: %s", c->id, ack->error ? (int)ack->error->code : 0,
+                 ack->error && ack->error->message ? ack->error->message : "(seq 0)");
         }
         /* client_msg_id = nonce.counter.sendtime */
         const char *p = ack->client_msg_id ? strrchr(ack->client_msg_id, '.') : NULL;
@@ -887,13 +907,14 @@ int main(int argc, char **argv)
 
     /* Wait until every client is connected and subscribed (at most 30 s). */
     while (atomic_load(&workers_ready) < opt.threads) {
-        if (now_ns() - t_conn > 30000000000ull || atomic_load(&stop_flag)) {
-            for (int t = 0; t < opt.threads; t++)
-                if (workers[t].errbuf[0]) fprintf(stderr, "  %s\n", workers[t].errbuf);
+        int failed = atomic_load(&setup_failures) > 0;
+        if (failed || now_ns() - t_conn > 30000000000ull || atomic_load(&stop_flag)) {
             atomic_store(&phase, PH_DONE);
             for (int t = 0; t < opt.threads; t++)
                 pthread_join(workers[t].th, NULL);
-            die("clients not ready after 30 s");
+            for (int t = 0; t < opt.threads; t++)
+                if (workers[t].errbuf[0]) fprintf(stderr, "  %s\n", workers[t].errbuf);
+            die(failed ? "clients refused by the broker" : "clients not ready after 30 s");
         }
         usleep(10000);
     }
@@ -956,6 +977,24 @@ int main(int argc, char **argv)
         for (size_t k = 0; k < w->ack_lat.n; k++)
             samples_add(&tot.ack_lat, (uint64_t)w->ack_lat.v[k] * 1000);
         if (w->errbuf[0]) fprintf(stderr, "broker_bench: worker %d: %s\n", i, w->errbuf);
+    }
+    if (opt.verbose) {
+        /* Timeline: deliveries per second and the worst latency of each
+         * 100 ms slot, from the first send to the end of the window. */
+        size_t slots = (size_t)((opt.warmup + opt.duration) * 10);
+        if (slots > TL_SLOTS) slots = TL_SLOTS;
+        printf("timeline (per 100 ms since the first send: msgs/s, max latency ms)\n");
+        for (size_t k = 0; k < slots; k++) {
+            uint64_t cnt = 0;
+            uint32_t mx = 0;
+            for (int i = 0; i < opt.threads; i++) {
+                cnt += workers[i].tl_count[k];
+                if (workers[i].tl_max_us[k] > mx) mx = workers[i].tl_max_us[k];
+            }
+            printf("  %5.1f s %8" PRIu64 " %9.2f%s", (double)k / 10, cnt * 10, mx / 1000.0,
+                   k % 2 == 1 ? "\n" : "   ");
+        }
+        printf("\n");
     }
     qsort(tot.lat.v, tot.lat.n, sizeof *tot.lat.v, cmp_u32);
     qsort(tot.ack_lat.v, tot.ack_lat.n, sizeof *tot.ack_lat.v, cmp_u32);

@@ -306,6 +306,13 @@ mqstore_err mqstore_cursor_ack(mqstore *s, const char *user, const char *device,
 /* The device's cursor (0 if it never acked). */
 mqstore_err mqstore_cursor_get(mqstore *s, const char *user, const char *device, uint64_t *cursor);
 
+/* Record that `device` of `user` exists and was seen now (e.g. when it
+ * connects): a device the store knows holds trimming back from its first
+ * appearance, before it ever acks (its cursor starts at 0). Writes only when
+ * the device is new or was last seen more than min(1 hour, a quarter of
+ * inbox_retention_ms) ago. */
+mqstore_err mqstore_device_touch(mqstore *s, const char *user, const char *device);
+
 /* Forget a device (its cursor no longer holds trimming back). */
 mqstore_err mqstore_device_forget(mqstore *s, const char *user, const char *device);
 

@@ -78,6 +78,34 @@ mqstore_err mqstore_cursor_ack(mqstore *s, const char *user, const char *device,
     return e;
 }
 
+/* A touch rewrites last_seen at most this often: well inside the
+ * retention, so a device that keeps connecting never looks stale. */
+static int64_t touch_interval(mqstore *s)
+{
+    int64_t quarter = s->opt.inbox_retention_ms / 4, hour = 3600 * 1000;
+    return quarter < hour ? quarter : hour;
+}
+
+mqstore_err mqstore_device_touch(mqstore *s, const char *user, const char *device)
+{
+    if (!s || !mqstore_id_valid(user) || !mqstore_id_valid(device)) return MQSTORE_ERR_INVAL;
+    pthread_mutex_lock(&s->write_lock);
+    uint64_t acked;
+    int64_t seen, now = store_now(s);
+    int found;
+    key k;
+    pair_key(&k, user, device);
+    mqstore_err e = cursor_load(s, &k, &acked, &seen, &found);
+    if (!e && (!found || seen < now - touch_interval(s))) {
+        Mqstore__Rec__CursorRecord c = MQSTORE__REC__CURSOR_RECORD__INIT;
+        c.acked = acked;
+        c.last_seen_ms = now;
+        e = write_one(s, CF_CURSORS, &k, &c.base);
+    }
+    pthread_mutex_unlock(&s->write_lock);
+    return e;
+}
+
 mqstore_err mqstore_cursor_get(mqstore *s, const char *user, const char *device, uint64_t *cursor)
 {
     if (!s || !mqstore_id_valid(user) || !mqstore_id_valid(device) || !cursor)

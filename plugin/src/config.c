@@ -137,7 +137,7 @@ static int parse_one(mqc_config *c, const opt_def *d, const char *v, char *err, 
     case T_DOUBLE: {
         errno = 0;
         double x = strtod(v, &end);
-        if (errno || end == v || *end || x < d->min || x > d->max) break;
+        if (errno || end == v || *end || !(x >= d->min && x <= d->max)) break; /* NaN too */
         if (d->type != T_DOUBLE && x != (double)(long long)x) break;
         if (d->type == T_SIZE)
             *(size_t *)base = (size_t)x;

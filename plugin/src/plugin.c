@@ -79,6 +79,12 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
         return MOSQ_ERR_AUTH;
     }
     if (!conn_add(m, ev->client, claims.sub, claims.did)) return MOSQ_ERR_NOMEM;
+    /* From now on the device's cursor holds inbox trimming back. A store
+     * error here only delays that; it is no reason to refuse the device. */
+    mqstore_err e = mqstore_device_touch(m->store, claims.sub, claims.did);
+    if (e)
+        mosquitto_log_printf(MOSQ_LOG_WARNING, "mqchat: cannot record device %s:%s: %s", claims.sub,
+                             claims.did, mqstore_strerror(e));
     return MOSQ_ERR_SUCCESS;
 }
 

@@ -114,6 +114,14 @@ int handle_request(mqc *m, conn *c, const void *payload, size_t len);
 int handle_receipt(mqc *m, conn *c, const void *payload, size_t len);
 int handle_typing(mqc *m, conn *c, const void *payload, size_t len);
 
+/* Create the implicit 1:1 conversation conv = d:<ua>:<ub> if it does not
+ * exist yet (no event; both users members). */
+mqstore_err ensure_direct(mqc *m, const char *conv, const char *ua, const char *ub);
+
+/* The caller's membership of conv (requests.c): 0 with *self set, or -1
+ * after replying with the refusal (request_id may be NULL). */
+int require_member(mqc *m, conn *c, const char *request_id, const char *conv, mqstore_member *self);
+
 /* Build the Message a device receives from a stored log entry: *stored is
  * the unpacked content (free with mqchat__v1__message__free_unpacked after
  * packing), *view a copy with the envelope filled from `sm`. -1 if the

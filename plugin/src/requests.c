@@ -119,12 +119,25 @@ static void do_cursor_ack(mqc *m, conn *c, Mqchat__V1__Request *req, Mqchat__V1_
     reply_response(m, c, resp);
 }
 
-/* The caller's membership of conv: MQSTORE_OK with *role set, or the code
- * and message to refuse with. */
+/* The caller's membership of conv: 0 with *self set, or -1 after
+ * answering with the refusal. A 1:1 id that does not name the caller is
+ * NOT_MEMBER whether or not the pair ever talked (anything else would tell
+ * a stranger that they did); one that names the caller exists implicitly,
+ * so it is created here on first use. */
 int require_member(mqc *m, conn *c, const char *request_id, const char *conv, mqstore_member *self)
 {
+    char ua[129], ub[129];
     mqstore_err e;
-    if (!mqstore_conv_exists(m->store, conv, &e)) {
+    if (wire_conv_direct(conv, ua, ub) == 0) {
+        if (strcmp(c->user, ua) != 0 && strcmp(c->user, ub) != 0) {
+            reply_error(m, c, request_id, EC(NOT_MEMBER), "not a member of this conversation");
+            return -1;
+        }
+        if ((e = ensure_direct(m, conv, ua, ub))) {
+            reply_error(m, c, request_id, store_code(e, EC(INTERNAL)), mqstore_strerror(e));
+            return -1;
+        }
+    } else if (!mqstore_conv_exists(m->store, conv, &e)) {
         if (e)
             reply_error(m, c, request_id, store_code(e, EC(INTERNAL)), mqstore_strerror(e));
         else

@@ -46,17 +46,24 @@ int fanout_message(mqc *m, pubs *out, Mqchat__V1__Message *msg, const mqstore_re
     return 0;
 }
 
+mqstore_err ensure_direct(mqc *m, const char *conv, const char *ua, const char *ub)
+{
+    mqstore_err e;
+    if (mqstore_conv_exists(m->store, conv, &e) || e) return e;
+    const char *members[2] = {ua, ub};
+    mqstore_result cr;
+    e = mqstore_conv_create(m->store, conv, members, NULL, 2, NULL, &cr);
+    mqstore_result_clear(&cr);
+    return e == MQSTORE_ERR_EXISTS ? MQSTORE_OK : e;
+}
+
 /* Append, creating an implicit 1:1 conversation on its first message. */
 static mqstore_err append(mqc *m, const mqstore_append *a, mqstore_result *r)
 {
     mqstore_err e = mqstore_append_msg(m->store, a, r);
     char ua[129], ub[129];
     if (e != MQSTORE_ERR_NOTFOUND || wire_conv_direct(a->conv, ua, ub) != 0) return e;
-    const char *members[2] = {ua, ub};
-    mqstore_result cr;
-    e = mqstore_conv_create(m->store, a->conv, members, NULL, 2, NULL, &cr);
-    mqstore_result_clear(&cr);
-    if (e && e != MQSTORE_ERR_EXISTS) return e;
+    if ((e = ensure_direct(m, a->conv, ua, ub))) return e;
     return mqstore_append_msg(m->store, a, r);
 }
 

@@ -70,13 +70,14 @@ void topic_parse(const char *prefix, const char *topic, topic_info *out)
     if (strncmp(p, "d/", 2) != 0) return;
     p += 2;
     if (next_id(&p, out->device)) return;
-    /* Exactly one more level: the leaf. */
-    if (*p == '\0' || strchr(p, '/')) {
+    if (*p == '\0') {
         out->device[0] = '\0';
         return;
     }
+    /* The leaf; anything deeper under a device is an unknown leaf of that
+     * device (answered BAD_TOPIC), not a foreign topic. */
     out->kind = TOPIC_DEVICE;
-    out->leaf = leaf_of(p);
+    out->leaf = strchr(p, '/') ? LEAF_UNKNOWN : leaf_of(p);
 }
 
 static const char *strip_share(const char *filter)

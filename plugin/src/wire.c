@@ -45,7 +45,9 @@ int wire_conv_direct(const char *conv, char a[129], char b[129])
 
 int wire_conv_valid(const char *conv)
 {
-    if (!conv) return 0;
+    /* Conversation ids are store identifiers: 128 bytes at most, so a 1:1
+     * id needs the two user ids to add up to 124 bytes or less. */
+    if (!conv || strlen(conv) > 128) return 0;
     char a[129], b[129];
     if (strncmp(conv, "d:", 2) == 0) return wire_conv_direct(conv, a, b) == 0;
     if (strncmp(conv, "g:", 2) != 0) return 0;
@@ -55,6 +57,44 @@ int wire_conv_valid(const char *conv)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
             return 0;
     return 1;
+}
+
+/* protobuf-c keeps an overlong-encoded field number 0 as an unknown field
+ * but writes it back as a tag nobody can parse: a stored message carrying
+ * one would never decode again. Refuse such input, in every submessage. */
+static int bad_unknown(const ProtobufCMessage *m, int depth)
+{
+    if (!m) return 0;
+    if (depth > 16) return 1;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0) return 1;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char *base = (const char *)m;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE) continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)(base + f->offset);
+            for (size_t j = 0; j < n; j++)
+                if (bad_unknown(v[j], depth + 1)) return 1;
+        } else if (!(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ||
+                   *(const uint32_t *)(base + f->quantifier_offset) == f->id) {
+            if (bad_unknown(*(ProtobufCMessage *const *)(base + f->offset), depth + 1)) return 1;
+        }
+    }
+    return 0;
+}
+
+/* Unpack with `unpack`, refusing what bad_unknown() refuses. */
+static ProtobufCMessage *decode(const ProtobufCMessageDescriptor *desc, const void *buf, size_t len)
+{
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, buf);
+    if (m && bad_unknown(m, 0)) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        return NULL;
+    }
+    return m;
 }
 
 static int check_conv(const char *conv, wire_err *err)
@@ -96,7 +136,8 @@ Mqchat__V1__SendRequest *wire_send(const void *buf, size_t len, size_t max_body,
         fail(err, EC(BODY_TOO_LARGE), "payload of %zu bytes is over the limit", len);
         return NULL;
     }
-    Mqchat__V1__SendRequest *r = mqchat__v1__send_request__unpack(NULL, len, buf);
+    Mqchat__V1__SendRequest *r =
+        (Mqchat__V1__SendRequest *)decode(&mqchat__v1__send_request__descriptor, buf, len);
     if (!r) {
         fail(err, EC(MALFORMED), "payload is not a SendRequest");
         return NULL;
@@ -140,7 +181,8 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
         fail(err, EC(BODY_TOO_LARGE), "request of %zu bytes is over the limit", len);
         return NULL;
     }
-    Mqchat__V1__Request *r = mqchat__v1__request__unpack(NULL, len, buf);
+    Mqchat__V1__Request *r =
+        (Mqchat__V1__Request *)decode(&mqchat__v1__request__descriptor, buf, len);
     if (!r) {
         fail(err, EC(MALFORMED), "payload is not a Request");
         return NULL;
@@ -211,7 +253,8 @@ Mqchat__V1__Receipt *wire_receipt(const void *buf, size_t len, wire_err *err)
         fail(err, EC(BODY_TOO_LARGE), "receipt of %zu bytes is over the limit", len);
         return NULL;
     }
-    Mqchat__V1__Receipt *r = mqchat__v1__receipt__unpack(NULL, len, buf);
+    Mqchat__V1__Receipt *r =
+        (Mqchat__V1__Receipt *)decode(&mqchat__v1__receipt__descriptor, buf, len);
     if (!r) {
         fail(err, EC(MALFORMED), "payload is not a Receipt");
         return NULL;
@@ -237,7 +280,7 @@ Mqchat__V1__Typing *wire_typing(const void *buf, size_t len, wire_err *err)
         fail(err, EC(BODY_TOO_LARGE), "typing of %zu bytes is over the limit", len);
         return NULL;
     }
-    Mqchat__V1__Typing *t = mqchat__v1__typing__unpack(NULL, len, buf);
+    Mqchat__V1__Typing *t = (Mqchat__V1__Typing *)decode(&mqchat__v1__typing__descriptor, buf, len);
     if (!t) {
         fail(err, EC(MALFORMED), "payload is not a Typing");
         return NULL;

@@ -8,8 +8,10 @@
  * when one breaks, so a logic bug is a finding too:
  *   - a decoder's error is a known code with a NUL-terminated message, and
  *     a returned-and-valid message really satisfies the documented rules;
- *   - validating is a function of the decoded message: re-packing it and
- *     decoding again gives the same error code;
+ *   - a decoded message holds nothing that cannot be re-packed and read
+ *     back (an unknown field numbered 0, see has_field0); validating is a
+ *     function of the decoded message: re-packing it and decoding again
+ *     gives the same error code;
  *   - a parsed topic rebuilds to the same string; a wildcard-free filter
  *     touches the prefix exactly when topic_parse says it is under it;
  *     an allowed filter touches the prefix;
@@ -51,6 +53,37 @@ static void check_err(const wire_err *e)
     }
 }
 
+/* 1 if m, or a message inside it, kept an unknown field numbered 0.
+ * protobuf-c accepts field 0 when its tag is encoded overlong (0x81 0x00:
+ * field 0, wire type 1) but writes it back as 0x01, which no protobuf
+ * parser (protobuf-c included) reads: a decoder that lets it through lets
+ * a device make the server store or relay bytes nobody can decode. Field
+ * 0 is not protobuf, so such a payload is MALFORMED. */
+static int has_field0(const ProtobufCMessage *m, int depth)
+{
+    if (!m || depth > 32) return 0;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0) return 1;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char *base = (const char *)m;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE) continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)(base + f->offset);
+            for (size_t j = 0; j < n; j++)
+                if (has_field0(v[j], depth + 1)) return 1;
+            continue;
+        }
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+            continue;
+        if (has_field0(*(ProtobufCMessage *const *)(base + f->offset), depth + 1)) return 1;
+    }
+    return 0;
+}
+
 /* Re-pack m; NULL if it would not fit the decoder's envelope limit (a
  * non-canonical varint can grow when re-encoded). */
 static uint8_t *repack(const ProtobufCMessage *m, size_t limit, size_t *len)
@@ -75,6 +108,7 @@ static void fuzz_send(const uint8_t *data, size_t size, size_t max_body)
         return;
     }
     CHECK(r->client_msg_id && r->conversation_id && r->content_type);
+    CHECK(!has_field0(&r->base, 0));
     if (err.code == 0) {
         size_t body = r->body.len;
         CHECK(wire_id_valid(r->client_msg_id));
@@ -110,6 +144,7 @@ static void fuzz_request(const uint8_t *data, size_t size, size_t max_body, size
         return;
     }
     CHECK(r->request_id != NULL);
+    CHECK(!has_field0(&r->base, 0));
     if (err.code == 0) {
         CHECK(wire_id_valid(r->request_id));
         switch (r->body_case) {
@@ -180,6 +215,7 @@ static void fuzz_receipt(const uint8_t *data, size_t size)
     check_err(&err);
     CHECK((r == NULL) == (err.code != 0));
     if (!r) return;
+    CHECK(!has_field0(&r->base, 0));
     CHECK(wire_conv_valid(r->conversation_id));
     CHECK(r->type == MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_DELIVERED ||
           r->type == MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ);
@@ -202,6 +238,7 @@ static void fuzz_typing(const uint8_t *data, size_t size)
     check_err(&err);
     CHECK((t == NULL) == (err.code != 0));
     if (!t) return;
+    CHECK(!has_field0(&t->base, 0));
     CHECK(wire_conv_valid(t->conversation_id));
     size_t len;
     uint8_t *buf = repack(&t->base, 4096, &len);

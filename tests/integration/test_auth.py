@@ -137,3 +137,37 @@ def test_es256_with_public_key(ec_broker, connect):
     assert d.send_ok(H.dm("alice", "bob"), b"es").seq == 1
     assert_refused(connect, "alice", "tablet", broker=ec_broker,
                    token=H.make_token("alice", "tablet", alg="RS256", key=_RSA))
+
+
+def test_leeway(make_broker, connect):
+    b = make_broker(opts={"jwt_leeway_s": "120"})
+    late = H.make_token("alice", "phone", exp_in=-30)
+    connect("alice", "phone", broker=b, token=late)
+    assert_refused(connect, "alice", "tablet", broker=b,
+                   token=H.make_token("alice", "tablet", exp_in=-600))
+    early = H.make_token("alice", "watch", nbf=int(H.time.time()) + 30)
+    connect("alice", "watch", broker=b, token=early)
+
+
+def test_secret_file(make_broker, connect, tmp_path):
+    f = tmp_path / "jwt.secret"
+    f.write_text(H.HS256_SECRET + "\n")  # trailing newline ignored
+    b = make_broker(opts={"jwt_hs256_secret": None, "jwt_hs256_secret_file": str(f)})
+    d = connect("alice", "phone", broker=b)
+    assert d.send_ok(H.dm("alice", "bob"), b"x").seq == 1
+    assert_refused(connect, "alice", "tablet", broker=b,
+                   token=H.make_token("alice", "tablet", secret=H.HS256_SECRET + "x"))
+
+
+def test_token_tool_tokens_accepted(broker, connect, tmp_path):
+    tool = H.os.environ.get("MQCHAT_TOKEN_TOOL")
+    if not tool:
+        pytest.skip("MQCHAT_TOKEN_TOOL not set")
+    f = tmp_path / "jwt.secret"
+    f.write_text(H.HS256_SECRET)
+    out = H.subprocess.run([tool, "--secret-file", str(f), "--user", "alice", "--device", "cli",
+                            "--iss", H.ISSUER, "--aud", H.AUDIENCE, "--ttl", "600"],
+                           capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    d = connect("alice", "cli", token=out.stdout.strip())
+    assert d.send_ok(H.dm("alice", "bob"), b"x").seq == 1

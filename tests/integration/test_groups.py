@@ -336,3 +336,64 @@ def test_order_with_concurrent_senders(broker, connect):
     r = fresh.request_ok(history=pb.HistoryRequest(conversation_id=conv, limit=0))
     hist = [m.seq for m in r.history.messages]
     assert hist == list(range(total, total - len(hist), -1))
+
+
+def test_group_receipts_and_typing(broker, connect):
+    alice, bob, carol = (connect(u) for u in ("alice", "bob", "carol"))
+    bob_tablet = connect("bob", "tablet")
+    conv = create(alice, ["bob", "carol"]).conversation_id
+    acks = alice.send_many(conv, [b"1", b"2", b"3"])
+    assert [a.seq for a in acks] == [2, 3, 4]
+    wait_seq(bob, conv, 4)
+    bob.receipt(conv, pb.RECEIPT_TYPE_READ, 3)
+    for d in (alice, carol, bob_tablet):
+        r = d.wait_event(lambda e: e.WhichOneof("body") == "receipt",
+                         what="bob's ReceiptUpdate").receipt
+        assert (r.conversation_id, r.user_id, r.delivered_seq, r.read_seq) == \
+            (conv, "bob", 3, 3)
+    carol.typing(conv, True)
+    for d in (alice, bob, bob_tablet):
+        t = d.wait_event(lambda e: e.WhichOneof("body") == "typing", what="carol typing").typing
+        assert (t.conversation_id, t.user_id, t.typing) == (conv, "carol", True)
+    time.sleep(0.3)
+    assert carol.events_of("typing") == []
+    # a removed member's receipts are refused
+    alice.request_ok(group_remove=pb.GroupRemoveMembers(conversation_id=conv,
+                                                        user_ids=["carol"]))
+    carol.receipt(conv, pb.RECEIPT_TYPE_READ, 4)
+    r = carol.take_any_response(what="NOT_MEMBER for a removed member's receipt")
+    assert H.is_error(r, "NOT_MEMBER"), H.describe(r)
+
+
+def test_group_create_validation(broker, connect):
+    alice = connect("alice")
+    bad = {
+        "bad member id": pb.GroupCreate(title="t", member_ids=["bob", "b@d"]),
+        "member id with colon": pb.GroupCreate(title="t", member_ids=["bo:b"]),
+        "title over 128 bytes": pb.GroupCreate(title="t" * 129, member_ids=["bob"]),
+    }
+    wrong = []
+    for what, gc in bad.items():
+        r = alice.request(group_create=gc)
+        if not H.is_error(r, "INVALID_ARGUMENT"):
+            wrong.append(f"{what}: {H.describe(r)}")
+    # the creator listed among the members is deduplicated, not an error
+    r = alice.request_ok(group_create=pb.GroupCreate(title="t" * 128, member_ids=["alice", "bob"]))
+    mem = members_of(alice, r.group.conversation_id)
+    assert [(m.user_id, m.role) for m in mem] == [("alice", pb.ROLE_OWNER), ("bob", pb.ROLE_MEMBER)]
+    # a group with only the creator
+    r = alice.request_ok(group_create=pb.GroupCreate(title="solo"))
+    assert [m.user_id for m in members_of(alice, r.group.conversation_id)] == ["alice"]
+    assert not wrong, "expected INVALID_ARGUMENT:\n  " + "\n  ".join(wrong)
+
+
+def test_offline_group_member_syncs(broker, connect):
+    alice = connect("alice")
+    conv = create(alice, ["bob", "carol"]).conversation_id
+    alice.send_many(conv, [b"g1", b"g2", b"g3"])
+    bob = connect("bob")
+    msgs, _ = bob.sync_all()
+    assert [(m.conversation_id, m.seq) for m in msgs] == [(conv, s) for s in (1, 2, 3, 4)]
+    assert msgs[0].kind == EVENT and msgs[0].event.type == CE.TYPE_CREATED
+    assert [m.body for m in msgs[1:]] == [b"g1", b"g2", b"g3"]
+    assert [m.inbox_seq for m in msgs] == [1, 2, 3, 4]

@@ -31,7 +31,8 @@ def still_serves(alice, bob, expect_seq=1):
     """A normal round trip; expect_seq checks that nothing was stored before."""
     ack = alice.send_ok(AB, b"round trip")
     assert ack.seq == expect_seq, f"seq {ack.seq}: the refused input stored something"
-    assert alice.last_puback == 0
+    assert alice.last_puback is not None and alice.last_puback < 0x80, \
+        f"PUBACK {alice.last_puback!r} for a good send (0x00 or 0x10 expected)"
     ev = bob.wait_event(lambda e: e.WhichOneof("body") == "message"
                         and e.message.client_msg_id == ack.client_msg_id,
                         what="the round-trip message")
@@ -87,9 +88,13 @@ def test_missing_client_msg_id(pair):
 @pytest.mark.parametrize("cmid", ["has space", "x" * 129, "slash/no", "caf\u00e9"],
                          ids=["space", "too_long", "slash", "non_ascii"])
 def test_bad_client_msg_id(pair, cmid):
+    """The server need not echo an invalid id: the ACK may carry it or ""."""
     alice, bob = pair
-    ack = alice.send(AB, b"x", client_msg_id=cmid)
-    refused_send(alice, ack, "INVALID_ARGUMENT", cmid)
+    alice.send_nowait(AB, b"x", client_msg_id=cmid)
+    ack = _any_ack(alice)
+    assert H.is_error(ack, "INVALID_ARGUMENT"), H.describe(ack)
+    assert ack.client_msg_id in (cmid, ""), ack.client_msg_id
+    assert ack.seq == 0 and ack.inbox_seq == 0
     still_serves(alice, bob)
 
 
@@ -146,19 +151,41 @@ def test_unknown_group(pair):
 
 
 def test_not_member_of_other_pair(pair, connect):
+    """d:carol:dave exists implicitly (docs: "Exists implicitly for any pair"),
+    so everything alice tries on it is NOT_MEMBER, whether or not carol and
+    dave have talked (answering differently would reveal that they have)."""
     alice, bob = pair
     carol = connect("carol")
     dave = connect("dave")
-    ack = alice.send("d:carol:dave", b"x", client_msg_id="intrude")
-    refused_send(alice, ack, "NOT_MEMBER", "intrude")
-    r = alice.request(history=pb.HistoryRequest(conversation_id="d:carol:dave"))
-    assert H.is_error(r, "NOT_MEMBER"), H.describe(r)
-    alice.typing("d:carol:dave", True, qos=1)
-    r = alice.take_any_response(what="the NOT_MEMBER answer to typing")
-    assert H.is_error(r, "NOT_MEMBER"), H.describe(r)
+    wrong = []
+    for talked in (False, True):
+        if talked:
+            carol.send_ok("d:carol:dave", b"private")
+            dave.wait_messages(1, "d:carol:dave")
+        ack = alice.send("d:carol:dave", b"x", client_msg_id=f"intrude-{talked}")
+        if not H.is_error(ack, "NOT_MEMBER"):
+            wrong.append(f"send (talked={talked}): {H.describe(ack)}")
+        r = alice.request(history=pb.HistoryRequest(conversation_id="d:carol:dave"))
+        if not H.is_error(r, "NOT_MEMBER"):
+            wrong.append(f"history (talked={talked}): {H.describe(r)}")
+        alice.typing("d:carol:dave", True, qos=1)
+        r = alice.take_any_response(what="the NOT_MEMBER answer to typing")
+        if not H.is_error(r, "NOT_MEMBER"):
+            wrong.append(f"typing (talked={talked}): {H.describe(r)}")
+        alice.receipt("d:carol:dave", pb.RECEIPT_TYPE_READ, 1)
+        r = alice.take_any_response(what="the NOT_MEMBER answer to a receipt")
+        if not H.is_error(r, "NOT_MEMBER"):
+            wrong.append(f"receipt (talked={talked}): {H.describe(r)}")
     time.sleep(0.3)
-    assert carol.events == [] and dave.events == []
+    for d in (carol, dave):
+        # nothing but carol's own message (which carol's device may get live)
+        other = [e for e in d.events if not (e.WhichOneof("body") == "message"
+                                             and e.message.client_msg_id != ""
+                                             and e.message.sender_user_id == "carol"
+                                             and e.message.seq == 1)]
+        assert other == [], f"{d} got {other}"
     still_serves(alice, bob)
+    assert not wrong, "expected NOT_MEMBER:\n  " + "\n  ".join(wrong)
 
 
 def test_bad_topic(pair, broker):
@@ -166,8 +193,16 @@ def test_bad_topic(pair, broker):
     alice.publish(f"{broker.prefix}/u/alice/d/phone/bogus", b"\x0a\x01x", qos=1)
     r = alice.take_any_response(what="the BAD_TOPIC answer")
     assert H.is_error(r, "BAD_TOPIC"), H.describe(r)
+    still_serves(alice, bob)
+
+
+def test_bad_topic_below_upstream_topic(pair, broker):
+    """{p}/u/<self>/d/<self>/send/extra is an unknown topic under the device's
+    own prefix too: BAD_TOPIC on resp."""
+    alice, bob = pair
     alice.publish(f"{broker.prefix}/u/alice/d/phone/send/extra", b"", qos=1)
-    r = alice.take_any_response(what="the BAD_TOPIC answer for send/extra")
+    r = alice.take_any_response(what="the BAD_TOPIC answer for send/extra",
+                                timeout=H.WAIT * 0.3)
     assert H.is_error(r, "BAD_TOPIC"), H.describe(r)
     still_serves(alice, bob)
 

@@ -1,6 +1,7 @@
 """1:1 messaging: live delivery, offline sync, several devices, dedup,
 history, receipts, typing."""
 
+import socket
 import time
 
 import pytest
@@ -61,7 +62,7 @@ def test_one_to_one_online(broker, connect, durability):
 
 def test_offline_then_sync(broker, connect):
     alice = connect("alice")
-    acks = [alice.send_ok(AB, f"msg {i}".encode()) for i in range(30)]
+    acks = alice.send_many(AB, [f"msg {i}".encode() for i in range(30)])
     assert [a.seq for a in acks] == list(range(1, 31))
 
     bob = connect("bob")
@@ -94,8 +95,7 @@ def test_offline_then_sync(broker, connect):
 
 def test_sync_cap_and_more(broker, connect):
     alice = connect("alice")
-    for i in range(12):
-        alice.send_ok(AB, b"x")
+    alice.send_many(AB, [b"x"] * 12)
     bob = connect("bob")
     page = bob.sync_page(after=0, limit=5)
     assert [m.inbox_seq for m in page.messages] == [1, 2, 3, 4, 5] and page.more
@@ -107,9 +107,9 @@ def test_sync_cap_and_more(broker, connect):
 
 def test_two_devices_per_user(broker, connect):
     alice_phone = connect("alice", "phone")
-    alice_laptop = connect("alice", "laptop")
+    alice_laptop = connect("alice", "laptop", v5=True)
     bob_phone = connect("bob", "phone")
-    bob_tablet = connect("bob", "tablet")
+    bob_tablet = connect("bob", "tablet", v5=True)
     ack = alice_phone.send_ok(AB, b"to both of bob's devices")
     for d in (bob_phone, bob_tablet):
         [m] = d.wait_messages(1, AB)
@@ -168,8 +168,8 @@ def test_dedup_of_retried_send(broker, connect):
 
 def test_history_paging_backwards(broker, connect):
     alice = connect("alice")
-    for i in range(1, 26):
-        assert alice.send_ok(AB, f"h{i}".encode()).seq == i
+    acks = alice.send_many(AB, [f"h{i}".encode() for i in range(1, 26)])
+    assert [a.seq for a in acks] == list(range(1, 26))
     bob = connect("bob")
     seen = []
     before = 0
@@ -205,8 +205,7 @@ def test_history_paging_backwards(broker, connect):
 def test_receipts(broker, connect):
     alice = connect("alice")
     bob = connect("bob")
-    for i in range(5):
-        alice.send_ok(AB, f"r{i}".encode())
+    alice.send_many(AB, [f"r{i}".encode() for i in range(5)])
     bob.wait_messages(5, AB)
 
     def next_receipt(start):
@@ -258,6 +257,8 @@ def test_typing(broker, connect):
     alice = connect("alice")
     bob = connect("bob")
     carol = connect("carol")
+    alice.send_ok(AB, b"hi")
+    bob.wait_messages(1, AB)
     alice.typing(AB, True, user_id="mallory")  # user_id from devices is ignored
     ev = bob.wait_event(lambda e: e.WhichOneof("body") == "typing", what="a Typing event")
     assert ev.typing.conversation_id == AB
@@ -272,4 +273,163 @@ def test_typing(broker, connect):
     assert alice.responses == []
     # typing is never stored
     msgs, _ = bob.sync_all()
+    assert [m.seq for m in msgs] == [1]
+
+
+def test_fresh_one_to_one_exists_implicitly(broker, connect):
+    """docs: a 1:1 conversation "exists implicitly for any pair". Before its
+    first message, typing reaches the other side and history is empty."""
+    alice = connect("alice")
+    bob = connect("bob")
+    wrong = []
+    r = bob.request(history=pb.HistoryRequest(conversation_id=AB))
+    if r.WhichOneof("body") != "history" or list(r.history.messages) or r.history.more:
+        wrong.append(f"history before the first message: {H.describe(r)}")
+    alice.typing(AB, True, qos=1)
+    try:
+        ev = bob.wait_event(lambda e: e.WhichOneof("body") == "typing", what="a Typing event",
+                            timeout=H.WAIT * 0.3)
+        assert ev.typing.user_id == "alice"
+    except AssertionError:
+        wrong.append("typing before the first message did not reach bob; alice got "
+                     f"{[H.describe(x) for x in alice.responses]}")
+    assert not wrong, "\n  ".join(wrong)
+
+
+def test_media_and_reply_round_trip(broker, connect):
+    alice = connect("alice")
+    bob = connect("bob", v5=True)
+    first = alice.send_ok(AB, b"look")
+    media = [pb.MediaRef(url="https://blobs.invalid/1", mime_type="image/jpeg", size=1234,
+                         sha256=bytes(range(32)), width=640, height=480, key=b"k" * 32,
+                         thumbnail=b"\x89PNG..."),
+             pb.MediaRef(url="https://blobs.invalid/2", mime_type="audio/ogg", duration_ms=4100)]
+    ack = alice.send_ok(AB, b"\x00\x01binary\xff", content_type="app/x-photo", media=media,
+                        reply_to_seq=first.seq)
+    m = bob.wait_event(lambda e: e.WhichOneof("body") == "message" and e.message.seq == ack.seq,
+                       what="the media message").message
+    assert m.body == b"\x00\x01binary\xff" and m.content_type == "app/x-photo"
+    assert list(m.media) == media
+    assert m.reply_to_seq == first.seq
+    msgs, _ = bob.sync_all()
+    assert list(msgs[-1].media) == media and msgs[-1].reply_to_seq == first.seq
+
+
+def test_reconnect_syncs_from_cursor(broker, connect):
+    """The SDK flow: apply live messages, remember the cursor, go offline,
+    reconnect and sync after the cursor: exactly the missed messages."""
+    alice = connect("alice")
+    bob = connect("bob")
+    alice.send_many(AB, [b"a1", b"a2", b"a3"])
+    live = bob.wait_messages(3, AB)
+    cursor = live[-1].inbox_seq
+    assert cursor == 3
+    assert bob.request(cursor_ack=pb.CursorAck(inbox_seq=cursor)).WhichOneof("body") == "ok"
+    bob.close()
+    alice.send_many(AB, [b"b1", b"b2", b"b3", b"b4"])
+    bob2 = connect("bob")
+    msgs, _ = bob2.sync_all(after=cursor)
+    assert [(m.seq, m.body) for m in msgs] == [(4, b"b1"), (5, b"b2"), (6, b"b3"), (7, b"b4")]
+    assert [m.inbox_seq for m in msgs] == [4, 5, 6, 7]
+    # live again after the sync
+    alice.send_ok(AB, b"c1")
+    [m] = bob2.wait_messages(1, AB)
+    assert (m.seq, m.inbox_seq) == (8, 8)
+
+
+def test_sync_and_history_page_caps(broker, connect):
+    alice = connect("alice")
+    for k in range(0, 600, 100):
+        alice.send_many(AB, [f"{i}".encode() for i in range(k, k + 100)])
+    bob = connect("bob")
+    page = bob.sync_page(after=0)
+    assert len(page.messages) == 100 and page.more, "default sync limit is 100"
+    page = bob.sync_page(after=0, limit=10000)
+    assert len(page.messages) == 500 and page.more, "sync limit is capped at 500"
+    assert page.inbox_head == 600
+    msgs, pages = bob.sync_all(limit=10000)
+    assert [m.seq for m in msgs] == list(range(1, 601)) and len(pages) == 2
+    r = bob.request_ok(history=pb.HistoryRequest(conversation_id=AB))
+    assert [m.seq for m in r.history.messages] == list(range(600, 550, -1)), "default 50"
+    assert r.history.more
+    r = bob.request_ok(history=pb.HistoryRequest(conversation_id=AB, limit=10000))
+    assert [m.seq for m in r.history.messages] == list(range(600, 400, -1)), "capped at 200"
+
+
+def test_session_takeover_same_device(broker, connect):
+    """A second connection with the same client id takes over; the new one
+    works and the old one is disconnected (state is per connection)."""
+    old = connect("alice")
+    bob = connect("bob")
+    old.send_nowait(AB, b"in flight", client_msg_id="inflight-1")
+    new = connect("alice")
+    old._wait(lambda: not old.connected, H.WAIT, "the old connection to be taken over")
+    ack = new.send_ok(AB, b"from the new connection")
+    msgs = bob.wait_messages(ack.seq, AB)
+    assert [m.seq for m in msgs] == list(range(1, ack.seq + 1))
+    # retrying the in-flight send from the new connection is safe
+    again = new.send_ok(AB, b"in flight", client_msg_id="inflight-1")
+    assert again.seq in (1, ack.seq + 1)
+    r = new.request_ok(sync=pb.SyncRequest())
+    assert [m.client_msg_id for m in r.sync.messages].count("inflight-1") == 1
+
+
+def test_abrupt_disconnects_with_work_pending(broker, connect):
+    """Clients that vanish with sends and requests in flight: the replies go
+    nowhere, the broker keeps serving, the sends are stored once."""
+    alice = connect("alice")
+    for round_ in range(5):
+        d = connect("bob", f"flaky{round_}")
+        for i in range(20):
+            d.send_nowait(AB, b"x", client_msg_id=f"f{round_}-{i}")
+            d.request_nowait(sync=pb.SyncRequest(limit=500))
+        d.client.socket().shutdown(socket.SHUT_RDWR)  # no DISCONNECT packet
+        d.close()
+    time.sleep(0.3)
+    assert broker.alive()
+    ack = alice.send_ok(AB, b"after")
+    msgs, _ = alice.sync_all(limit=500)
+    seqs = [m.seq for m in msgs]
+    assert seqs == list(range(1, ack.seq + 1))
+    cm = [m.client_msg_id for m in msgs]
+    assert len(cm) == len(set(cm))
+
+
+def test_rate_limited(make_broker, connect):
+    b = make_broker(opts={"rate_msgs_per_s": "5", "rate_burst": "10"})
+    alice = connect("alice", broker=b, v5=True)
+    cmids = [alice.send_nowait(AB, b"x", client_msg_id=f"rl-{i}")[0] for i in range(30)]
+    acks = [alice.take_ack(c) for c in cmids]
+    ok = [a for a in acks if not a.HasField("error")]
+    limited = [a for a in acks if H.is_error(a, "RATE_LIMITED")]
+    assert len(ok) + len(limited) == 30, [H.describe(a) for a in acks]
+    assert 10 <= len(ok) < 30, f"{len(ok)} accepted of 30 with burst 10"
+    assert all(a.error.retry_after_ms > 0 for a in limited)
+    assert all(a.seq == 0 for a in limited)
+    assert [a.seq for a in ok] == list(range(1, len(ok) + 1)), "refused sends take no seq"
+    time.sleep(max(a.error.retry_after_ms for a in limited) / 1000 + 0.3)
+    assert alice.send_ok(AB, b"after the pause").seq == len(ok) + 1
+
+
+def test_cursor_ack_does_not_trim_for_other_devices(broker, connect):
+    """cursor_ack trims only what every device has acked: a device of the same
+    user that connected and synced before, but has not acked, still gets
+    everything when it syncs later."""
+    tablet = connect("bob", "tablet")
+    msgs, _ = tablet.sync_all()
     assert msgs == []
+    tablet.close()
+    alice = connect("alice")
+    alice.send_many(AB, [f"t{i}".encode() for i in range(10)])
+    phone = connect("bob", "phone")
+    msgs, _ = phone.sync_all()
+    assert len(msgs) == 10
+    r = phone.request(cursor_ack=pb.CursorAck(inbox_seq=10))
+    assert r.WhichOneof("body") == "ok", H.describe(r)
+    tablet2 = connect("bob", "tablet")
+    msgs, _ = tablet2.sync_all(after=0)
+    assert [m.seq for m in msgs] == list(range(1, 11)), \
+        "entries the tablet had not acked were trimmed"
+    # a lower cursor ack later is not an error and does not move the cursor back
+    r = phone.request(cursor_ack=pb.CursorAck(inbox_seq=3))
+    assert r.WhichOneof("body") == "ok", H.describe(r)

@@ -1943,6 +1943,44 @@ static void test_trim_stale_device(void **state)
     assert_int_equal(c, 1);
 }
 
+/* A device the store was told about (device_touch: it connected) holds
+ * trimming back at cursor 0 before it ever acks; a touch also makes a stale
+ * device count again. */
+static void test_device_touch(void **state)
+{
+    fx *f = *state;
+    f->opt.inbox_retention_ms = 100000;
+    fx_open(f);
+    const char *const mem[] = {"u", "v"};
+    conv_make(f, "c", mem, NULL, 2, NULL);
+    EXPECT_OK(mqstore_device_touch(f->s, "u", "tablet"));
+    fill_inbox(f, "c", "v", 4);
+    EXPECT_OK(mqstore_cursor_ack(f->s, "u", "phone", 4, NULL));
+    uint64_t t = 999, c = 999;
+    EXPECT_OK(mqstore_inbox_trim(f->s, "u", &t));
+    assert_int_equal(t, 0); /* the tablet has acked nothing */
+    EXPECT_OK(mqstore_cursor_get(f->s, "u", "tablet", &c));
+    assert_int_equal(c, 0);
+    /* Touching again keeps the cursor. */
+    EXPECT_OK(mqstore_cursor_ack(f->s, "u", "tablet", 2, NULL));
+    EXPECT_OK(mqstore_device_touch(f->s, "u", "tablet"));
+    EXPECT_OK(mqstore_cursor_get(f->s, "u", "tablet", &c));
+    assert_int_equal(c, 2);
+    EXPECT_OK(mqstore_inbox_trim(f->s, "u", &t));
+    assert_int_equal(t, 2);
+    /* Stale, then touched: it counts again. Entries 5..7 are young; the
+     * phone acks them all. Had the stale tablet not been touched, trim
+     * would reach 7; touched, it holds at its cursor (2) — only the aged
+     * entries 3..4 go, by retention. */
+    fx_advance(f, 150000);
+    fill_inbox(f, "c", "v", 3);
+    EXPECT_OK(mqstore_cursor_ack(f->s, "u", "phone", 7, NULL));
+    EXPECT_OK(mqstore_device_touch(f->s, "u", "tablet"));
+    EXPECT_OK(mqstore_inbox_trim(f->s, "u", &t));
+    assert_int_equal(t, 4);
+    assert_int_equal(mqstore_device_touch(f->s, "u", "bad/id"), MQSTORE_ERR_INVAL);
+}
+
 static void test_trim_no_device(void **state)
 {
     fx *f = *state;
@@ -2630,6 +2668,7 @@ int main(void)
         T(test_device_forget),
         T(test_trim_min_cursor),
         T(test_trim_retention_age),
+        T(test_device_touch),
         T(test_trim_stale_device),
         T(test_trim_no_device),
         T(test_receipts),
