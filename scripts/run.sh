@@ -43,6 +43,7 @@ log_type warning
 log_type notice
 log_type information
 persistence false
+set_tcp_nodelay true
 allow_duplicate_messages true
 max_inflight_messages 0
 max_queued_messages 10000

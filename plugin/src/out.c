@@ -165,8 +165,8 @@ void reply_error_retry(mqc *m, conn *c, const char *request_id, wire_code code, 
     resp.request_id = err.request_id;
     resp.body_case = MQCHAT__V1__RESPONSE__BODY_ERROR;
     resp.error = &err;
-    mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused %s from %s: %s", err.request_id,
-                         c->client_id, msg);
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused %s%sfrom %s: %s", err.request_id,
+                         err.request_id[0] ? " " : "", c->client_id, msg);
     reply_response(m, c, &resp);
 }
 
