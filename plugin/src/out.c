@@ -184,8 +184,8 @@ void reply_send_error(mqc *m, conn *c, const Mqchat__V1__SendRequest *req, wire_
     ack.conversation_id =
         (char *)(req && wire_conv_valid(req->conversation_id) ? req->conversation_id : "");
     ack.error = &err;
-    mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused send %s from %s: %s", cmid, c->client_id,
-                         msg);
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused send %s%sfrom %s: %s", cmid,
+                         cmid[0] ? " " : "", c->client_id, msg);
     reply(m, c, "ack", &ack.base);
 }
 
