@@ -99,8 +99,7 @@ mqstore_err mqstore_members_list(mqstore *s, const char *conv, mqstore_member_li
         it->joined_seq = m->joined_seq;
         mqstore__rec__member_record__free_unpacked(m, NULL);
     }
-    if (!e) e = range_status(&r);
-    range_close(&r);
+    e = range_close(&r, e);
     if (e) mqstore_member_list_free(out);
     return e;
 }

@@ -142,8 +142,7 @@ mqstore_err mqstore_inbox_read(mqstore *s, const char *user, uint64_t after, siz
         if (e) break;
         bytes += out->items[out->n - 1].payload_len;
     }
-    if (!e) e = range_status(&r);
-    range_close(&r);
+    e = range_close(&r, e);
     if (e) mqstore_page_free(out);
     return e;
 }
@@ -199,8 +198,7 @@ mqstore_err mqstore_history_read(mqstore *s, const char *conv, uint64_t before, 
         }
         out->n++;
     }
-    if (!e) e = range_status(&r);
-    range_close(&r);
+    e = range_close(&r, e);
     if (e) mqstore_page_free(out);
     return e;
 }
@@ -256,8 +254,7 @@ mqstore_err mqstore_user_convs(mqstore *s, const char *user, const char *after, 
         out->n++;
         mqstore__rec__member_record__free_unpacked(m, NULL);
     }
-    if (!e) e = range_status(&r);
-    range_close(&r);
+    e = range_close(&r, e);
     if (e) mqstore_conv_list_free(out);
     return e;
 }

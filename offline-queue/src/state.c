@@ -158,8 +158,7 @@ static mqstore_err min_live_cursor(mqstore *s, const char *user, int64_t cutoff,
         }
         mqstore__rec__cursor_record__free_unpacked(c, NULL);
     }
-    if (!e) e = range_status(&r);
-    range_close(&r);
+    e = range_close(&r, e);
     return e;
 }
 
@@ -191,8 +190,7 @@ static mqstore_err expired_upto(mqstore *s, const char *user, int64_t cutoff, ui
         if (!old) break;
         *upto = get_be64(k + lo.len);
     }
-    if (!e) e = range_status(&r);
-    range_close(&r);
+    e = range_close(&r, e);
     return e;
 }
 
@@ -355,8 +353,7 @@ mqstore_err mqstore_outbox_read(mqstore *s, uint64_t after, size_t limit, mqstor
         memcpy(j->data, v, vlen);
         out->n++;
     }
-    if (!e) e = range_status(&r);
-    range_close(&r);
+    e = range_close(&r, e);
     if (e) mqstore_job_list_free(out);
     return e;
 }

@@ -151,17 +151,14 @@ void range_open(mqstore *s, int cf, range_iter *r, const key *lo, const key *hi)
     r->it = rocksdb_create_iterator_cf(s->db, r->ro, s->cf[cf]);
 }
 
-void range_close(range_iter *r)
-{
-    rocksdb_iter_destroy(r->it);
-    rocksdb_readoptions_destroy(r->ro);
-}
-
-mqstore_err range_status(range_iter *r)
+mqstore_err range_close(range_iter *r, mqstore_err e)
 {
     char *err = NULL;
-    rocksdb_iter_get_error(r->it, &err);
-    return err ? store_map_error(err) : MQSTORE_OK;
+    if (!e) rocksdb_iter_get_error(r->it, &err);
+    if (err) e = store_map_error(err);
+    rocksdb_iter_destroy(r->it);
+    rocksdb_readoptions_destroy(r->ro);
+    return e;
 }
 
 /* ---- dedup retention: a compaction filter drops expired dedup keys, and

@@ -77,8 +77,8 @@ typedef struct range_iter {
     key lo, hi;
 } range_iter;
 void range_open(mqstore *s, int cf, range_iter *r, const key *lo, const key *hi);
-void range_close(range_iter *r);
-mqstore_err range_status(range_iter *r);
+/* Close the iterator; returns e, or the iterator's own error if e is OK. */
+mqstore_err range_close(range_iter *r, mqstore_err e);
 
 /* The syncer (syncer.c). */
 int syncer_start(mqstore *s);
