@@ -15,7 +15,8 @@
 #
 # Usage: bench/run-broker-bench.sh [options] [-- extra broker_bench options]
 #   --build DIR        build dir with bench/broker_bench and plugin/mqchat.so
-#                      (default: ./build, else /tmp/build-bench)
+#                      (default: <repo>/build if it has broker_bench, else
+#                      /tmp/build-bench)
 #   --plugin PATH      mqchat.so to load (default DIR/plugin/mqchat.so)
 #   --modes "M ..."    subset of: plain mqchat-os mqchat-sync (default all)
 #   --pairs N          sender/receiver pairs (default 100)
@@ -90,6 +91,7 @@ done
 work=$(mktemp -d "${TMPDIR:-/tmp}/mqchat-broker-bench.XXXXXX")
 [ -n "$store_parent" ] || store_parent="$work"
 broker_pid=""
+bench_pid=""
 
 stop_broker() {
     [ -n "$broker_pid" ] || return 0
@@ -106,6 +108,7 @@ stop_broker() {
 }
 
 cleanup() {
+    if [ -n "$bench_pid" ]; then kill -TERM "$bench_pid" 2>/dev/null || true; wait "$bench_pid" 2>/dev/null || true; fi
     stop_broker
     if [ "$keep" = 1 ]; then echo "work dir kept: $work" >&2; else rm -rf "$work"; fi
 }
@@ -206,7 +209,12 @@ run_one() {
     echo "== $mode, $phase$([ "$rate" = 0 ] || echo " (rate $rate)"): broker_bench ${args[*]} ${extra[*]:-}" >&2
     local out="$rundir/$phase.out" rc=0
     res[$mode,$phase,load]=$(cut -d' ' -f1 /proc/loadavg)
-    timeout -k 5 "$limit" "$bench" "${args[@]}" "${extra[@]}" >"$out" 2>"$rundir/$phase.err" || rc=$?
+    # In the background + wait, so that a signal to this script runs the
+    # cleanup at once instead of after the bench.
+    timeout -k 5 "$limit" "$bench" "${args[@]}" "${extra[@]}" >"$out" 2>"$rundir/$phase.err" &
+    bench_pid=$!
+    wait "$bench_pid" || rc=$?
+    bench_pid=""
     cat "$rundir/$phase.err" >&2
     grep -v '^RESULT' "$out" | sed 's/^/   /' >&2
     local line
@@ -239,7 +247,7 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 # Max-rate runs, interleaved across modes so that a change in background
 # load hits every mode alike; with --repeat N, the run with the median rate
 # of each mode stands for it.
-keys="delivered_per_s p50_us p90_us p99_us p999_us max_us ack_p50_us ack_p99_us bench_cpu_pct broker_cpu_pct machine_busy_pct rate sent received status load"
+keys="delivered_per_s p50_us p90_us p99_us p999_us max_us ack_p50_us ack_p99_us bench_cpu_pct broker_cpu_pct machine_busy_pct broker_us_per_msg bench_us_per_msg rate sent received status load"
 for rep in $(seq "$repeat"); do
     for m in $modes; do phase_run "$m" "max$rep" 0; done
 done
@@ -274,13 +282,13 @@ echo "1:1 durable messaging: $pairs pairs, QoS 1, 300-byte bodies, ${window} in 
     "(plain: until PUBACK; mqchat: until $([ "$inflight" = sendack ] && echo SendAck || echo PUBACK)), ${duration} s measured after ${warmup} s"
 echo
 echo "At the maximum rate (closed loop)"
-printf "%-12s %9s %9s %9s %9s %15s %7s %7s %7s %5s  %s\n" mode "msgs/s" "p50 ms" "p99 ms" "vs plain" \
-    "ack p50/p99 ms" broker bench machine load status
+printf "%-12s %9s %9s %9s %9s %15s %7s %7s %7s %7s %5s  %s\n" mode "msgs/s" "p50 ms" "p99 ms" "vs plain" \
+    "ack p50/p99 ms" "us/msg" broker bench machine load status
 for m in $modes; do
-    printf "%-12s %9s %9s %9s %9s %15s %7s %7s %7s %5s  %s\n" "$m" \
+    printf "%-12s %9s %9s %9s %9s %15s %7s %7s %7s %7s %5s  %s\n" "$m" \
         "${res[$m,max,delivered_per_s]:--}" "$(ms "${res[$m,max,p50_us]:-}")" \
         "$(ms "${res[$m,max,p99_us]:-}")" "$(ratio "${res[$m,max,delivered_per_s]:-}" "$plain_max")" \
-        "$(ackcol "$m" max)" "$(pct "${res[$m,max,broker_cpu_pct]:-}")" \
+        "$(ackcol "$m" max)" "${res[$m,max,broker_us_per_msg]:--}" "$(pct "${res[$m,max,broker_cpu_pct]:-}")" \
         "$(pct "${res[$m,max,bench_cpu_pct]:-}")" "$(pct "${res[$m,max,machine_busy_pct]:-}")" \
         "${res[$m,max,load]:--}" "${res[$m,max,status]:-}"
 done
@@ -303,4 +311,5 @@ if [ "$half" = 1 ]; then
 fi
 echo
 echo "latency: send -> receiver, from a timestamp in the body; ack: send -> SendAck at the sender."
+echo "us/msg: broker CPU time per delivered message (all its threads) -- the figure least disturbed by other load."
 echo "cpu: broker and bench in % of one core, machine in % of all $(nproc) cores, over the measured window; load: 1-min loadavg at the start of the run."
