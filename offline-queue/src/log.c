@@ -7,6 +7,7 @@
  * next call reads the heads as RocksDB has them.
  */
 #include "store_int.h"
+#include "cache.h"
 #include "codec.h"
 
 #include <stdlib.h>
@@ -56,11 +57,9 @@ static void put_u64(rocksdb_writebatch_t *b, mqstore *s, int cf, const key *k, u
     rocksdb_writebatch_put_cf(b, s->cf[cf], k->buf, k->len, buf, 8);
 }
 
-/* A member list read from the members CF ('m' conv \0 user). */
-mqstore_err mqstore_members_list(mqstore *s, const char *conv, mqstore_member_list *out)
+/* A member list read from the members CF ('m' conv \0 user), sorted. */
+static mqstore_err members_load(mqstore *s, const char *conv, mqstore_member_list *out)
 {
-    memset(out, 0, sizeof(*out));
-    if (!s || !mqstore_id_valid(conv)) return MQSTORE_ERR_INVAL;
     key lo, hi;
     key_reset(&lo);
     key_tag(&lo, 'm');
@@ -104,9 +103,43 @@ mqstore_err mqstore_members_list(mqstore *s, const char *conv, mqstore_member_li
     return e;
 }
 
+/* Members from the cache, else from RocksDB (a writer then caches them). */
+static mqstore_err members_get(mqstore *s, const char *conv, mqstore_member_list *out, int writer)
+{
+    memset(out, 0, sizeof(*out));
+    int hit = cache_members_copy(s, conv, out);
+    if (hit) return hit > 0 ? MQSTORE_OK : MQSTORE_ERR_NOMEM;
+    mqstore_err e = members_load(s, conv, out);
+    if (!e && writer) cache_members_set(s, conv, out);
+    return e;
+}
+
+mqstore_err mqstore_members_list(mqstore *s, const char *conv, mqstore_member_list *out)
+{
+    if (!out) return MQSTORE_ERR_INVAL;
+    memset(out, 0, sizeof(*out));
+    if (!s || !mqstore_id_valid(conv)) return MQSTORE_ERR_INVAL;
+    return members_get(s, conv, out, 0);
+}
+
+static int cmp_member(const void *a, const void *b)
+{
+    return strcmp(((const mqstore_member *)a)->user, ((const mqstore_member *)b)->user);
+}
+
+/* The member entry of `user` in a sorted list, or NULL. */
+static const mqstore_member *list_find(const mqstore_member_list *l, const char *user)
+{
+    mqstore_member probe;
+    strcpy(probe.user, user);
+    return bsearch(&probe, l->items, l->n, sizeof(probe), cmp_member);
+}
+
 mqstore_err mqstore_member_get(mqstore *s, const char *conv, const char *user, mqstore_member *out)
 {
     if (!s || !mqstore_id_valid(conv) || !mqstore_id_valid(user) || !out) return MQSTORE_ERR_INVAL;
+    int hit = cache_member_find(s, conv, user, out);
+    if (hit >= 0) return hit ? MQSTORE_OK : MQSTORE_ERR_NOTFOUND;
     key k;
     member_key(&k, 'm', conv, user);
     char *val;
@@ -125,26 +158,94 @@ mqstore_err mqstore_member_get(mqstore *s, const char *conv, const char *user, m
     return MQSTORE_OK;
 }
 
+/* The last key's big-endian suffix in [prefix, prefix_end): the highest
+ * seq stored under a prefix (0 if none). */
+static mqstore_err last_seq(mqstore *s, int cf, const key *prefix, uint64_t *seq)
+{
+    key hi, start = *prefix;
+    key_prefix_end(prefix, &hi);
+    key_u64(&start, UINT64_MAX);
+    range_iter r;
+    range_open(s, cf, &r, prefix, &hi);
+    *seq = 0;
+    rocksdb_iter_seek_for_prev(r.it, start.buf, start.len);
+    mqstore_err e = MQSTORE_OK;
+    if (rocksdb_iter_valid(r.it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(r.it, &klen);
+        if (klen != prefix->len + 8)
+            e = MQSTORE_ERR_CORRUPT;
+        else
+            *seq = get_be64(k + prefix->len);
+    }
+    return range_close(&r, e);
+}
+
+/* A conversation's head. Heads are not stored: the head is the highest seq
+ * in the conversation's log (messages are never deleted), remembered in
+ * the cache. A conversation exists iff its 'c' marker does. */
+static mqstore_err conv_head_get(mqstore *s, const char *conv, uint64_t *head, int *exists,
+                                 int writer)
+{
+    key k;
+    conv_head_key(&k, conv);
+    *head = 0;
+    *exists = 0;
+    if (cache_head_get(s, &k, head)) {
+        *exists = 1;
+        return MQSTORE_OK;
+    }
+    char *val;
+    size_t len;
+    mqstore_err e = store_get(s, CF_HEADS, &k, &val, &len);
+    if (e || !val) return e;
+    rocksdb_free(val);
+    *exists = 1;
+    key p;
+    key_reset(&p);
+    key_id(&p, conv);
+    if ((e = last_seq(s, CF_MSGS, &p, head))) return e;
+    if (writer) cache_head_set(s, &k, *head);
+    return MQSTORE_OK;
+}
+
+/* A user's inbox head: the highest inbox_seq in the inbox, or how far it
+ * was trimmed if that is higher (trimming may have emptied it). */
+mqstore_err inbox_head_get(mqstore *s, const char *user, uint64_t *head, int writer)
+{
+    key k;
+    inbox_head_key(&k, user);
+    if (cache_head_get(s, &k, head)) return MQSTORE_OK;
+    key p, t;
+    key_reset(&p);
+    key_id(&p, user);
+    key_reset(&t);
+    key_tag(&t, 't');
+    key_raw(&t, user);
+    uint64_t last, trimmed;
+    mqstore_err e = last_seq(s, CF_INBOX, &p, &last);
+    if (!e) e = store_get_u64(s, CF_HEADS, &t, &trimmed, NULL);
+    if (e) return e;
+    *head = last > trimmed ? last : trimmed;
+    if (writer) cache_head_set(s, &k, *head);
+    return MQSTORE_OK;
+}
+
 int mqstore_conv_exists(mqstore *s, const char *conv, mqstore_err *err)
 {
     uint64_t head;
-    int found = 0;
+    int exists = 0;
     mqstore_err e = MQSTORE_ERR_INVAL;
-    if (s && mqstore_id_valid(conv)) {
-        key k;
-        conv_head_key(&k, conv);
-        e = store_get_u64(s, CF_HEADS, &k, &head, &found);
-    }
+    if (s && mqstore_id_valid(conv)) e = conv_head_get(s, conv, &head, &exists, 0);
     if (err) *err = e;
-    return e ? 0 : found;
+    return e ? 0 : exists;
 }
 
 mqstore_err mqstore_conv_head(mqstore *s, const char *conv, uint64_t *head)
 {
     if (!s || !mqstore_id_valid(conv) || !head) return MQSTORE_ERR_INVAL;
-    key k;
-    conv_head_key(&k, conv);
-    return store_get_u64(s, CF_HEADS, &k, head, NULL);
+    int exists;
+    return conv_head_get(s, conv, head, &exists, 0);
 }
 
 /* One log entry being written: the message record plus its fan-out. */
@@ -160,9 +261,10 @@ typedef struct entry {
     size_t payload_len;
 } entry;
 
-/* Add to the batch: the message at (conv, seq), the new conversation head,
- * and an inbox entry + inbox head for each user in `users`. Fills the
- * result's fan-out arrays and seq/time/inbox_seq (the sender's). */
+/* Add to the batch: the message at (conv, seq) and an inbox entry for each
+ * user in `users`. Fills the result's fan-out arrays and seq/time/inbox_seq
+ * (the sender's); finish() moves the cached heads once the batch is
+ * written. */
 static mqstore_err batch_entry(mqstore *s, rocksdb_writebatch_t *b, const entry *en,
                                const char *const *users, size_t n_users, mqstore_result *res)
 {
@@ -183,8 +285,6 @@ static mqstore_err batch_entry(mqstore *s, rocksdb_writebatch_t *b, const entry 
     key_u64(&k, en->seq);
     rocksdb_writebatch_put_cf(b, s->cf[CF_MSGS], k.buf, k.len, (const char *)val, vlen);
     free(val);
-    conv_head_key(&k, en->conv);
-    put_u64(b, s, CF_HEADS, &k, en->seq);
 
     res->seq = en->seq;
     res->server_time_ms = en->time_ms;
@@ -200,12 +300,9 @@ static mqstore_err batch_entry(mqstore *s, rocksdb_writebatch_t *b, const entry 
     size_t ilen = mqstore__rec__inbox_entry__pack(&ie, ibuf); /* conv <= 128: fits */
     for (size_t i = 0; i < n_users; i++) {
         uint64_t ih;
-        key hk;
-        inbox_head_key(&hk, users[i]);
-        mqstore_err e = store_get_u64(s, CF_HEADS, &hk, &ih, NULL);
+        mqstore_err e = inbox_head_get(s, users[i], &ih, 1);
         if (e) return e;
         ih++;
-        put_u64(b, s, CF_HEADS, &hk, ih);
         key_reset(&k);
         key_id(&k, users[i]);
         key_u64(&k, ih);
@@ -293,13 +390,26 @@ static const char **member_names(const mqstore_member_list *l)
     return names;
 }
 
-/* Write the batch (unless e), release write_lock, and on success advance
- * the outbox id to new_outbox_last (0: no jobs were added). */
+/* Write the batch (unless e), release write_lock, and on success move the
+ * cached heads of conv and of the fanned-out users, drop conv's cached
+ * members if they changed, and advance the outbox id to new_outbox_last
+ * (0: no jobs were added). */
 static mqstore_err finish(mqstore *s, rocksdb_writebatch_t *b, mqstore_err e, mqstore_result *out,
-                          uint64_t new_outbox_last)
+                          const char *conv, int members_changed, uint64_t new_outbox_last)
 {
     if (!e) e = store_write(s, b, &out->ticket);
-    if (!e && new_outbox_last) s->outbox_last = new_outbox_last;
+    if (!e) {
+        /* Written: now, and only now, the cached state moves with it. */
+        if (new_outbox_last) s->outbox_last = new_outbox_last;
+        key k;
+        conv_head_key(&k, conv);
+        cache_head_set(s, &k, out->seq);
+        for (size_t i = 0; i < out->n_fanout; i++) {
+            inbox_head_key(&k, out->fanout_user[i]);
+            cache_head_set(s, &k, out->fanout_inbox_seq[i]);
+        }
+        if (members_changed) cache_members_drop(s, conv);
+    }
     pthread_mutex_unlock(&s->write_lock);
     rocksdb_writebatch_destroy(b);
     if (e) mqstore_result_clear(out);
@@ -322,24 +432,24 @@ mqstore_err mqstore_conv_create(mqstore *s, const char *conv, const char *const 
 
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     pthread_mutex_lock(&s->write_lock);
-    mqstore_err ce;
-    if (mqstore_conv_exists(s, conv, &ce))
-        e = MQSTORE_ERR_EXISTS;
-    else
-        e = ce;
+    uint64_t head;
+    int exists;
+    e = conv_head_get(s, conv, &head, &exists, 1);
+    if (!e && exists) e = MQSTORE_ERR_EXISTS;
     uint64_t seq = ev ? 1 : 0;
     for (size_t i = 0; !e && i < n_members; i++)
         batch_member(s, b, conv, members[i], roles ? roles[i] : MQSTORE_ROLE_MEMBER, seq);
+    if (!e) {
+        key k;
+        conv_head_key(&k, conv); /* the conversation's existence marker */
+        put_u64(b, s, CF_HEADS, &k, 0);
+    }
     if (!e && ev) {
         entry en;
         event_entry(&en, conv, 1, store_now(s), ev);
         e = batch_entry(s, b, &en, members, n_members, out);
-    } else if (!e) {
-        key k;
-        conv_head_key(&k, conv);
-        put_u64(b, s, CF_HEADS, &k, 0);
     }
-    return finish(s, b, e, out, 0);
+    return finish(s, b, e, out, conv, 1, 0);
 }
 
 /* Shared by add / remove / set_role: under write_lock, check the
@@ -365,23 +475,18 @@ static mqstore_err change_members(mqstore *s, const char *conv, const char *cons
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     pthread_mutex_lock(&s->write_lock);
     uint64_t head = 0;
-    int found = 0;
-    key k;
-    conv_head_key(&k, conv);
-    e = store_get_u64(s, CF_HEADS, &k, &head, &found);
-    if (!e && !found) e = MQSTORE_ERR_NOTFOUND;
-    for (size_t i = 0; !e && i < n; i++) {
-        mqstore_member m;
-        mqstore_err g = mqstore_member_get(s, conv, users[i], &m);
-        if (g == MQSTORE_OK && what == ADD)
-            e = MQSTORE_ERR_EXISTS;
-        else if (g == MQSTORE_ERR_NOTFOUND && what != ADD)
-            e = MQSTORE_ERR_NOTFOUND;
-        else if (g != MQSTORE_OK && g != MQSTORE_ERR_NOTFOUND)
-            e = g;
-    }
+    int exists = 0;
     mqstore_member_list members = {0};
-    if (!e) e = mqstore_members_list(s, conv, &members);
+    e = conv_head_get(s, conv, &head, &exists, 1);
+    if (!e && !exists) e = MQSTORE_ERR_NOTFOUND;
+    if (!e) e = members_get(s, conv, &members, 1);
+    for (size_t i = 0; !e && i < n; i++) {
+        int is_member = list_find(&members, users[i]) != NULL;
+        if (is_member && what == ADD)
+            e = MQSTORE_ERR_EXISTS;
+        else if (!is_member && what != ADD)
+            e = MQSTORE_ERR_NOTFOUND;
+    }
     const char **fanout = NULL;
     size_t n_fanout = 0;
     if (!e) {
@@ -401,9 +506,7 @@ static mqstore_err change_members(mqstore *s, const char *conv, const char *cons
         if (what == ADD) {
             batch_member(s, b, conv, users[i], roles ? roles[i] : MQSTORE_ROLE_MEMBER, seq);
         } else if (what == SET_ROLE) {
-            mqstore_member m;
-            e = mqstore_member_get(s, conv, users[i], &m);
-            if (!e) batch_member(s, b, conv, users[i], set_role, m.joined_seq);
+            batch_member(s, b, conv, users[i], set_role, list_find(&members, users[i])->joined_seq);
         } else {
             member_key(&mk, 'm', conv, users[i]);
             rocksdb_writebatch_delete_cf(b, s->cf[CF_MEMBERS], mk.buf, mk.len);
@@ -417,7 +520,7 @@ static mqstore_err change_members(mqstore *s, const char *conv, const char *cons
         e = batch_entry(s, b, &en, fanout, n_fanout, out);
     }
     free(fanout);
-    mqstore_err r = finish(s, b, e, out, 0);
+    mqstore_err r = finish(s, b, e, out, conv, 1, 0);
     mqstore_member_list_free(&members);
     return r;
 }
@@ -507,19 +610,14 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
         }
     }
     uint64_t head = 0;
-    int found = 0;
+    int exists = 0;
     key k;
-    conv_head_key(&k, a->conv);
-    e = store_get_u64(s, CF_HEADS, &k, &head, &found);
-    if (!e && !found) e = MQSTORE_ERR_NOTFOUND;
-    mqstore_member self;
-    if (!e) {
-        e = mqstore_member_get(s, a->conv, a->sender_user, &self);
-        if (e == MQSTORE_ERR_NOTFOUND) e = MQSTORE_ERR_NOTMEMBER;
-    }
     mqstore_member_list members = {0};
     const char **names = NULL;
-    if (!e) e = mqstore_members_list(s, a->conv, &members);
+    e = conv_head_get(s, a->conv, &head, &exists, 1);
+    if (!e && !exists) e = MQSTORE_ERR_NOTFOUND;
+    if (!e) e = members_get(s, a->conv, &members, 1);
+    if (!e && !list_find(&members, a->sender_user)) e = MQSTORE_ERR_NOTMEMBER;
     if (!e && !(names = member_names(&members))) e = MQSTORE_ERR_NOMEM;
     int64_t now = store_now(s);
     if (!e) {
@@ -551,7 +649,7 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
         key_raw(&k, "outbox_last");
         put_u64(b, s, CF_DEFAULT, &k, id);
     }
-    e = finish(s, b, e, out, id);
+    e = finish(s, b, e, out, a->conv, 0, id);
     free(names);
     mqstore_member_list_free(&members);
     return e;

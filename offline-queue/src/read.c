@@ -150,11 +150,7 @@ mqstore_err mqstore_inbox_read(mqstore *s, const char *user, uint64_t after, siz
 mqstore_err mqstore_inbox_head(mqstore *s, const char *user, uint64_t *head)
 {
     if (!s || !mqstore_id_valid(user) || !head) return MQSTORE_ERR_INVAL;
-    key k;
-    key_reset(&k);
-    key_tag(&k, 'i');
-    key_raw(&k, user);
-    return store_get_u64(s, CF_HEADS, &k, head, NULL);
+    return inbox_head_get(s, user, head, 0);
 }
 
 mqstore_err mqstore_history_read(mqstore *s, const char *conv, uint64_t before, size_t limit,

@@ -61,7 +61,7 @@ mqstore_err mqstore_cursor_ack(mqstore *s, const char *user, const char *device,
     int found;
     key k;
     pair_key(&k, user, device);
-    mqstore_err e = mqstore_inbox_head(s, user, &head);
+    mqstore_err e = inbox_head_get(s, user, &head, 1);
     if (!e && inbox_seq > head) e = MQSTORE_ERR_INVAL;
     if (!e) e = cursor_load(s, &k, &acked, &seen, &found);
     if (!e) {

@@ -4,6 +4,7 @@
  * seq), read.c (pages of messages and lists) and state.c (cursors, trimming,
  * receipts, outbox). */
 #include "store_int.h"
+#include "cache.h"
 #include "codec.h"
 
 #include <stdio.h>
@@ -239,6 +240,9 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
     s->cache = rocksdb_cache_create_lru(opt->cache_bytes);
     s->table = rocksdb_block_based_options_create();
     rocksdb_block_based_options_set_block_cache(s->table, s->cache);
+    /* Most dedup lookups miss: a Bloom filter answers them without reading
+     * blocks (the table options own the policy). */
+    rocksdb_block_based_options_set_filter_policy(s->table, rocksdb_filterpolicy_create_bloom(10));
     s->dbopt = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->dbopt, 1);
     rocksdb_options_set_create_missing_column_families(s->dbopt, 1);
@@ -275,6 +279,7 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_mutex_init(&s->sync_lock, NULL);
     pthread_mutex_init(&s->fsync_lock, NULL);
+    cache_init(s);
     pthread_cond_init(&s->sync_cond, NULL);
 
     key k;
@@ -303,6 +308,7 @@ void mqstore_free(mqstore *s)
     pthread_mutex_destroy(&s->write_lock);
     pthread_mutex_destroy(&s->sync_lock);
     pthread_mutex_destroy(&s->fsync_lock);
+    cache_free(s);
     pthread_cond_destroy(&s->sync_cond);
     free(s);
 }

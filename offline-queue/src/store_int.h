@@ -10,6 +10,9 @@
 #include <rocksdb/c.h>
 #include <stdatomic.h>
 
+struct head_ent;
+struct members_ent;
+
 enum cf_index {
     CF_DEFAULT,
     CF_MSGS,
@@ -46,6 +49,12 @@ struct mqstore {
     _Atomic uint64_t last_ticket;
     _Atomic uint64_t durable;
 
+    /* In-memory heads and member lists (cache.c). */
+    pthread_mutex_t cache_lock;
+    struct head_ent *heads;
+    struct members_ent *members;
+    size_t n_heads, n_member_rows;
+
     /* Syncer thread (SYNC mode with the THREAD driver). */
     pthread_mutex_t fsync_lock; /* serialises fsyncs and durable updates */
     pthread_mutex_t sync_lock;  /* with sync_cond: the syncer's sleep */
@@ -79,6 +88,9 @@ typedef struct range_iter {
 void range_open(mqstore *s, int cf, range_iter *r, const key *lo, const key *hi);
 /* Close the iterator; returns e, or the iterator's own error if e is OK. */
 mqstore_err range_close(range_iter *r, mqstore_err e);
+
+/* A user's inbox head (log.c); writer = 1 (write_lock held) caches it. */
+mqstore_err inbox_head_get(mqstore *s, const char *user, uint64_t *head, int writer);
 
 /* The syncer (syncer.c). */
 int syncer_start(mqstore *s);

@@ -1,0 +1,180 @@
+/* cache — in-memory heads and member lists. See cache.h for the rules. */
+#include "cache.h"
+#include "store_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+typedef struct head_ent {
+    UT_hash_handle hh;
+    uint64_t v;
+    size_t klen;
+    char k[];
+} head_ent;
+
+typedef struct members_ent {
+    UT_hash_handle hh;
+    mqstore_member_list list;
+    char conv[129];
+} members_ent;
+
+void cache_init(mqstore *s)
+{
+    pthread_mutex_init(&s->cache_lock, NULL);
+    s->heads = NULL;
+    s->members = NULL;
+    s->n_heads = s->n_member_rows = 0;
+}
+
+static void heads_clear(mqstore *s)
+{
+    head_ent *e, *t;
+    HASH_ITER(hh, s->heads, e, t)
+    {
+        HASH_DEL(s->heads, e);
+        free(e);
+    }
+    s->n_heads = 0;
+}
+
+static void members_free(members_ent *e)
+{
+    free(e->list.items);
+    free(e);
+}
+
+static void members_clear(mqstore *s)
+{
+    members_ent *e, *t;
+    HASH_ITER(hh, s->members, e, t)
+    {
+        HASH_DEL(s->members, e);
+        members_free(e);
+    }
+    s->n_member_rows = 0;
+}
+
+void cache_free(mqstore *s)
+{
+    heads_clear(s);
+    members_clear(s);
+    pthread_mutex_destroy(&s->cache_lock);
+}
+
+int cache_head_get(mqstore *s, const key *k, uint64_t *v)
+{
+    head_ent *e;
+    pthread_mutex_lock(&s->cache_lock);
+    HASH_FIND(hh, s->heads, k->buf, k->len, e);
+    if (e) *v = e->v;
+    pthread_mutex_unlock(&s->cache_lock);
+    return e != NULL;
+}
+
+void cache_head_set(mqstore *s, const key *k, uint64_t v)
+{
+    head_ent *e;
+    pthread_mutex_lock(&s->cache_lock);
+    HASH_FIND(hh, s->heads, k->buf, k->len, e);
+    if (e) {
+        e->v = v;
+    } else {
+        if (s->n_heads >= CACHE_MAX_HEADS) heads_clear(s);
+        e = malloc(sizeof(*e) + k->len);
+        if (e) {
+            e->v = v;
+            e->klen = k->len;
+            memcpy(e->k, k->buf, k->len);
+            HASH_ADD_KEYPTR(hh, s->heads, e->k, e->klen, e);
+            s->n_heads++;
+        }
+    }
+    pthread_mutex_unlock(&s->cache_lock);
+}
+
+static members_ent *find_members(mqstore *s, const char *conv)
+{
+    members_ent *e;
+    HASH_FIND_STR(s->members, conv, e);
+    return e;
+}
+
+int cache_members_copy(mqstore *s, const char *conv, mqstore_member_list *out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&s->cache_lock);
+    members_ent *e = find_members(s, conv);
+    if (e) {
+        out->n = e->list.n;
+        out->items = malloc((e->list.n ? e->list.n : 1) * sizeof(*out->items));
+        if (out->items) {
+            memcpy(out->items, e->list.items, e->list.n * sizeof(*out->items));
+            rc = 1;
+        } else {
+            out->n = 0;
+            rc = -1;
+        }
+    }
+    pthread_mutex_unlock(&s->cache_lock);
+    return rc;
+}
+
+static int cmp_member(const void *a, const void *b)
+{
+    return strcmp(((const mqstore_member *)a)->user, ((const mqstore_member *)b)->user);
+}
+
+int cache_member_find(mqstore *s, const char *conv, const char *user, mqstore_member *out)
+{
+    int rc = -1;
+    pthread_mutex_lock(&s->cache_lock);
+    members_ent *e = find_members(s, conv);
+    if (e) {
+        mqstore_member probe;
+        strcpy(probe.user, user);
+        const mqstore_member *m =
+            bsearch(&probe, e->list.items, e->list.n, sizeof(probe), cmp_member);
+        if (m) *out = *m;
+        rc = m != NULL;
+    }
+    pthread_mutex_unlock(&s->cache_lock);
+    return rc;
+}
+
+void cache_members_set(mqstore *s, const char *conv, const mqstore_member_list *l)
+{
+    members_ent *e = calloc(1, sizeof(*e));
+    if (!e) return;
+    e->list.n = l->n;
+    e->list.items = malloc((l->n ? l->n : 1) * sizeof(*l->items));
+    if (!e->list.items) {
+        free(e);
+        return;
+    }
+    memcpy(e->list.items, l->items, l->n * sizeof(*l->items));
+    strcpy(e->conv, conv);
+    pthread_mutex_lock(&s->cache_lock);
+    members_ent *old = find_members(s, conv);
+    if (old) {
+        HASH_DEL(s->members, old);
+        s->n_member_rows -= old->list.n;
+        members_free(old);
+    }
+    if (s->n_member_rows + l->n > CACHE_MAX_MEMBER_ROWS) members_clear(s);
+    HASH_ADD_STR(s->members, conv, e);
+    s->n_member_rows += l->n;
+    pthread_mutex_unlock(&s->cache_lock);
+}
+
+void cache_members_drop(mqstore *s, const char *conv)
+{
+    pthread_mutex_lock(&s->cache_lock);
+    members_ent *e = find_members(s, conv);
+    if (e) {
+        HASH_DEL(s->members, e);
+        s->n_member_rows -= e->list.n;
+        members_free(e);
+    }
+    pthread_mutex_unlock(&s->cache_lock);
+}
