@@ -1,10 +1,12 @@
 /* conn — the registry of device connections the plugin authenticated,
  * keyed by the broker's struct mosquitto pointer, with a token-bucket rate
- * limit per connection. A connection enters at BASIC_AUTH and leaves at
- * DISCONNECT (which also fires for failed connects). */
+ * limit per connection, and indexed by user so a message can be handed to
+ * each connected device of a user. A connection enters at BASIC_AUTH and
+ * leaves at DISCONNECT (which also fires for failed connects). */
 #include "plugin.h"
 
 #include <stdio.h>
+#include <utlist.h>
 #include <string.h>
 #include <time.h>
 
@@ -33,16 +35,41 @@ conn *conn_add(mqc *m, struct mosquitto *client, const char *user, const char *d
     snprintf(c->client_id, sizeof(c->client_id), "%s:%s", user, device);
     c->tokens = m->cfg.rate_burst;
     c->refill_ms = now_ms();
+    user_conns *u;
+    HASH_FIND_STR(m->users, c->user, u);
+    if (!u) {
+        u = calloc(1, sizeof(*u));
+        if (!u) {
+            free(c);
+            return NULL;
+        }
+        snprintf(u->user, sizeof(u->user), "%s", c->user);
+        HASH_ADD_STR(m->users, user, u);
+    }
+    DL_APPEND2(u->devices, c, dev_prev, dev_next);
     HASH_ADD_PTR(m->conns, client, c);
     return c;
+}
+
+static void conn_unlink(mqc *m, conn *c)
+{
+    HASH_DEL(m->conns, c);
+    user_conns *u;
+    HASH_FIND_STR(m->users, c->user, u);
+    if (u) {
+        DL_DELETE2(u->devices, c, dev_prev, dev_next);
+        if (!u->devices) {
+            HASH_DEL(m->users, u);
+            free(u);
+        }
+    }
+    free(c);
 }
 
 void conn_remove(mqc *m, const struct mosquitto *client)
 {
     conn *c = conn_find(m, client);
-    if (!c) return;
-    HASH_DEL(m->conns, c);
-    free(c);
+    if (c) conn_unlink(m, c);
 }
 
 void conn_free_all(mqc *m)
@@ -50,9 +77,24 @@ void conn_free_all(mqc *m)
     conn *c, *tmp;
     HASH_ITER(hh, m->conns, c, tmp)
     {
-        HASH_DEL(m->conns, c);
-        free(c);
+        conn_unlink(m, c);
     }
+}
+
+int to_user(mqc *m, pubs *out, const char *user, const conn *skip, const ProtobufCMessage *msg,
+            int qos)
+{
+    user_conns *u;
+    HASH_FIND_STR(m->users, user, u);
+    if (!u) return 0; /* offline: the inbox keeps it for the next sync */
+    char topic[512];
+    if (topic_inbox(topic, sizeof(topic), m->cfg.topic_prefix, user)) return -1;
+    conn *c;
+    DL_FOREACH2(u->devices, c, dev_next)
+    {
+        if (c != skip && pubs_add(out, c->client_id, topic, msg, qos)) return -1;
+    }
+    return 0;
 }
 
 int64_t conn_rate_take(mqc *m, conn *c)

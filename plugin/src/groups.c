@@ -73,7 +73,7 @@ static void change_done(mqc *m, conn *c, change *ch, const char *request_id, con
     resp.body_case = MQCHAT__V1__RESPONSE__BODY_GROUP;
     resp.group = &gr;
     char topic[512];
-    if (fanout_message(m, &out, &ch->content, r) ||
+    if (fanout_message(m, &out, &ch->content, r, NULL) ||
         topic_device(topic, sizeof(topic), m->cfg.topic_prefix, c->user, c->device, "resp") ||
         pubs_add(&out, c->client_id, topic, &resp.base, 1))
         mosquitto_log_printf(MOSQ_LOG_ERR, "mqchat: out of memory answering a group change");

@@ -34,7 +34,15 @@ typedef struct conn {
     double tokens;       /* rate limit bucket */
     int64_t refill_ms;
     UT_hash_handle hh;
+    struct conn *dev_prev, *dev_next; /* the user's other connections */
 } conn;
+
+/* The connections of one user, for delivery to every device. */
+typedef struct user_conns {
+    char user[129];
+    conn *devices;
+    UT_hash_handle hh;
+} user_conns;
 
 /* A publish prepared now and sent later: payload from mosquitto_malloc. */
 typedef struct pub {
@@ -67,6 +75,7 @@ typedef struct mqc {
     mqstore *store;
     mqjwt_verifier *jwt;
     conn *conns;
+    user_conns *users;
     pending *head, *tail;
     size_t n_pending;
     pthread_t main_thread;
@@ -81,6 +90,10 @@ void conn_remove(mqc *m, const struct mosquitto *client);
 void conn_free_all(mqc *m);
 /* Take one token; 0 if allowed, else the ms until one is available. */
 int64_t conn_rate_take(mqc *m, conn *c);
+/* Queue msg to every connected device of `user` but `skip` (may be NULL),
+ * by client id on {p}/u/{user}/inbox. -1 on out of memory. */
+int to_user(mqc *m, pubs *out, const char *user, const conn *skip, const ProtobufCMessage *msg,
+            int qos);
 int64_t now_ms(void);
 
 /* ---- out.c ---- */
@@ -129,7 +142,9 @@ int require_member(mqc *m, conn *c, const char *request_id, const char *conv, mq
 int message_view(const mqstore_msg *sm, Mqchat__V1__Message **stored, Mqchat__V1__Message *view);
 
 /* Queue, for every user of a store result's fan-out, the message `msg`
- * on the user's inbox topic with that user's inbox_seq. */
-int fanout_message(mqc *m, pubs *out, Mqchat__V1__Message *msg, const mqstore_result *r);
+ * with that user's inbox_seq to each of the user's connected devices but
+ * `skip` (the sending device, which has the SendAck; may be NULL). */
+int fanout_message(mqc *m, pubs *out, Mqchat__V1__Message *msg, const mqstore_result *r,
+                   const conn *skip);
 
 #endif

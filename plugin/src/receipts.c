@@ -10,18 +10,17 @@
 
 int require_member(mqc *m, conn *c, const char *request_id, const char *conv, mqstore_member *self);
 
-/* Queue `ev` on the inbox topic of every member of conv except `skip`. */
+/* Queue `ev` to the connected devices of every member of conv except the
+ * user `skip` (may be NULL). */
 static int to_members(mqc *m, pubs *out, const char *conv, const char *skip,
                       const Mqchat__V1__ServerEvent *ev, int qos)
 {
     mqstore_member_list l;
     if (mqstore_members_list(m->store, conv, &l)) return -1;
-    char topic[512];
     int rc = 0;
     for (size_t i = 0; !rc && i < l.n; i++) {
         if (skip && strcmp(l.items[i].user, skip) == 0) continue;
-        rc = topic_inbox(topic, sizeof(topic), m->cfg.topic_prefix, l.items[i].user) ||
-             pubs_add(out, NULL, topic, &ev->base, qos);
+        rc = to_user(m, out, l.items[i].user, NULL, &ev->base, qos);
     }
     mqstore_member_list_free(&l);
     return rc;

@@ -30,17 +30,15 @@ int message_view(const mqstore_msg *sm, Mqchat__V1__Message **stored, Mqchat__V1
     return 0;
 }
 
-int fanout_message(mqc *m, pubs *out, Mqchat__V1__Message *msg, const mqstore_result *r)
+int fanout_message(mqc *m, pubs *out, Mqchat__V1__Message *msg, const mqstore_result *r,
+                   const conn *skip)
 {
     Mqchat__V1__ServerEvent ev = MQCHAT__V1__SERVER_EVENT__INIT;
     ev.body_case = MQCHAT__V1__SERVER_EVENT__BODY_MESSAGE;
     ev.message = msg;
-    char topic[512];
     for (size_t i = 0; i < r->n_fanout; i++) {
         msg->inbox_seq = r->fanout_inbox_seq[i];
-        if (topic_inbox(topic, sizeof(topic), m->cfg.topic_prefix, r->fanout_user[i]) ||
-            pubs_add(out, NULL, topic, &ev.base, 1))
-            return -1;
+        if (to_user(m, out, r->fanout_user[i], skip, &ev.base, 1)) return -1;
     }
     msg->inbox_seq = 0;
     return 0;
@@ -150,7 +148,7 @@ int handle_send(mqc *m, conn *c, const void *payload, size_t len)
         content.sender_device_id = c->device;
         content.server_time_ms = r.server_time_ms;
         content.client_msg_id = req->client_msg_id;
-        bad = fanout_message(m, &out, &content, &r);
+        bad = fanout_message(m, &out, &content, &r, c);
     }
     if (bad) mosquitto_log_printf(MOSQ_LOG_ERR, "mqchat: out of memory delivering a message");
     out_after(m, r.ticket, &out);

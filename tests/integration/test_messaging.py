@@ -120,9 +120,11 @@ def test_two_devices_per_user(broker, connect):
     assert m.sender_user_id == "alice" and m.sender_device_id == "phone"
     assert m.client_msg_id == ack.client_msg_id and m.seq == ack.seq
     assert m.inbox_seq == ack.inbox_seq
-    # the ACK went to the sending device only
+    # the ACK went to the sending device only, and the sending device gets
+    # no echo of its own message (the ACK carries its inbox_seq)
     quiet(0.3)
     assert alice_laptop.acks == [] and bob_phone.acks == [] and bob_tablet.acks == []
+    assert alice_phone.messages() == []
 
     # a reply from bob's tablet reaches bob's phone and both of alice's devices
     back = bob_tablet.send_ok(AB, b"reply")
