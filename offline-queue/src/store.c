@@ -250,6 +250,9 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
     /* Keep the whole WAL bounded: column families with little traffic would
      * otherwise pin old WAL files. */
     rocksdb_options_set_max_total_wal_size(s->dbopt, 256u << 20);
+    /* One writer (write_lock): the plain memtable insert path is cheaper
+     * than the concurrent one (measured: 100-member groups +40 %). */
+    rocksdb_options_set_allow_concurrent_memtable_write(s->dbopt, 0);
     for (int i = 0; i < CF_COUNT; i++) {
         s->cfopt[i] = rocksdb_options_create();
         rocksdb_options_set_block_based_table_factory(s->cfopt[i], s->table);
