@@ -72,8 +72,11 @@ typedef enum mqstore_durability {
 } mqstore_durability;
 
 typedef enum mqstore_sync_driver {
-    MQSTORE_SYNC_THREAD = 0, /* a store thread fsyncs whenever there are undurable writes */
-    MQSTORE_SYNC_MANUAL = 1, /* the caller calls mqstore_sync(), e.g. once per event-loop pass */
+    MQSTORE_SYNC_THREAD = 0,  /* a store thread fsyncs whenever there are undurable writes */
+    MQSTORE_SYNC_MANUAL = 1,  /* the caller calls mqstore_sync(), e.g. once per event-loop pass */
+    MQSTORE_SYNC_REQUEST = 2, /* the store thread fsyncs when the caller asks
+                                 (mqstore_sync_request(), e.g. at the end of each
+                                 event-loop pass): one fsync per pass, never blocking */
 } mqstore_sync_driver;
 
 typedef enum mqstore_role {
@@ -122,6 +125,11 @@ uint64_t mqstore_durable(mqstore *s);
 
 /* Highest ticket handed out so far. */
 uint64_t mqstore_last_ticket(mqstore *s);
+
+/* MQSTORE_SYNC_REQUEST: ask the syncer thread to fsync everything written
+ * so far (no-op if all is durable; requests made while an fsync runs are
+ * served by the next one). Never blocks. Other drivers: no-op. */
+void mqstore_sync_request(mqstore *s);
 
 /* fsync the WAL now, making every ticket written before the call durable.
  * Blocking (about one fsync). In OS mode it is still an fsync. Does not

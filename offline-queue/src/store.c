@@ -189,7 +189,8 @@ static mqstore_err check_options(const mqstore_options *o)
 {
     if (o->durability != MQSTORE_DURABILITY_SYNC && o->durability != MQSTORE_DURABILITY_OS)
         return MQSTORE_ERR_INVAL;
-    if (o->sync_driver != MQSTORE_SYNC_THREAD && o->sync_driver != MQSTORE_SYNC_MANUAL)
+    if (o->sync_driver != MQSTORE_SYNC_THREAD && o->sync_driver != MQSTORE_SYNC_MANUAL &&
+        o->sync_driver != MQSTORE_SYNC_REQUEST)
         return MQSTORE_ERR_INVAL;
     if (o->max_payload < 1 || o->max_payload > (16u << 20)) return MQSTORE_ERR_INVAL;
     if (o->max_job < 1 || o->max_job > (1u << 20)) return MQSTORE_ERR_INVAL;
@@ -290,7 +291,7 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
     key_raw(&k, "outbox_last");
     mqstore_err e = store_get_u64(s, CF_DEFAULT, &k, &s->outbox_last, NULL);
     if (!e && opt->durability == MQSTORE_DURABILITY_SYNC &&
-        opt->sync_driver == MQSTORE_SYNC_THREAD && syncer_start(s) != 0)
+        opt->sync_driver != MQSTORE_SYNC_MANUAL && syncer_start(s) != 0)
         e = MQSTORE_ERR_NOMEM;
     if (e) {
         set_errmsg(errmsg, "cannot open store", mqstore_strerror(e));

@@ -62,7 +62,8 @@ struct mqstore {
     _Atomic int syncer_waiting;
     pthread_t syncer;
     int syncer_running;
-    int syncer_stop; /* guarded by sync_lock */
+    int syncer_stop;    /* guarded by sync_lock */
+    int sync_requested; /* guarded by sync_lock: MQSTORE_SYNC_REQUEST asked */
 };
 
 int64_t store_now(mqstore *s);

@@ -8,9 +8,12 @@
  * covers all of them at once — that is the group commit: the number of
  * fsyncs per second is bounded by the disk, not by the number of writes.
  *
- * Two drivers: a thread that loops "wait for undurable writes, fsync"
- * (MQSTORE_SYNC_THREAD), or the caller calling mqstore_sync(), e.g. once at
- * the end of each event-loop pass (MQSTORE_SYNC_MANUAL).
+ * Three drivers: a thread that loops "wait for undurable writes, fsync"
+ * (MQSTORE_SYNC_THREAD); the same thread, but fsyncing only when the
+ * caller asks with mqstore_sync_request() — once per event-loop pass, so
+ * one fsync covers a whole pass and the loop is woken at most once per
+ * pass (MQSTORE_SYNC_REQUEST); or the caller calling mqstore_sync(), which
+ * blocks it for the fsync (MQSTORE_SYNC_MANUAL).
  */
 #include "store_int.h"
 
@@ -54,6 +57,16 @@ void syncer_kick(mqstore *s)
     pthread_mutex_unlock(&s->sync_lock);
 }
 
+void mqstore_sync_request(mqstore *s)
+{
+    if (!s->syncer_running || s->opt.sync_driver != MQSTORE_SYNC_REQUEST) return;
+    if (atomic_load(&s->last_ticket) <= atomic_load(&s->durable)) return;
+    pthread_mutex_lock(&s->sync_lock);
+    s->sync_requested = 1;
+    pthread_cond_signal(&s->sync_cond);
+    pthread_mutex_unlock(&s->sync_lock);
+}
+
 static void *syncer_main(void *arg)
 {
     mqstore *s = arg;
@@ -61,9 +74,11 @@ static void *syncer_main(void *arg)
         pthread_mutex_lock(&s->sync_lock);
         while (!s->syncer_stop) {
             atomic_store(&s->syncer_waiting, 1);
-            if (atomic_load(&s->last_ticket) > atomic_load(&s->durable)) break;
+            int asked = s->opt.sync_driver == MQSTORE_SYNC_THREAD || s->sync_requested;
+            if (asked && atomic_load(&s->last_ticket) > atomic_load(&s->durable)) break;
             pthread_cond_wait(&s->sync_cond, &s->sync_lock);
         }
+        s->sync_requested = 0; /* this fsync serves every request so far */
         atomic_store(&s->syncer_waiting, 0);
         int stop = s->syncer_stop;
         pthread_mutex_unlock(&s->sync_lock);

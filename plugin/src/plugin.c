@@ -162,9 +162,14 @@ static int on_message(int event, void *event_data, void *userdata)
     }
 }
 
+/* End of an event-loop pass: send what became durable, and have the
+ * syncer fsync everything this pass wrote (sync mode) — one fsync per pass
+ * at most, however many messages the pass handled. */
 static int on_tick(int event, void *event_data, void *userdata)
 {
-    out_drain(userdata);
+    mqc *m = userdata;
+    out_drain(m);
+    mqstore_sync_request(m->store);
     return MOSQ_ERR_SUCCESS;
 }
 
@@ -240,7 +245,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     mqstore_options so;
     mqstore_options_init(&so);
     so.durability = m->cfg.durability;
-    so.sync_driver = MQSTORE_SYNC_THREAD;
+    so.sync_driver = MQSTORE_SYNC_REQUEST;
     /* The stored form adds the content type, media and framing to the body. */
     so.max_payload = m->cfg.max_body + WIRE_ENVELOPE_SLACK;
     so.dedup_retention_ms = m->cfg.dedup_retention_s * 1000;

@@ -2598,6 +2598,38 @@ static void test_on_durable_thread(void **state)
     assert_false(atomic_load(&cb_on_main));
 }
 
+/* MQSTORE_SYNC_REQUEST: nothing becomes durable until the caller asks; one
+ * request makes everything written before it durable (on the syncer
+ * thread, with on_durable), and requests with nothing to sync are no-ops. */
+static void test_sync_request_driver(void **state)
+{
+    fx *f = *state;
+    main_thread = pthread_self();
+    atomic_store(&cb_on_main, 0);
+    f->opt.durability = MQSTORE_DURABILITY_SYNC;
+    f->opt.sync_driver = MQSTORE_SYNC_REQUEST;
+    f->opt.on_durable = on_durable_where;
+    f->opt.on_durable_data = f;
+    fx_open(f);
+    mqstore_sync_request(f->s); /* nothing written yet: no-op */
+    const char *const mem[] = {"a", "b"};
+    conv_make(f, "c", mem, NULL, 2, NULL);
+    for (int i = 0; i < 10; i++)
+        send_text(f, "c", "a", "d", NULL, "m");
+    uint64_t last = mqstore_last_ticket(f->s);
+    sleep_ms(50);
+    assert_true(mqstore_durable(f->s) < last); /* not asked: not synced */
+    mqstore_sync_request(f->s);
+    double t0 = mono_s();
+    while (mqstore_durable(f->s) < last && mono_s() - t0 < 5.0)
+        sleep_ms(1);
+    assert_true(mqstore_durable(f->s) >= last);
+    while (atomic_load(&f->cb_max) < last && mono_s() - t0 < 5.0)
+        sleep_ms(1);
+    assert_true(atomic_load(&f->cb_max) >= last);
+    assert_false(atomic_load(&cb_on_main));
+}
+
 /* A removed member can be added back; receipts need membership. */
 static void test_member_rejoin(void **state)
 {
@@ -2682,6 +2714,7 @@ int main(void)
         T(test_prefix_isolation),
         T(test_many_jobs),
         T(test_on_durable_thread),
+        T(test_sync_request_driver),
         T(test_member_rejoin),
     };
 #undef T
