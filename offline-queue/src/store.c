@@ -258,6 +258,9 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
         s->cfopt[i] = rocksdb_options_create();
         rocksdb_options_set_block_based_table_factory(s->cfopt[i], s->table);
         rocksdb_options_set_compression(s->cfopt[i], rocksdb_lz4_compression);
+        /* Small memtables keep skiplist inserts cache-friendly; the broker
+         * bench ran 10-30 % faster than with the 64 MiB default (noisy). */
+        rocksdb_options_set_write_buffer_size(s->cfopt[i], 8u << 20);
     }
     s->dedup_filter =
         rocksdb_compactionfilter_create(s, dedup_filter_destroy, dedup_filter, dedup_filter_name);
