@@ -2630,6 +2630,36 @@ static void test_sync_request_driver(void **state)
     assert_false(atomic_load(&cb_on_main));
 }
 
+/* Heads are derived from the logs: an inbox trimmed empty must not restart
+ * its inbox_seq after a reopen (the trim mark keeps it), and the
+ * conversation head continues from the last message. */
+static void test_heads_after_trim_and_reopen(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    const char *const mem[] = {"u", "v"};
+    conv_make(f, "c", mem, NULL, 2, NULL);
+    for (int i = 0; i < 5; i++)
+        send_text(f, "c", "v", "d", NULL, "m");
+    EXPECT_OK(mqstore_cursor_ack(f->s, "u", "d", 5, NULL));
+    uint64_t t = 0, h = 0;
+    EXPECT_OK(mqstore_inbox_trim(f->s, "u", &t));
+    assert_int_equal(t, 5);
+    fx_reopen(f);
+    EXPECT_OK(mqstore_inbox_head(f->s, "u", &h));
+    assert_int_equal(h, 5);
+    EXPECT_OK(mqstore_conv_head(f->s, "c", &h));
+    assert_int_equal(h, 5);
+    mqstore_append a = {.conv = "c", .sender_user = "v", .sender_device = "d", .kind = 1};
+    mqstore_result r;
+    memset(&r, 0, sizeof r);
+    EXPECT_OK(mqstore_append_msg(f->s, &a, &r));
+    assert_int_equal(r.seq, 6);
+    for (size_t i = 0; i < r.n_fanout; i++)
+        if (strcmp(r.fanout_user[i], "u") == 0) assert_int_equal(r.fanout_inbox_seq[i], 6);
+    mqstore_result_clear(&r);
+}
+
 /* A removed member can be added back; receipts need membership. */
 static void test_member_rejoin(void **state)
 {
@@ -2715,6 +2745,7 @@ int main(void)
         T(test_many_jobs),
         T(test_on_durable_thread),
         T(test_sync_request_driver),
+        T(test_heads_after_trim_and_reopen),
         T(test_member_rejoin),
     };
 #undef T
