@@ -44,15 +44,21 @@ static void members_free(members_ent *e)
     free(e);
 }
 
+/* Unlink a cached member list and free it (cache_lock held). */
+static void members_remove(mqstore *s, members_ent *e)
+{
+    HASH_DEL(s->members, e);
+    s->n_member_rows -= e->list.n;
+    members_free(e);
+}
+
 static void members_clear(mqstore *s)
 {
     members_ent *e, *t;
     HASH_ITER(hh, s->members, e, t)
     {
-        HASH_DEL(s->members, e);
-        members_free(e);
+        members_remove(s, e);
     }
-    s->n_member_rows = 0;
 }
 
 void cache_free(mqstore *s)
@@ -156,11 +162,7 @@ void cache_members_set(mqstore *s, const char *conv, const mqstore_member_list *
     strcpy(e->conv, conv);
     pthread_mutex_lock(&s->cache_lock);
     members_ent *old = find_members(s, conv);
-    if (old) {
-        HASH_DEL(s->members, old);
-        s->n_member_rows -= old->list.n;
-        members_free(old);
-    }
+    if (old) members_remove(s, old);
     if (s->n_member_rows + l->n > CACHE_MAX_MEMBER_ROWS) members_clear(s);
     HASH_ADD_STR(s->members, conv, e);
     s->n_member_rows += l->n;
@@ -171,10 +173,6 @@ void cache_members_drop(mqstore *s, const char *conv)
 {
     pthread_mutex_lock(&s->cache_lock);
     members_ent *e = find_members(s, conv);
-    if (e) {
-        HASH_DEL(s->members, e);
-        s->n_member_rows -= e->list.n;
-        members_free(e);
-    }
+    if (e) members_remove(s, e);
     pthread_mutex_unlock(&s->cache_lock);
 }

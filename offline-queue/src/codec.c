@@ -13,13 +13,6 @@ uint8_t *codec_pack(const ProtobufCMessage *m, size_t *len)
     return buf;
 }
 
-mqstore_err codec_copy_id(char dst[129], const char *src)
-{
-    if (!src || !mqstore_id_valid(src)) return MQSTORE_ERR_CORRUPT;
-    strcpy(dst, src);
-    return MQSTORE_OK;
-}
-
 static int id_ok_or_empty(const char *s)
 {
     return s && (s[0] == '\0' || mqstore_id_valid(s));

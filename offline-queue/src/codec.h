@@ -22,7 +22,4 @@ mqstore_err codec_member(const char *buf, size_t len, Mqstore__Rec__MemberRecord
 mqstore_err codec_cursor(const char *buf, size_t len, Mqstore__Rec__CursorRecord **out);
 mqstore_err codec_receipt(const char *buf, size_t len, Mqstore__Rec__ReceiptRecord **out);
 
-/* Copy a decoded identifier into a fixed field, refusing invalid ones. */
-mqstore_err codec_copy_id(char dst[129], const char *src);
-
 #endif
