@@ -213,11 +213,13 @@ mqstore_err mqstore_inbox_trim(mqstore *s, const char *user, uint64_t *trimmed_u
     if (!e) e = expired_upto(s, user, cutoff, &old);
     uint64_t upto = any && min > old ? min : old;
     if (!e && upto > done) {
+        /* [user\0, user\0 be64(upto + 1)): from the bare identifier, not
+         * from done + 1 (which is already gone), because a range deletion
+         * must not start with a log key (INVARIANT in hint.cc). */
         key lo, hi;
         key_reset(&lo);
         key_id(&lo, user);
         hi = lo;
-        key_u64(&lo, done + 1);
         key_u64(&hi, upto + 1);
         rocksdb_writebatch_delete_range_cf(b, s->cf[CF_INBOX], lo.buf, lo.len, hi.buf, hi.len);
         char v[8];

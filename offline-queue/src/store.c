@@ -6,6 +6,7 @@
 #include "store_int.h"
 #include "cache.h"
 #include "codec.h"
+#include "hint.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,9 +263,32 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
          * bench ran 10-30 % faster than with the 64 MiB default (noisy). */
         rocksdb_options_set_write_buffer_size(s->cfopt[i], 8u << 20);
     }
+    /* Insert hints per conversation, inbox and device (hint.cc). */
+    static const struct {
+        int cf;
+        hint_kind kind;
+    } hinted[] = {{CF_MSGS, HINT_LOG}, {CF_INBOX, HINT_LOG}, {CF_DEDUP, HINT_DEVICE}};
+    for (size_t i = 0; i < sizeof(hinted) / sizeof(hinted[0]); i++) {
+        char *herr = NULL;
+        rocksdb_options_t *h = hint_options(s->cfopt[hinted[i].cf], hinted[i].kind, &herr);
+        if (!h) {
+            set_errmsg(errmsg, "cannot set the memtable insert hint", herr);
+            rocksdb_free(herr);
+            close_handles(s);
+            free(s);
+            return MQSTORE_ERR_INVAL;
+        }
+        rocksdb_options_destroy(s->cfopt[hinted[i].cf]);
+        s->cfopt[hinted[i].cf] = h;
+    }
     s->dedup_filter =
         rocksdb_compactionfilter_create(s, dedup_filter_destroy, dedup_filter, dedup_filter_name);
     rocksdb_options_set_compaction_filter(s->cfopt[CF_DEDUP], s->dedup_filter);
+    /* Every send looks its dedup key up and nearly every lookup misses: a
+     * Bloom filter over the memtable's whole keys answers most misses
+     * without searching the skiplist (store_bench 1:1: about +10 %). */
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(s->cfopt[CF_DEDUP], 0.1);
+    rocksdb_options_set_memtable_whole_key_filtering(s->cfopt[CF_DEDUP], 1);
     /* The outbox and the inbox are queues: written once, read soon, deleted. */
     rocksdb_options_set_compression(s->cfopt[CF_OUTBOX], rocksdb_no_compression);
 

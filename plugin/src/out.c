@@ -129,7 +129,7 @@ void out_free_all(mqc *m)
     m->n_pending = 0;
 }
 
-static void reply(mqc *m, conn *c, const char *leaf, const ProtobufCMessage *msg)
+static void reply(mqc *m, conn *c, const char *leaf, const ProtobufCMessage *msg, int qos)
 {
     char topic[512];
     if (topic_device(topic, sizeof(topic), m->cfg.topic_prefix, c->user, c->device, leaf)) return;
@@ -137,7 +137,7 @@ static void reply(mqc *m, conn *c, const char *leaf, const ProtobufCMessage *msg
      * shows a device data that a power loss could still take back, and
      * replies keep their order with the ACKs queued before them. */
     pubs p = {0};
-    if (pubs_add(&p, c->client_id, topic, msg, 1) == 0)
+    if (pubs_add(&p, c->client_id, topic, msg, qos) == 0)
         out_after(m, mqstore_last_ticket(m->store), &p);
     else
         pubs_free(&p);
@@ -145,7 +145,7 @@ static void reply(mqc *m, conn *c, const char *leaf, const ProtobufCMessage *msg
 
 void reply_response(mqc *m, conn *c, Mqchat__V1__Response *resp)
 {
-    reply(m, c, "resp", &resp->base);
+    reply(m, c, "resp", &resp->base, 1);
 }
 
 void reply_error(mqc *m, conn *c, const char *request_id, wire_code code, const char *msg)
@@ -186,7 +186,7 @@ void reply_send_error(mqc *m, conn *c, const Mqchat__V1__SendRequest *req, wire_
     ack.error = &err;
     mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused send %s%sfrom %s: %s", cmid,
                          cmid[0] ? " " : "", c->client_id, msg);
-    reply(m, c, "ack", &ack.base);
+    reply(m, c, "ack", &ack.base, SEND_ACK_QOS);
 }
 
 wire_code store_code(mqstore_err e, wire_code notfound)

@@ -58,6 +58,15 @@ typedef struct pubs {
     pub *items;
 } pubs;
 
+/* SendAcks go out at QoS 0. A SendAck is idempotent (a re-sent
+ * SendRequest gets the same one from the dedup record), and a client
+ * already re-sends whatever it holds no SendAck for after a timeout or a
+ * reconnect (docs/PROTOCOL.md, "Sending"), so a QoS-1 SendAck would only
+ * add a PUBACK per message (about a tenth of the broker's throughput in
+ * bench/run-broker-bench.sh) and a copy queued in a persistent session.
+ * Responses to requests stay at QoS 1: not every request is idempotent. */
+#define SEND_ACK_QOS 0
+
 /* Sends refused with UNAVAILABLE while this many writes wait for an fsync. */
 #define MQC_MAX_PENDING 100000
 

@@ -139,7 +139,7 @@ int handle_send(mqc *m, conn *c, const void *payload, size_t len)
     ack.duplicate = r.duplicate;
     char topic[512];
     int bad = topic_device(topic, sizeof(topic), m->cfg.topic_prefix, c->user, c->device, "ack") ||
-              pubs_add(&out, c->client_id, topic, &ack.base, 1);
+              pubs_add(&out, c->client_id, topic, &ack.base, SEND_ACK_QOS);
     if (!bad && !r.duplicate) {
         /* A retried send was delivered the first time: only the ACK again. */
         content.conversation_id = req->conversation_id;

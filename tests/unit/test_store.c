@@ -1812,6 +1812,42 @@ static void test_device_forget(void **state)
     mqstore_page_free(&p);
 }
 
+/* Trims interleaved with appends in one memtable, for several users: the
+ * inbox trim's range deletion must never reuse a memtable insert hint of the
+ * log keys (INVARIANT in offline-queue/src/hint.cc; RocksDB's own assertions,
+ * compiled into Debian's librocksdb, caught the first version). Every
+ * message stays readable exactly while it is above the trim point. */
+static void test_trim_interleaved_with_appends(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    const char *const users[] = {"u0", "u1", "u2", "u3"};
+    const char *const m01[] = {"u0", "u1"}, *const m23[] = {"u2", "u3"};
+    conv_make(f, "c01", m01, NULL, 2, NULL);
+    conv_make(f, "c23", m23, NULL, 2, NULL);
+    for (int round = 1; round <= 300; round++) {
+        send_text(f, "c01", "u0", "d", NULL, "x");
+        send_text(f, "c23", "u3", "d", NULL, "y");
+        for (int u = 0; u < 4; u++) {
+            uint64_t head = ihead(f, users[u]), t = 0;
+            EXPECT_OK(mqstore_cursor_ack(f->s, users[u], "d", head - 1, NULL));
+            EXPECT_OK(mqstore_inbox_trim(f->s, users[u], &t));
+            assert_int_equal(t, head - 1);
+        }
+    }
+    for (int u = 0; u < 4; u++) {
+        mqstore_page p;
+        memset(&p, 0, sizeof p);
+        EXPECT_OK(mqstore_inbox_read(f->s, users[u], 0, 10, 1 << 20, &p));
+        assert_int_equal(p.n, 1);
+        assert_int_equal(p.items[0].inbox_seq, 300);
+        mqstore_page_free(&p);
+    }
+    assert_int_equal(chead(f, "c01"), 300);
+    fx_reopen(f);
+    assert_int_equal(ihead(f, "u2"), 300);
+}
+
 static void test_trim_min_cursor(void **state)
 {
     fx *f = *state;
@@ -2728,6 +2764,7 @@ int main(void)
         T(test_events_interleave_seq),
         T(test_cursor_ack),
         T(test_device_forget),
+        T(test_trim_interleaved_with_appends),
         T(test_trim_min_cursor),
         T(test_trim_retention_age),
         T(test_device_touch),
