@@ -51,6 +51,11 @@ mqstore_err syncer_sync_now(mqstore *s, uint64_t *covered)
  * setting `waiting` until it sleeps. */
 void syncer_kick(mqstore *s)
 {
+    /* Only the THREAD driver syncs because of writes; the REQUEST driver
+     * waits for mqstore_sync_request(), and waking it here for nothing
+     * cost a futex wake-up and a context switch per write (measured: 14k
+     * wake-ups/s of the syncer, each preempting the event loop). */
+    if (s->opt.sync_driver != MQSTORE_SYNC_THREAD) return;
     if (!atomic_load(&s->syncer_waiting)) return;
     pthread_mutex_lock(&s->sync_lock);
     pthread_cond_signal(&s->sync_cond);
