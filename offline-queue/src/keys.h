@@ -1,3 +1,4 @@
+// clang-format off
 /* keys — how the store lays its records out in RocksDB.
  *
  * Every key is built from identifiers terminated by a NUL byte and big-endian
@@ -7,16 +8,25 @@
  * "conv\0" therefore returns a conversation's messages in seq order, and a
  * scan over "user\0" returns a user's inbox in inbox_seq order.
  *
- *   CF        key                                  value
- *   default   "outbox_last"                        be64 last outbox job id
- *   msgs      conv \0 be64(seq)                    MsgRecord
- *   heads     'c' conv                             be64 head seq   (conversation exists iff
- * present) 'i' user                             be64 inbox head dedup     user \0 device \0
- * client_msg_id      DedupRecord inbox     user \0 be64(inbox_seq)              InboxEntry members
- * 'm' conv \0 user                     MemberRecord 'u' user \0 conv MemberRecord cursors   user \0
- * device                       CursorRecord receipts  conv \0 user ReceiptRecord outbox    be64(id)
- * job bytes
+ *   CF        key                           value
+ *   default   "outbox_last"                 be64 last outbox job id
+ *   msgs      conv \0 be64(seq)             MsgRecord
+ *   heads     'c' conv                      be64 0: the conversation exists (its head is
+ *                                           the last seq in msgs, cached in memory)
+ *             't' user                      be64 inbox trimmed up to (the inbox head is
+ *                                           the higher of this and the last entry)
+ *   dedup     user \0 device \0 cmid        DedupRecord
+ *   inbox     user \0 be64(inbox_seq)       InboxEntry
+ *   members   'm' conv \0 user              MemberRecord
+ *             'u' user \0 conv              MemberRecord
+ *   cursors   user \0 device                CursorRecord
+ *   receipts  conv \0 user                  ReceiptRecord
+ *   outbox    be64(id)                      job bytes
+ *
+ * msgs, inbox and dedup insert with a hint per conversation, inbox and
+ * device (hint.cc); a range deletion there must start at a bare "id\0".
  */
+// clang-format on
 #ifndef MQSTORE_KEYS_H
 #define MQSTORE_KEYS_H
 
