@@ -276,7 +276,7 @@ Mqchat__V1__Receipt *wire_receipt(const void *buf, size_t len, wire_err *err)
 Mqchat__V1__Typing *wire_typing(const void *buf, size_t len, wire_err *err)
 {
     memset(err, 0, sizeof(*err));
-    if (len > 4096) {
+    if (len > WIRE_TYPING_MAX) {
         fail(err, EC(BODY_TOO_LARGE), "typing of %zu bytes is over the limit", len);
         return NULL;
     }

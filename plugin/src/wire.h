@@ -24,6 +24,9 @@ typedef struct wire_err {
 #define WIRE_MAX_TITLE 128
 /* Upstream payloads larger than max_body + this are refused undecoded. */
 #define WIRE_ENVELOPE_SLACK 65536
+/* Receipts are refused undecoded above WIRE_ENVELOPE_SLACK, typing
+ * notices above this. */
+#define WIRE_TYPING_MAX 4096
 
 /* 1 for a valid conversation id: "d:<a>:<b>" with valid user ids a < b, or
  * "g:" followed by 1..64 of [A-Za-z0-9]. */

@@ -241,7 +241,7 @@ static void fuzz_typing(const uint8_t *data, size_t size)
     CHECK(!has_field0(&t->base, 0));
     CHECK(wire_conv_valid(t->conversation_id));
     size_t len;
-    uint8_t *buf = repack(&t->base, 4096, &len);
+    uint8_t *buf = repack(&t->base, WIRE_TYPING_MAX, &len);
     if (buf) {
         Mqchat__V1__Typing *t2 = wire_typing(buf, len, &err2);
         CHECK(t2 != NULL && strcmp(t2->conversation_id, t->conversation_id) == 0);

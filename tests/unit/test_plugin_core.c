@@ -672,32 +672,64 @@ static const uint8_t garbage[][6] = {
 };
 static const size_t garbage_len[] = {6, 4, 3, 2, 2};
 
+/* A decoder under test, its limits fixed by a wrapper below. */
+typedef void *(*decoder)(const void *buf, size_t len, wire_err *err);
+
+/* Every garbage payload is MALFORMED; a payload one byte over `limit` is
+ * refused before decoding (BODY_TOO_LARGE); exactly `limit` bytes are
+ * decoded, and zeros are not a protobuf (MALFORMED). */
+static void check_garbage_and_limit(decoder dec, size_t limit)
+{
+    wire_err err;
+    for (size_t i = 0; i < sizeof(garbage_len) / sizeof(garbage_len[0]); i++) {
+        assert_null(dec(garbage[i], garbage_len[i], &err));
+        if (err.code != EC(MALFORMED)) fail_msg("garbage %zu: code %d", i, err.code);
+        check_err(&err);
+    }
+    uint8_t *big = calloc(1, limit + 1);
+    assert_non_null(big);
+    assert_null(dec(big, limit + 1, &err));
+    assert_int_equal(err.code, EC(BODY_TOO_LARGE));
+    check_err(&err);
+    assert_null(dec(big, limit, &err));
+    assert_int_equal(err.code, EC(MALFORMED));
+    check_err(&err);
+    free(big);
+}
+
+enum { TEST_MAX_BODY = 100 };
+
+static void *dec_send(const void *buf, size_t len, wire_err *err)
+{
+    return wire_send(buf, len, TEST_MAX_BODY, err);
+}
+
+static void *dec_request(const void *buf, size_t len, wire_err *err)
+{
+    return wire_request(buf, len, TEST_MAX_BODY, 256, err);
+}
+
+static void *dec_receipt(const void *buf, size_t len, wire_err *err)
+{
+    return wire_receipt(buf, len, err);
+}
+
+static void *dec_typing(const void *buf, size_t len, wire_err *err)
+{
+    return wire_typing(buf, len, err);
+}
+
 static void test_send_garbage_and_size(void **state)
 {
     (void)state;
     wire_err err;
-    for (size_t i = 0; i < sizeof(garbage_len) / sizeof(garbage_len[0]); i++) {
-        assert_null(wire_send(garbage[i], garbage_len[i], 65536, &err));
-        if (err.code != EC(MALFORMED)) fail_msg("garbage %zu: code %d", i, err.code);
-        check_err(&err);
-    }
     /* Empty payload: decodes, but has no client_msg_id. */
     Mqchat__V1__SendRequest *r = wire_send("", 0, 65536, &err);
     assert_non_null(r);
     assert_int_equal(err.code, EC(INVALID_ARGUMENT));
     mqchat__v1__send_request__free_unpacked(r, NULL);
-
     /* Over max_body + envelope slack: refused before decoding. */
-    size_t max_body = 100, n = max_body + WIRE_ENVELOPE_SLACK;
-    uint8_t *big = calloc(1, n + 1);
-    assert_non_null(big);
-    assert_null(wire_send(big, n + 1, max_body, &err));
-    assert_int_equal(err.code, EC(BODY_TOO_LARGE));
-    check_err(&err);
-    /* At the limit it is decoded (zeros are not a protobuf). */
-    assert_null(wire_send(big, n, max_body, &err));
-    assert_int_equal(err.code, EC(MALFORMED));
-    free(big);
+    check_garbage_and_limit(dec_send, TEST_MAX_BODY + WIRE_ENVELOPE_SLACK);
 }
 
 /* ------------------------------------------------------------------ */
@@ -987,20 +1019,7 @@ static void test_request_unsupported(void **state)
 static void test_request_garbage_and_size(void **state)
 {
     (void)state;
-    wire_err err;
-    for (size_t i = 0; i < sizeof(garbage_len) / sizeof(garbage_len[0]); i++) {
-        assert_null(wire_request(garbage[i], garbage_len[i], 65536, 256, &err));
-        if (err.code != EC(MALFORMED)) fail_msg("garbage %zu: code %d", i, err.code);
-        check_err(&err);
-    }
-    size_t max_body = 10, n = max_body + WIRE_ENVELOPE_SLACK;
-    uint8_t *big = calloc(1, n + 1);
-    assert_non_null(big);
-    assert_null(wire_request(big, n + 1, max_body, 256, &err));
-    assert_int_equal(err.code, EC(BODY_TOO_LARGE));
-    assert_null(wire_request(big, n, max_body, 256, &err));
-    assert_int_equal(err.code, EC(MALFORMED));
-    free(big);
+    check_garbage_and_limit(dec_request, TEST_MAX_BODY + WIRE_ENVELOPE_SLACK);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1056,18 +1075,7 @@ static void test_receipt(void **state)
             fail_msg("receipt conversation '%s' not refused", bad_convs[i]);
     }
 
-    wire_err err;
-    for (size_t i = 0; i < sizeof(garbage_len) / sizeof(garbage_len[0]); i++) {
-        assert_null(wire_receipt(garbage[i], garbage_len[i], &err));
-        assert_int_equal(err.code, EC(MALFORMED));
-    }
-    uint8_t *big = calloc(1, WIRE_ENVELOPE_SLACK + 1);
-    assert_non_null(big);
-    assert_null(wire_receipt(big, WIRE_ENVELOPE_SLACK + 1, &err));
-    assert_int_equal(err.code, EC(BODY_TOO_LARGE));
-    assert_null(wire_receipt(big, WIRE_ENVELOPE_SLACK, &err));
-    assert_int_equal(err.code, EC(MALFORMED));
-    free(big);
+    check_garbage_and_limit(dec_receipt, WIRE_ENVELOPE_SLACK);
 }
 
 static wire_code typing_code(const Mqchat__V1__Typing *in)
@@ -1110,17 +1118,7 @@ static void test_typing(void **state)
             fail_msg("typing conversation '%s' not refused", bad_convs[i]);
     }
 
-    wire_err err;
-    for (size_t i = 0; i < sizeof(garbage_len) / sizeof(garbage_len[0]); i++) {
-        assert_null(wire_typing(garbage[i], garbage_len[i], &err));
-        assert_int_equal(err.code, EC(MALFORMED));
-    }
-    uint8_t big[4097];
-    memset(big, 0, sizeof(big));
-    assert_null(wire_typing(big, 4097, &err));
-    assert_int_equal(err.code, EC(BODY_TOO_LARGE));
-    assert_null(wire_typing(big, 4096, &err));
-    assert_int_equal(err.code, EC(MALFORMED));
+    check_garbage_and_limit(dec_typing, WIRE_TYPING_MAX);
 }
 
 static int alloc_calls;
