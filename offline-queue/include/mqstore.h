@@ -45,6 +45,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mqc_id.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -139,7 +141,7 @@ mqstore_err mqstore_sync(mqstore *s);
 /* ---- conversations and membership --------------------------------------- */
 
 typedef struct mqstore_member {
-    char user[129];
+    char user[MQC_ID_BUF];
     mqstore_role role;
     uint64_t joined_seq; /* seq of the event that added the member */
 } mqstore_member;
@@ -173,7 +175,7 @@ typedef struct mqstore_result {
      * with the entry's inbox_seq. Empty for duplicates. Owned by the result;
      * release with mqstore_result_clear(). */
     size_t n_fanout;
-    char (*fanout_user)[129];
+    char (*fanout_user)[MQC_ID_BUF];
     uint64_t *fanout_inbox_seq;
 } mqstore_result;
 
@@ -219,7 +221,7 @@ mqstore_err mqstore_members_list(mqstore *s, const char *conv, mqstore_member_li
 typedef struct mqstore_conv_list {
     size_t n;
     int more; /* further conversations after the last one */
-    char (*conv)[129];
+    char (*conv)[MQC_ID_BUF];
     mqstore_role *role; /* the user's role in each */
 } mqstore_conv_list;
 
@@ -263,12 +265,12 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
 /* ---- reading: messages, inbox, history ----------------------------------- */
 
 typedef struct mqstore_msg {
-    char conv[129];
+    char conv[MQC_ID_BUF];
     uint64_t seq;
     uint64_t inbox_seq; /* set by inbox reads; 0 in history reads */
-    char sender_user[129];
-    char sender_device[129];
-    char client_msg_id[129];
+    char sender_user[MQC_ID_BUF];
+    char sender_device[MQC_ID_BUF];
+    char client_msg_id[MQC_ID_BUF];
     int64_t server_time_ms;
     uint32_t kind;
     uint8_t *payload; /* owned by the page */
@@ -369,11 +371,6 @@ mqstore_err mqstore_outbox_read(mqstore *s, uint64_t after, size_t limit, mqstor
 
 /* Delete every job with id <= upto (after they were handed to Redis). */
 mqstore_err mqstore_outbox_delete_upto(mqstore *s, uint64_t upto);
-
-/* ---- helpers ------------------------------------------------------------ */
-
-/* 1 if `id` is a valid identifier (1..128 bytes of [A-Za-z0-9._:-]). */
-int mqstore_id_valid(const char *id);
 
 #ifdef __cplusplus
 }

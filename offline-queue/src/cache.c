@@ -16,7 +16,7 @@ typedef struct head_ent {
 typedef struct members_ent {
     UT_hash_handle hh;
     mqstore_member_list list;
-    char conv[129];
+    char conv[MQC_ID_BUF];
 } members_ent;
 
 void cache_init(mqstore *s)

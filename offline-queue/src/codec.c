@@ -15,14 +15,14 @@ uint8_t *codec_pack(const ProtobufCMessage *m, size_t *len)
 
 static int id_ok_or_empty(const char *s)
 {
-    return s && (s[0] == '\0' || mqstore_id_valid(s));
+    return s && (s[0] == '\0' || mqc_id_valid(MQC_ID_KEY, s));
 }
 
 mqstore_err codec_msg(const char *buf, size_t len, Mqstore__Rec__MsgRecord **out)
 {
     Mqstore__Rec__MsgRecord *m = mqstore__rec__msg_record__unpack(NULL, len, (const uint8_t *)buf);
     if (!m) return MQSTORE_ERR_CORRUPT;
-    if (!mqstore_id_valid(m->sender_user) || !id_ok_or_empty(m->sender_device) ||
+    if (!mqc_id_valid(MQC_ID_KEY, m->sender_user) || !id_ok_or_empty(m->sender_device) ||
         !id_ok_or_empty(m->client_msg_id)) {
         mqstore__rec__msg_record__free_unpacked(m, NULL);
         return MQSTORE_ERR_CORRUPT;
@@ -36,7 +36,7 @@ mqstore_err codec_dedup(const char *buf, size_t len, Mqstore__Rec__DedupRecord *
     Mqstore__Rec__DedupRecord *m =
         mqstore__rec__dedup_record__unpack(NULL, len, (const uint8_t *)buf);
     if (!m) return MQSTORE_ERR_CORRUPT;
-    if (!mqstore_id_valid(m->conv) || m->seq == 0) {
+    if (!mqc_id_valid(MQC_ID_KEY, m->conv) || m->seq == 0) {
         mqstore__rec__dedup_record__free_unpacked(m, NULL);
         return MQSTORE_ERR_CORRUPT;
     }
@@ -49,7 +49,7 @@ mqstore_err codec_inbox(const char *buf, size_t len, Mqstore__Rec__InboxEntry **
     Mqstore__Rec__InboxEntry *m =
         mqstore__rec__inbox_entry__unpack(NULL, len, (const uint8_t *)buf);
     if (!m) return MQSTORE_ERR_CORRUPT;
-    if (!mqstore_id_valid(m->conv) || m->seq == 0) {
+    if (!mqc_id_valid(MQC_ID_KEY, m->conv) || m->seq == 0) {
         mqstore__rec__inbox_entry__free_unpacked(m, NULL);
         return MQSTORE_ERR_CORRUPT;
     }

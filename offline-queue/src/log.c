@@ -75,7 +75,7 @@ static mqstore_err members_load(mqstore *s, const char *conv, mqstore_member_lis
         const char *k = rocksdb_iter_key(r.it, &klen);
         const char *v = rocksdb_iter_value(r.it, &vlen);
         size_t ulen = klen - lo.len;
-        if (ulen < 1 || ulen > 128) {
+        if (ulen < 1 || ulen > MQC_ID_MAX) {
             e = MQSTORE_ERR_CORRUPT;
             break;
         }
@@ -118,7 +118,7 @@ mqstore_err mqstore_members_list(mqstore *s, const char *conv, mqstore_member_li
 {
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
-    if (!s || !mqstore_id_valid(conv)) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv)) return MQSTORE_ERR_INVAL;
     return members_get(s, conv, out, 0);
 }
 
@@ -137,7 +137,7 @@ static const mqstore_member *list_find(const mqstore_member_list *l, const char 
 
 mqstore_err mqstore_member_get(mqstore *s, const char *conv, const char *user, mqstore_member *out)
 {
-    if (!s || !mqstore_id_valid(conv) || !mqstore_id_valid(user) || !out) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !mqc_id_valid(MQC_ID_KEY, user) || !out) return MQSTORE_ERR_INVAL;
     int hit = cache_member_find(s, conv, user, out);
     if (hit >= 0) return hit ? MQSTORE_OK : MQSTORE_ERR_NOTFOUND;
     key k;
@@ -236,14 +236,14 @@ int mqstore_conv_exists(mqstore *s, const char *conv, mqstore_err *err)
     uint64_t head;
     int exists = 0;
     mqstore_err e = MQSTORE_ERR_INVAL;
-    if (s && mqstore_id_valid(conv)) e = conv_head_get(s, conv, &head, &exists, 0);
+    if (s && mqc_id_valid(MQC_ID_KEY, conv)) e = conv_head_get(s, conv, &head, &exists, 0);
     if (err) *err = e;
     return e ? 0 : exists;
 }
 
 mqstore_err mqstore_conv_head(mqstore *s, const char *conv, uint64_t *head)
 {
-    if (!s || !mqstore_id_valid(conv) || !head) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !head) return MQSTORE_ERR_INVAL;
     int exists;
     return conv_head_get(s, conv, head, &exists, 0);
 }
@@ -317,8 +317,8 @@ static mqstore_err batch_entry(mqstore *s, rocksdb_writebatch_t *b, const entry 
 
 static mqstore_err check_event(mqstore *s, const mqstore_event *ev)
 {
-    if (!mqstore_id_valid(ev->actor_user)) return MQSTORE_ERR_INVAL;
-    if (ev->actor_device && !mqstore_id_valid(ev->actor_device)) return MQSTORE_ERR_INVAL;
+    if (!mqc_id_valid(MQC_ID_KEY, ev->actor_user)) return MQSTORE_ERR_INVAL;
+    if (ev->actor_device && !mqc_id_valid(MQC_ID_KEY, ev->actor_device)) return MQSTORE_ERR_INVAL;
     if (ev->payload_len && !ev->payload) return MQSTORE_ERR_INVAL;
     if (ev->payload_len > s->opt.max_payload) return MQSTORE_ERR_TOOBIG;
     return MQSTORE_OK;
@@ -348,7 +348,7 @@ static mqstore_err check_users(const char *const *users, size_t n)
 {
     if (!users || n < 1 || n > 100000) return MQSTORE_ERR_INVAL;
     for (size_t i = 0; i < n; i++)
-        if (!mqstore_id_valid(users[i])) return MQSTORE_ERR_INVAL;
+        if (!mqc_id_valid(MQC_ID_KEY, users[i])) return MQSTORE_ERR_INVAL;
     const char **sorted = malloc(n * sizeof(*sorted));
     if (!sorted) return MQSTORE_ERR_NOMEM;
     memcpy(sorted, users, n * sizeof(*sorted));
@@ -422,7 +422,7 @@ mqstore_err mqstore_conv_create(mqstore *s, const char *conv, const char *const 
 {
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
-    if (!s || !mqstore_id_valid(conv)) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv)) return MQSTORE_ERR_INVAL;
     mqstore_err e = check_users(members, n_members);
     if (e) return e;
     if (roles)
@@ -463,7 +463,7 @@ static mqstore_err change_members(mqstore *s, const char *conv, const char *cons
 {
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
-    if (!s || !mqstore_id_valid(conv) || !ev) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !ev) return MQSTORE_ERR_INVAL;
     mqstore_err e = check_users(users, n);
     if (e) return e;
     if ((e = check_event(s, ev))) return e;
@@ -583,9 +583,9 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
 {
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
-    if (!s || !a || !mqstore_id_valid(a->conv) || !mqstore_id_valid(a->sender_user) ||
-        !mqstore_id_valid(a->sender_device) ||
-        (a->client_msg_id && !mqstore_id_valid(a->client_msg_id)) ||
+    if (!s || !a || !mqc_id_valid(MQC_ID_KEY, a->conv) || !mqc_id_valid(MQC_ID_KEY, a->sender_user) ||
+        !mqc_id_valid(MQC_ID_KEY, a->sender_device) ||
+        (a->client_msg_id && !mqc_id_valid(MQC_ID_KEY, a->client_msg_id)) ||
         (a->payload_len && !a->payload) || (a->n_jobs && !a->jobs) || a->n_jobs > 100000)
         return MQSTORE_ERR_INVAL;
     if (a->payload_len > s->opt.max_payload) return MQSTORE_ERR_TOOBIG;

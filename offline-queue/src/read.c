@@ -95,7 +95,7 @@ mqstore_err mqstore_msg_get(mqstore *s, const char *conv, uint64_t seq, mqstore_
 {
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
-    if (!s || !mqstore_id_valid(conv) || seq == 0) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || seq == 0) return MQSTORE_ERR_INVAL;
     size_t cap = 0;
     mqstore_err e = page_add(s, out, &cap, conv, seq, 0);
     if (e) mqstore_page_free(out);
@@ -107,7 +107,7 @@ mqstore_err mqstore_inbox_read(mqstore *s, const char *user, uint64_t after, siz
 {
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
-    if (!s || !mqstore_id_valid(user) || limit < 1 || limit > 10000 || after == UINT64_MAX)
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || limit < 1 || limit > 10000 || after == UINT64_MAX)
         return MQSTORE_ERR_INVAL;
     key lo, hi, start;
     key_reset(&lo);
@@ -149,7 +149,7 @@ mqstore_err mqstore_inbox_read(mqstore *s, const char *user, uint64_t after, siz
 
 mqstore_err mqstore_inbox_head(mqstore *s, const char *user, uint64_t *head)
 {
-    if (!s || !mqstore_id_valid(user) || !head) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !head) return MQSTORE_ERR_INVAL;
     return inbox_head_get(s, user, head, 0);
 }
 
@@ -158,7 +158,7 @@ mqstore_err mqstore_history_read(mqstore *s, const char *conv, uint64_t before, 
 {
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
-    if (!s || !mqstore_id_valid(conv) || limit < 1 || limit > 10000) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || limit < 1 || limit > 10000) return MQSTORE_ERR_INVAL;
     if (before == 1) return MQSTORE_OK; /* nothing is below seq 1 */
     key lo, hi, start;
     key_reset(&lo);
@@ -204,8 +204,8 @@ mqstore_err mqstore_user_convs(mqstore *s, const char *user, const char *after, 
 {
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
-    if (!s || !mqstore_id_valid(user) || limit < 1 || limit > 1000 ||
-        (after && after[0] && !mqstore_id_valid(after)))
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || limit < 1 || limit > 1000 ||
+        (after && after[0] && !mqc_id_valid(MQC_ID_KEY, after)))
         return MQSTORE_ERR_INVAL;
     key lo, hi, start;
     key_reset(&lo);
@@ -238,7 +238,7 @@ mqstore_err mqstore_user_convs(mqstore *s, const char *user, const char *after, 
         const char *k = rocksdb_iter_key(r.it, &klen);
         const char *v = rocksdb_iter_value(r.it, &vlen);
         size_t clen = klen - lo.len;
-        if (clen < 1 || clen > 128) {
+        if (clen < 1 || clen > MQC_ID_MAX) {
             e = MQSTORE_ERR_CORRUPT;
             break;
         }

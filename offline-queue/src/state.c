@@ -54,7 +54,7 @@ static mqstore_err write_one(mqstore *s, int cf, const key *k, const ProtobufCMe
 mqstore_err mqstore_cursor_ack(mqstore *s, const char *user, const char *device, uint64_t inbox_seq,
                                uint64_t *stored)
 {
-    if (!s || !mqstore_id_valid(user) || !mqstore_id_valid(device)) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !mqc_id_valid(MQC_ID_KEY, device)) return MQSTORE_ERR_INVAL;
     pthread_mutex_lock(&s->write_lock);
     uint64_t head, acked;
     int64_t seen;
@@ -88,7 +88,7 @@ static int64_t touch_interval(mqstore *s)
 
 mqstore_err mqstore_device_touch(mqstore *s, const char *user, const char *device)
 {
-    if (!s || !mqstore_id_valid(user) || !mqstore_id_valid(device)) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !mqc_id_valid(MQC_ID_KEY, device)) return MQSTORE_ERR_INVAL;
     pthread_mutex_lock(&s->write_lock);
     uint64_t acked;
     int64_t seen, now = store_now(s);
@@ -108,7 +108,7 @@ mqstore_err mqstore_device_touch(mqstore *s, const char *user, const char *devic
 
 mqstore_err mqstore_cursor_get(mqstore *s, const char *user, const char *device, uint64_t *cursor)
 {
-    if (!s || !mqstore_id_valid(user) || !mqstore_id_valid(device) || !cursor)
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !mqc_id_valid(MQC_ID_KEY, device) || !cursor)
         return MQSTORE_ERR_INVAL;
     key k;
     pair_key(&k, user, device);
@@ -119,7 +119,7 @@ mqstore_err mqstore_cursor_get(mqstore *s, const char *user, const char *device,
 
 mqstore_err mqstore_device_forget(mqstore *s, const char *user, const char *device)
 {
-    if (!s || !mqstore_id_valid(user) || !mqstore_id_valid(device)) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !mqc_id_valid(MQC_ID_KEY, device)) return MQSTORE_ERR_INVAL;
     key k;
     pair_key(&k, user, device);
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
@@ -196,7 +196,7 @@ static mqstore_err expired_upto(mqstore *s, const char *user, int64_t cutoff, ui
 
 mqstore_err mqstore_inbox_trim(mqstore *s, const char *user, uint64_t *trimmed_upto)
 {
-    if (!s || !mqstore_id_valid(user)) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user)) return MQSTORE_ERR_INVAL;
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     pthread_mutex_lock(&s->write_lock);
     int64_t cutoff = store_now(s) - s->opt.inbox_retention_ms;
@@ -241,7 +241,7 @@ mqstore_err mqstore_inbox_trim(mqstore *s, const char *user, uint64_t *trimmed_u
 mqstore_err mqstore_receipt_get(mqstore *s, const char *conv, const char *user, uint64_t *delivered,
                                 uint64_t *read)
 {
-    if (!s || !mqstore_id_valid(conv) || !mqstore_id_valid(user) || !delivered || !read)
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !mqc_id_valid(MQC_ID_KEY, user) || !delivered || !read)
         return MQSTORE_ERR_INVAL;
     key k;
     pair_key(&k, conv, user);
@@ -264,7 +264,7 @@ mqstore_err mqstore_receipt_update(mqstore *s, const char *conv, const char *use
                                    uint64_t delivered, uint64_t read, uint64_t *delivered_out,
                                    uint64_t *read_out, int *changed)
 {
-    if (!s || !mqstore_id_valid(conv) || !mqstore_id_valid(user)) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !mqc_id_valid(MQC_ID_KEY, user)) return MQSTORE_ERR_INVAL;
     pthread_mutex_lock(&s->write_lock);
     uint64_t head, d = 0, r = 0;
     int moved = 0;

@@ -57,20 +57,6 @@ void mqstore_options_init(mqstore_options *opt)
     opt->cache_bytes = 64u << 20;
 }
 
-int mqstore_id_valid(const char *id)
-{
-    if (!id) return 0;
-    size_t n = 0;
-    for (const char *p = id; *p; p++, n++) {
-        char c = *p;
-        if (n >= 128) return 0;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-'))
-            return 0;
-    }
-    return n > 0;
-}
-
 int64_t store_now(mqstore *s)
 {
     if (s->opt.clock_ms) return s->opt.clock_ms(s->opt.clock_data);

@@ -163,19 +163,6 @@ static void algs_list(unsigned algs, char *buf, size_t len)
 /* ------------------------------------------------------------------ */
 /* ids                                                                 */
 
-int mqjwt_valid_id(const char *s)
-{
-    size_t i;
-    if (!s) return 0;
-    for (i = 0; i <= MQJWT_ID_MAX && s[i]; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return i >= 1 && i <= MQJWT_ID_MAX && s[i] == '\0';
-}
-
 /* ------------------------------------------------------------------ */
 /* base64url (RFC 7515 section 2 / appendix C)                         */
 
@@ -344,7 +331,7 @@ static int get_id_claim(const cJSON *payload, const char *name, char dst[MQJWT_I
     if (!it) return fail(err, errlen, MQJWT_ERR_MISSING_CLAIM, "missing \"%s\" claim", name);
     if (!cJSON_IsString(it) || !it->valuestring)
         return fail(err, errlen, MQJWT_ERR_INVALID_CLAIM, "\"%s\" is not a string", name);
-    if (!mqjwt_valid_id(it->valuestring))
+    if (!mqc_id_valid(MQC_ID_USER, it->valuestring))
         return fail(err, errlen, MQJWT_ERR_INVALID_CLAIM,
                     "\"%s\" \"%s\" is not 1..%d characters of [A-Za-z0-9._-]", name,
                     show(s, it->valuestring), MQJWT_ID_MAX);

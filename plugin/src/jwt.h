@@ -52,6 +52,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mqc_id.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -83,7 +85,7 @@ enum mqjwt_alg {
     MQJWT_ALG_ES256 = 4,
 };
 
-#define MQJWT_ID_MAX 128              /* max bytes of a user or device id */
+#define MQJWT_ID_MAX MQC_ID_MAX /* max bytes of a user or device id (mqc_id.h) */
 #define MQJWT_HS256_MIN_SECRET_LEN 32 /* RFC 7518 3.2: key >= hash size */
 #define MQJWT_DEFAULT_MAX_TOKEN_LEN 8192
 #define MQJWT_MAX_TOKEN_LEN_LIMIT (1024 * 1024)
@@ -152,10 +154,6 @@ int mqjwt_verify(const mqjwt_verifier *v, const char *token, int64_t now_s, mqjw
  * mqjwt_verify(). */
 int mqjwt_check_identity(const mqjwt_claims *claims, const char *username, const char *client_id,
                          char *err, size_t errlen);
-
-/* 1 if s is a valid user/device id (1..MQJWT_ID_MAX bytes of [A-Za-z0-9._-]),
- * else 0. NULL -> 0. */
-int mqjwt_valid_id(const char *s);
 
 /* Signs claims_json (a JSON object, used verbatim as the payload) with
  * header {"alg":"HS256","typ":"JWT"}. secret must be

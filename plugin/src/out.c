@@ -160,7 +160,7 @@ void reply_error_retry(mqc *m, conn *c, const char *request_id, wire_code code, 
     err.code = code;
     err.retry_after_ms = retry_ms;
     err.message = (char *)msg;
-    err.request_id = (char *)(request_id && wire_id_valid(request_id) ? request_id : "");
+    err.request_id = (char *)(request_id && mqc_id_valid(MQC_ID_CLIENT, request_id) ? request_id : "");
     Mqchat__V1__Response resp = MQCHAT__V1__RESPONSE__INIT;
     resp.request_id = err.request_id;
     resp.body_case = MQCHAT__V1__RESPONSE__BODY_ERROR;
@@ -174,7 +174,7 @@ void reply_send_error(mqc *m, conn *c, const Mqchat__V1__SendRequest *req, wire_
                       const char *msg, uint32_t retry_ms)
 {
     Mqchat__V1__Error err = MQCHAT__V1__ERROR__INIT;
-    const char *cmid = req && wire_id_valid(req->client_msg_id) ? req->client_msg_id : "";
+    const char *cmid = req && mqc_id_valid(MQC_ID_CLIENT, req->client_msg_id) ? req->client_msg_id : "";
     err.code = code;
     err.retry_after_ms = retry_ms;
     err.message = (char *)msg;
@@ -182,7 +182,7 @@ void reply_send_error(mqc *m, conn *c, const Mqchat__V1__SendRequest *req, wire_
     Mqchat__V1__SendAck ack = MQCHAT__V1__SEND_ACK__INIT;
     ack.client_msg_id = (char *)cmid;
     ack.conversation_id =
-        (char *)(req && wire_conv_valid(req->conversation_id) ? req->conversation_id : "");
+        (char *)(req && mqc_id_valid(MQC_ID_CONV, req->conversation_id) ? req->conversation_id : "");
     ack.error = &err;
     mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused send %s%sfrom %s: %s", cmid,
                          cmid[0] ? " " : "", c->client_id, msg);

@@ -60,7 +60,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     mqc *m = userdata;
     struct mosquitto_evt_basic_auth *ev = event_data;
     const char *client_id = mosquitto_client_id(ev->client);
-    const char *who = ev->username && user_id_valid(ev->username) ? ev->username : "(invalid)";
+    const char *who = ev->username && mqc_id_valid(MQC_ID_USER, ev->username) ? ev->username : "(invalid)";
     int defer = m->cfg.foreign_users == FOREIGN_DEFER;
     if (!ev->username || !ev->password || !looks_like_jwt(ev->password)) {
         if (defer) return MOSQ_ERR_PLUGIN_DEFER;

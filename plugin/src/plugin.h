@@ -28,8 +28,8 @@
  * (not by client id: see MOSQUITTO-2.0-FACTS, DISCONNECT). */
 typedef struct conn {
     struct mosquitto *client;
-    char user[129];
-    char device[129];
+    char user[MQC_ID_BUF];
+    char device[MQC_ID_BUF];
     char client_id[260]; /* "<user>:<device>" */
     double tokens;       /* rate limit bucket */
     int64_t refill_ms;
@@ -39,7 +39,7 @@ typedef struct conn {
 
 /* The connections of one user, for delivery to every device. */
 typedef struct user_conns {
-    char user[129];
+    char user[MQC_ID_BUF];
     conn *devices;
     UT_hash_handle hh;
 } user_conns;

@@ -126,9 +126,9 @@ static void do_cursor_ack(mqc *m, conn *c, Mqchat__V1__Request *req, Mqchat__V1_
  * so it is created here on first use. */
 int require_member(mqc *m, conn *c, const char *request_id, const char *conv, mqstore_member *self)
 {
-    char ua[129], ub[129];
+    char ua[MQC_ID_BUF], ub[MQC_ID_BUF];
     mqstore_err e;
-    if (wire_conv_direct(conv, ua, ub) == 0) {
+    if (mqc_conv_direct(conv, ua, ub) == 0) {
         if (strcmp(c->user, ua) != 0 && strcmp(c->user, ub) != 0) {
             reply_error(m, c, request_id, EC(NOT_MEMBER), "not a member of this conversation");
             return -1;

@@ -59,8 +59,8 @@ mqstore_err ensure_direct(mqc *m, const char *conv, const char *ua, const char *
 static mqstore_err append(mqc *m, const mqstore_append *a, mqstore_result *r)
 {
     mqstore_err e = mqstore_append_msg(m->store, a, r);
-    char ua[129], ub[129];
-    if (e != MQSTORE_ERR_NOTFOUND || wire_conv_direct(a->conv, ua, ub) != 0) return e;
+    char ua[MQC_ID_BUF], ub[MQC_ID_BUF];
+    if (e != MQSTORE_ERR_NOTFOUND || mqc_conv_direct(a->conv, ua, ub) != 0) return e;
     if ((e = ensure_direct(m, a->conv, ua, ub))) return e;
     return mqstore_append_msg(m->store, a, r);
 }
@@ -70,7 +70,7 @@ int handle_send(mqc *m, conn *c, const void *payload, size_t len)
     wire_err err;
     Mqchat__V1__SendRequest *req = wire_send(payload, len, m->cfg.max_body, &err);
     int64_t wait = 0;
-    char ua[129], ub[129], msg[160];
+    char ua[MQC_ID_BUF], ub[MQC_ID_BUF], msg[160];
     if (!err.code && m->n_pending >= MQC_MAX_PENDING) {
         /* The disk is not keeping up (fsyncs stalled): refuse rather than
          * grow the queue of undurable sends without bound. */
@@ -82,7 +82,7 @@ int handle_send(mqc *m, conn *c, const void *payload, size_t len)
         err.code = EC(RATE_LIMITED);
         snprintf(err.msg, sizeof(err.msg), "too many messages; retry in %lld ms", (long long)wait);
     }
-    if (!err.code && wire_conv_direct(req->conversation_id, ua, ub) == 0 &&
+    if (!err.code && mqc_conv_direct(req->conversation_id, ua, ub) == 0 &&
         strcmp(c->user, ua) != 0 && strcmp(c->user, ub) != 0) {
         err.code = EC(NOT_MEMBER);
         snprintf(err.msg, sizeof(err.msg), "a 1:1 conversation must name the sender");

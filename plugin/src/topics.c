@@ -4,19 +4,6 @@
 #include <stdio.h>
 #include <string.h>
 
-int user_id_valid(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++) {
-        char c = s[n];
-        if (n >= 128) return 0;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return n > 0;
-}
-
 /* If `topic` is "{prefix}/rest", return rest; NULL otherwise. */
 static const char *under_prefix(const char *prefix, const char *topic)
 {
@@ -29,16 +16,16 @@ static const char *under_prefix(const char *prefix, const char *topic)
 
 /* Copy the next level of *p (up to '/' or end) into dst; 0 if it is a
  * valid id. Advances *p past the level and its '/'. */
-static int next_id(const char **p, char dst[129])
+static int next_id(const char **p, char dst[MQC_ID_BUF])
 {
     const char *s = *p;
     const char *e = strchr(s, '/');
     size_t n = e ? (size_t)(e - s) : strlen(s);
-    if (n == 0 || n > 128) return -1;
+    if (n == 0 || n > MQC_ID_MAX) return -1;
     memcpy(dst, s, n);
     dst[n] = '\0';
     *p = e ? e + 1 : s + n;
-    return user_id_valid(dst) ? 0 : -1;
+    return mqc_id_valid(MQC_ID_USER, dst) ? 0 : -1;
 }
 
 static topic_leaf leaf_of(const char *s)

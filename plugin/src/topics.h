@@ -13,6 +13,8 @@
 
 #include <stddef.h>
 
+#include "mqc_id.h"
+
 typedef enum topic_kind {
     TOPIC_OUTSIDE = 0, /* not under the prefix: not ours, defer */
     TOPIC_INBOX,       /* {p}/u/{user}/inbox */
@@ -34,8 +36,8 @@ typedef enum topic_leaf {
 typedef struct topic_info {
     topic_kind kind;
     topic_leaf leaf;
-    char user[129];
-    char device[129];
+    char user[MQC_ID_BUF];
+    char device[MQC_ID_BUF];
 } topic_info;
 
 /* Classify a concrete topic (no wildcards expected; a topic containing '+'
@@ -56,8 +58,5 @@ int filter_allowed(const char *prefix, const char *filter, const char *user, con
 int topic_inbox(char *buf, size_t len, const char *prefix, const char *user);
 int topic_device(char *buf, size_t len, const char *prefix, const char *user, const char *device,
                  const char *leaf);
-
-/* 1 if s is a valid user or device id: 1..128 bytes of [A-Za-z0-9._-]. */
-int user_id_valid(const char *s);
 
 #endif

@@ -15,50 +15,6 @@ static void fail(wire_err *err, wire_code code, const char *fmt, ...)
     va_end(ap);
 }
 
-int wire_id_valid(const char *id)
-{
-    size_t n = 0;
-    if (!id) return 0;
-    for (; id[n]; n++) {
-        char c = id[n];
-        if (n >= 128) return 0;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-'))
-            return 0;
-    }
-    return n > 0;
-}
-
-int wire_conv_direct(const char *conv, char a[129], char b[129])
-{
-    if (!conv || strncmp(conv, "d:", 2) != 0) return -1;
-    const char *sep = strchr(conv + 2, ':');
-    if (!sep) return -1;
-    size_t na = (size_t)(sep - (conv + 2)), nb = strlen(sep + 1);
-    if (na == 0 || na > 128 || nb == 0 || nb > 128) return -1;
-    memcpy(a, conv + 2, na);
-    a[na] = '\0';
-    memcpy(b, sep + 1, nb + 1);
-    if (!user_id_valid(a) || !user_id_valid(b) || strcmp(a, b) >= 0) return -1;
-    return 0;
-}
-
-int wire_conv_valid(const char *conv)
-{
-    /* Conversation ids are store identifiers: 128 bytes at most, so a 1:1
-     * id needs the two user ids to add up to 124 bytes or less. */
-    if (!conv || strlen(conv) > 128) return 0;
-    char a[129], b[129];
-    if (strncmp(conv, "d:", 2) == 0) return wire_conv_direct(conv, a, b) == 0;
-    if (strncmp(conv, "g:", 2) != 0) return 0;
-    size_t n = strlen(conv + 2);
-    if (n < 1 || n > 64) return 0;
-    for (const char *p = conv + 2; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
-            return 0;
-    return 1;
-}
-
 /* protobuf-c keeps an overlong-encoded field number 0 as an unknown field
  * but writes it back as a tag nobody can parse: a stored message carrying
  * one would never decode again. Refuse such input, in every submessage. */
@@ -103,7 +59,7 @@ static int check_conv(const char *conv, wire_err *err)
         fail(err, EC(INVALID_ARGUMENT), "conversation_id is required");
         return -1;
     }
-    if (!wire_conv_valid(conv)) {
+    if (!mqc_id_valid(MQC_ID_CONV, conv)) {
         fail(err, EC(INVALID_ARGUMENT),
              "conversation_id must be d:<userA>:<userB> (userA < userB) or g:<id>");
         return -1;
@@ -122,7 +78,7 @@ static int check_users(char **ids, size_t n, size_t max, wire_err *err)
         return -1;
     }
     for (size_t i = 0; i < n; i++)
-        if (!user_id_valid(ids[i])) {
+        if (!mqc_id_valid(MQC_ID_USER, ids[i])) {
             fail(err, EC(INVALID_ARGUMENT), "user_ids[%zu] is not a valid user id", i);
             return -1;
         }
@@ -145,7 +101,7 @@ Mqchat__V1__SendRequest *wire_send(const void *buf, size_t len, size_t max_body,
     size_t body = r->body.len;
     for (size_t i = 0; i < r->n_media; i++)
         body += r->media[i]->thumbnail.len;
-    if (!wire_id_valid(r->client_msg_id))
+    if (!mqc_id_valid(MQC_ID_CLIENT, r->client_msg_id))
         fail(err, EC(INVALID_ARGUMENT), "client_msg_id must be 1..128 of [A-Za-z0-9._:-]");
     else if (check_conv(r->conversation_id, err))
         ;
@@ -187,7 +143,7 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
         fail(err, EC(MALFORMED), "payload is not a Request");
         return NULL;
     }
-    if (!wire_id_valid(r->request_id)) {
+    if (!mqc_id_valid(MQC_ID_CLIENT, r->request_id)) {
         fail(err, EC(INVALID_ARGUMENT), "request_id must be 1..128 of [A-Za-z0-9._:-]");
         return r;
     }
@@ -204,7 +160,7 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
         else if (r->group_create->n_member_ids > max_members)
             fail(err, EC(GROUP_FULL), "more members than the group limit of %zu", max_members);
         for (size_t i = 0; !err->code && i < r->group_create->n_member_ids; i++)
-            if (!user_id_valid(r->group_create->member_ids[i]))
+            if (!mqc_id_valid(MQC_ID_USER, r->group_create->member_ids[i]))
                 fail(err, EC(INVALID_ARGUMENT), "member_ids[%zu] is not a valid user id", i);
         break;
     case MQCHAT__V1__REQUEST__BODY_GROUP_ADD:
@@ -230,7 +186,7 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
         break;
     case MQCHAT__V1__REQUEST__BODY_LIST_CONVERSATIONS:
         if (r->list_conversations->after_conversation_id[0] &&
-            !wire_conv_valid(r->list_conversations->after_conversation_id))
+            !mqc_id_valid(MQC_ID_CONV, r->list_conversations->after_conversation_id))
             fail(err, EC(INVALID_ARGUMENT), "after_conversation_id is not a conversation id");
         break;
     case MQCHAT__V1__REQUEST__BODY_PRESENCE_WATCH:

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 
+#include "mqc_id.h"
 #include "mqchat.pb-c.h"
 
 #define EC(x) MQCHAT__V1__ERROR_CODE__ERROR_CODE_##x
@@ -28,13 +29,8 @@ typedef struct wire_err {
  * notices above this. */
 #define WIRE_TYPING_MAX 4096
 
-/* 1 for a valid conversation id: "d:<a>:<b>" with valid user ids a < b, or
- * "g:" followed by 1..64 of [A-Za-z0-9]. */
-int wire_conv_valid(const char *conv);
-/* For a valid "d:" id, copy its two users; returns 0, or -1 if not "d:". */
-int wire_conv_direct(const char *conv, char a[129], char b[129]);
-/* 1 for a request or client message id: 1..128 of [A-Za-z0-9._:-]. */
-int wire_id_valid(const char *id);
+/* Ids (users, devices, conversations, client message and request ids) are
+ * checked by mqc_id.h, which the store and the JWT verifier share. */
 
 /* Each decoder returns the unpacked message (free with the matching
  * protobuf-c __free_unpacked(msg, NULL)) or NULL with *err set. For sends

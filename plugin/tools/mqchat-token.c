@@ -115,9 +115,9 @@ int main(int argc, char **argv)
         return usage_error("give exactly one of --secret-file and --secret");
     if (!user) return usage_error("--user is required");
     if (!device) return usage_error("--device is required");
-    if (!mqjwt_valid_id(user))
+    if (!mqc_id_valid(MQC_ID_USER, user))
         return usage_error("--user must be 1..%d characters of [A-Za-z0-9._-]", MQJWT_ID_MAX);
-    if (!mqjwt_valid_id(device))
+    if (!mqc_id_valid(MQC_ID_USER, device))
         return usage_error("--device must be 1..%d characters of [A-Za-z0-9._-]", MQJWT_ID_MAX);
     if (iss && !iss[0]) return usage_error("--iss must not be empty");
     if (aud && !aud[0]) return usage_error("--aud must not be empty");

@@ -79,7 +79,7 @@ static int verify(int i, const char *tok)
         return rc;
     }
     CHECK(err[0] == '\0');
-    CHECK(mqjwt_valid_id(c.sub) && mqjwt_valid_id(c.did));
+    CHECK(mqc_id_valid(MQC_ID_USER, c.sub) && mqc_id_valid(MQC_ID_USER, c.did));
     CHECK(c.alg == MQJWT_ALG_HS256);
     CHECK(FUZZ_NOW < c.exp + leeways[i]);
     CHECK(!c.has_nbf || FUZZ_NOW >= c.nbf - leeways[i]);

@@ -111,8 +111,8 @@ static void fuzz_send(const uint8_t *data, size_t size, size_t max_body)
     CHECK(!has_field0(&r->base, 0));
     if (err.code == 0) {
         size_t body = r->body.len;
-        CHECK(wire_id_valid(r->client_msg_id));
-        CHECK(wire_conv_valid(r->conversation_id));
+        CHECK(mqc_id_valid(MQC_ID_CLIENT, r->client_msg_id));
+        CHECK(mqc_id_valid(MQC_ID_CONV, r->conversation_id));
         CHECK(strlen(r->content_type) <= WIRE_MAX_CONTENT_TYPE);
         CHECK(r->n_media <= WIRE_MAX_MEDIA);
         for (size_t i = 0; i < r->n_media; i++) {
@@ -146,49 +146,49 @@ static void fuzz_request(const uint8_t *data, size_t size, size_t max_body, size
     CHECK(r->request_id != NULL);
     CHECK(!has_field0(&r->base, 0));
     if (err.code == 0) {
-        CHECK(wire_id_valid(r->request_id));
+        CHECK(mqc_id_valid(MQC_ID_CLIENT, r->request_id));
         switch (r->body_case) {
         case MQCHAT__V1__REQUEST__BODY_SYNC:
         case MQCHAT__V1__REQUEST__BODY_CURSOR_ACK:
             break;
         case MQCHAT__V1__REQUEST__BODY_HISTORY:
-            CHECK(wire_conv_valid(r->history->conversation_id));
+            CHECK(mqc_id_valid(MQC_ID_CONV, r->history->conversation_id));
             break;
         case MQCHAT__V1__REQUEST__BODY_GROUP_CREATE:
             CHECK(strlen(r->group_create->title) <= WIRE_MAX_TITLE);
             CHECK(r->group_create->n_member_ids <= max_members);
             for (size_t i = 0; i < r->group_create->n_member_ids; i++)
-                CHECK(user_id_valid(r->group_create->member_ids[i]));
+                CHECK(mqc_id_valid(MQC_ID_USER, r->group_create->member_ids[i]));
             break;
         case MQCHAT__V1__REQUEST__BODY_GROUP_ADD:
-            CHECK(wire_conv_valid(r->group_add->conversation_id));
+            CHECK(mqc_id_valid(MQC_ID_CONV, r->group_add->conversation_id));
             CHECK(r->group_add->n_user_ids >= 1 && r->group_add->n_user_ids <= max_members);
             for (size_t i = 0; i < r->group_add->n_user_ids; i++)
-                CHECK(user_id_valid(r->group_add->user_ids[i]));
+                CHECK(mqc_id_valid(MQC_ID_USER, r->group_add->user_ids[i]));
             break;
         case MQCHAT__V1__REQUEST__BODY_GROUP_REMOVE:
-            CHECK(wire_conv_valid(r->group_remove->conversation_id));
+            CHECK(mqc_id_valid(MQC_ID_CONV, r->group_remove->conversation_id));
             CHECK(r->group_remove->n_user_ids >= 1 && r->group_remove->n_user_ids <= max_members);
             for (size_t i = 0; i < r->group_remove->n_user_ids; i++)
-                CHECK(user_id_valid(r->group_remove->user_ids[i]));
+                CHECK(mqc_id_valid(MQC_ID_USER, r->group_remove->user_ids[i]));
             break;
         case MQCHAT__V1__REQUEST__BODY_GROUP_LEAVE:
-            CHECK(wire_conv_valid(r->group_leave->conversation_id));
+            CHECK(mqc_id_valid(MQC_ID_CONV, r->group_leave->conversation_id));
             break;
         case MQCHAT__V1__REQUEST__BODY_GROUP_SET_ROLE:
-            CHECK(wire_conv_valid(r->group_set_role->conversation_id));
+            CHECK(mqc_id_valid(MQC_ID_CONV, r->group_set_role->conversation_id));
             CHECK(r->group_set_role->role == MQCHAT__V1__ROLE__ROLE_MEMBER ||
                   r->group_set_role->role == MQCHAT__V1__ROLE__ROLE_ADMIN);
             CHECK(r->group_set_role->n_user_ids >= 1);
             for (size_t i = 0; i < r->group_set_role->n_user_ids; i++)
-                CHECK(user_id_valid(r->group_set_role->user_ids[i]));
+                CHECK(mqc_id_valid(MQC_ID_USER, r->group_set_role->user_ids[i]));
             break;
         case MQCHAT__V1__REQUEST__BODY_LIST_MEMBERS:
-            CHECK(wire_conv_valid(r->list_members->conversation_id));
+            CHECK(mqc_id_valid(MQC_ID_CONV, r->list_members->conversation_id));
             break;
         case MQCHAT__V1__REQUEST__BODY_LIST_CONVERSATIONS:
             CHECK(r->list_conversations->after_conversation_id[0] == '\0' ||
-                  wire_conv_valid(r->list_conversations->after_conversation_id));
+                  mqc_id_valid(MQC_ID_CONV, r->list_conversations->after_conversation_id));
             break;
         default:
             /* presence, push, unknown or missing: never "valid" */
@@ -216,7 +216,7 @@ static void fuzz_receipt(const uint8_t *data, size_t size)
     CHECK((r == NULL) == (err.code != 0));
     if (!r) return;
     CHECK(!has_field0(&r->base, 0));
-    CHECK(wire_conv_valid(r->conversation_id));
+    CHECK(mqc_id_valid(MQC_ID_CONV, r->conversation_id));
     CHECK(r->type == MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_DELIVERED ||
           r->type == MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ);
     CHECK(r->seq >= 1);
@@ -239,7 +239,7 @@ static void fuzz_typing(const uint8_t *data, size_t size)
     CHECK((t == NULL) == (err.code != 0));
     if (!t) return;
     CHECK(!has_field0(&t->base, 0));
-    CHECK(wire_conv_valid(t->conversation_id));
+    CHECK(mqc_id_valid(MQC_ID_CONV, t->conversation_id));
     size_t len;
     uint8_t *buf = repack(&t->base, WIRE_TYPING_MAX, &len);
     if (buf) {
@@ -295,13 +295,13 @@ static void fuzz_topic(const char *prefix, const char *s)
         CHECK(ti.leaf == LEAF_NONE && !ti.user[0] && !ti.device[0]);
         break;
     case TOPIC_INBOX:
-        CHECK(ti.leaf == LEAF_NONE && user_id_valid(ti.user) && !ti.device[0]);
+        CHECK(ti.leaf == LEAF_NONE && mqc_id_valid(MQC_ID_USER, ti.user) && !ti.device[0]);
         CHECK(topic_inbox(buf, sizeof(buf), prefix, ti.user) == 0 && strcmp(buf, s) == 0);
         /* A user may subscribe to its own inbox. */
         CHECK(filter_allowed(prefix, s, ti.user, "phone"));
         break;
     case TOPIC_DEVICE: {
-        CHECK(user_id_valid(ti.user) && user_id_valid(ti.device));
+        CHECK(mqc_id_valid(MQC_ID_USER, ti.user) && mqc_id_valid(MQC_ID_USER, ti.device));
         CHECK(ti.leaf != LEAF_NONE);
         const char *leaf = leaf_name(ti.leaf);
         if (!leaf) {
@@ -323,16 +323,16 @@ static void fuzz_topic(const char *prefix, const char *s)
 
 static void fuzz_ids(const char *s)
 {
-    char a[129], b[129], buf[300];
-    int conv = wire_conv_valid(s);
-    int id = wire_id_valid(s);
-    int user = user_id_valid(s);
+    char a[MQC_ID_BUF], b[MQC_ID_BUF], buf[300];
+    int conv = mqc_id_valid(MQC_ID_CONV, s);
+    int id = mqc_id_valid(MQC_ID_CLIENT, s);
+    int user = mqc_id_valid(MQC_ID_USER, s);
     size_t n = strlen(s);
     CHECK(!user || id);
     CHECK(!id || (n >= 1 && n <= 128));
-    if (wire_conv_direct(s, a, b) == 0) {
+    if (mqc_conv_direct(s, a, b) == 0) {
         CHECK(conv);
-        CHECK(user_id_valid(a) && user_id_valid(b) && strcmp(a, b) < 0);
+        CHECK(mqc_id_valid(MQC_ID_USER, a) && mqc_id_valid(MQC_ID_USER, b) && strcmp(a, b) < 0);
         snprintf(buf, sizeof(buf), "d:%s:%s", a, b);
         CHECK(strcmp(buf, s) == 0);
     } else {

@@ -1226,22 +1226,22 @@ static void test_identity(void **state)
 static void test_valid_id(void **state)
 {
     char s[200];
-    assert_true(mqjwt_valid_id("a"));
-    assert_true(mqjwt_valid_id("Alice.Smith_01-x"));
-    assert_false(mqjwt_valid_id(""));
-    assert_false(mqjwt_valid_id(NULL));
-    assert_false(mqjwt_valid_id("a:b"));
-    assert_false(mqjwt_valid_id("a b"));
-    assert_false(mqjwt_valid_id("a/b"));
-    assert_false(mqjwt_valid_id("a+"));
-    assert_false(mqjwt_valid_id("a#"));
-    assert_false(mqjwt_valid_id("\xc3\xa5"));
+    assert_true(mqc_id_valid(MQC_ID_USER, "a"));
+    assert_true(mqc_id_valid(MQC_ID_USER, "Alice.Smith_01-x"));
+    assert_false(mqc_id_valid(MQC_ID_USER, ""));
+    assert_false(mqc_id_valid(MQC_ID_USER, NULL));
+    assert_false(mqc_id_valid(MQC_ID_USER, "a:b"));
+    assert_false(mqc_id_valid(MQC_ID_USER, "a b"));
+    assert_false(mqc_id_valid(MQC_ID_USER, "a/b"));
+    assert_false(mqc_id_valid(MQC_ID_USER, "a+"));
+    assert_false(mqc_id_valid(MQC_ID_USER, "a#"));
+    assert_false(mqc_id_valid(MQC_ID_USER, "\xc3\xa5"));
     memset(s, 'x', sizeof s);
     s[128] = '\0';
-    assert_true(mqjwt_valid_id(s));
+    assert_true(mqc_id_valid(MQC_ID_USER, s));
     s[128] = 'x';
     s[129] = '\0';
-    assert_false(mqjwt_valid_id(s));
+    assert_false(mqc_id_valid(MQC_ID_USER, s));
 }
 
 static void test_mint(void **state)

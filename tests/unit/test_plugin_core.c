@@ -234,18 +234,18 @@ static void test_user_id_valid(void **state)
 {
     (void)state;
     char buf[200];
-    assert_true(user_id_valid("a"));
-    assert_true(user_id_valid("Alice.B_c-0"));
-    assert_true(user_id_valid(fill(buf, 'z', 128)));
-    assert_false(user_id_valid(fill(buf, 'z', 129)));
-    assert_false(user_id_valid(""));
-    assert_false(user_id_valid("a:b"));
-    assert_false(user_id_valid("a/b"));
-    assert_false(user_id_valid("a+b"));
-    assert_false(user_id_valid("a#"));
-    assert_false(user_id_valid("a b"));
-    assert_false(user_id_valid("\xc3\xa9"));
-    assert_false(user_id_valid("$a"));
+    assert_true(mqc_id_valid(MQC_ID_USER, "a"));
+    assert_true(mqc_id_valid(MQC_ID_USER, "Alice.B_c-0"));
+    assert_true(mqc_id_valid(MQC_ID_USER, fill(buf, 'z', 128)));
+    assert_false(mqc_id_valid(MQC_ID_USER, fill(buf, 'z', 129)));
+    assert_false(mqc_id_valid(MQC_ID_USER, ""));
+    assert_false(mqc_id_valid(MQC_ID_USER, "a:b"));
+    assert_false(mqc_id_valid(MQC_ID_USER, "a/b"));
+    assert_false(mqc_id_valid(MQC_ID_USER, "a+b"));
+    assert_false(mqc_id_valid(MQC_ID_USER, "a#"));
+    assert_false(mqc_id_valid(MQC_ID_USER, "a b"));
+    assert_false(mqc_id_valid(MQC_ID_USER, "\xc3\xa9"));
+    assert_false(mqc_id_valid(MQC_ID_USER, "$a"));
 }
 
 static void test_topic_build(void **state)
@@ -394,64 +394,64 @@ static void test_conv_ids(void **state)
 {
     (void)state;
     char buf[300], u124[129], u125[130], g[80];
-    assert_true(wire_conv_valid("d:alice:bob"));
-    assert_true(wire_conv_valid("d:A:a")); /* byte order: 'A' < 'a' */
-    assert_true(wire_conv_valid("d:a.b:a_b"));
-    assert_true(wire_conv_valid("g:abc123XYZ"));
-    assert_true(wire_conv_valid("g:0"));
-    assert_true(wire_conv_valid(fmt(buf, sizeof(buf), "g:%s", fill(g, 'Z', 64))));
-    assert_false(wire_conv_valid(fmt(buf, sizeof(buf), "g:%s", fill(g, 'Z', 65))));
+    assert_true(mqc_id_valid(MQC_ID_CONV, "d:alice:bob"));
+    assert_true(mqc_id_valid(MQC_ID_CONV, "d:A:a")); /* byte order: 'A' < 'a' */
+    assert_true(mqc_id_valid(MQC_ID_CONV, "d:a.b:a_b"));
+    assert_true(mqc_id_valid(MQC_ID_CONV, "g:abc123XYZ"));
+    assert_true(mqc_id_valid(MQC_ID_CONV, "g:0"));
+    assert_true(mqc_id_valid(MQC_ID_CONV, fmt(buf, sizeof(buf), "g:%s", fill(g, 'Z', 64))));
+    assert_false(mqc_id_valid(MQC_ID_CONV, fmt(buf, sizeof(buf), "g:%s", fill(g, 'Z', 65))));
     for (size_t i = 0; i < sizeof(bad_convs) / sizeof(bad_convs[0]); i++)
-        if (wire_conv_valid(bad_convs[i])) fail_msg("'%s' accepted", bad_convs[i]);
-    assert_false(wire_conv_valid(""));
-    assert_false(wire_conv_valid(NULL));
+        if (mqc_id_valid(MQC_ID_CONV, bad_convs[i])) fail_msg("'%s' accepted", bad_convs[i]);
+    assert_false(mqc_id_valid(MQC_ID_CONV, ""));
+    assert_false(mqc_id_valid(MQC_ID_CONV, NULL));
 
     /* A conversation id is at most 128 bytes: "d:a:" + 124 bytes fits,
      * 125 does not, even though each user id alone would be valid. */
     fill(u124, 'b', 124);
     fill(u125, 'b', 125);
     snprintf(buf, sizeof(buf), "d:a:%s", u124);
-    assert_true(wire_conv_valid(buf));
+    assert_true(mqc_id_valid(MQC_ID_CONV, buf));
     snprintf(buf, sizeof(buf), "d:a:%s", u125);
-    assert_false(wire_conv_valid(buf));
+    assert_false(mqc_id_valid(MQC_ID_CONV, buf));
     snprintf(buf, sizeof(buf), "d:%s:c", u124);
-    assert_true(wire_conv_valid(buf));
+    assert_true(mqc_id_valid(MQC_ID_CONV, buf));
     snprintf(buf, sizeof(buf), "d:%s:c", u125);
-    assert_false(wire_conv_valid(buf));
+    assert_false(mqc_id_valid(MQC_ID_CONV, buf));
 
     char a[129], b[129];
-    assert_int_equal(wire_conv_direct("d:alice:bob", a, b), 0);
+    assert_int_equal(mqc_conv_direct("d:alice:bob", a, b), 0);
     assert_string_equal(a, "alice");
     assert_string_equal(b, "bob");
     char a128[129];
     snprintf(buf, sizeof(buf), "d:%s:%s", fill(a128, 'a', 128), u124);
-    assert_int_equal(wire_conv_direct(buf, a, b), 0);
+    assert_int_equal(mqc_conv_direct(buf, a, b), 0);
     assert_string_equal(a, a128);
     assert_string_equal(b, u124);
-    assert_int_equal(wire_conv_direct("d:bob:alice", a, b), -1);
-    assert_int_equal(wire_conv_direct("d:alice:alice", a, b), -1);
-    assert_int_equal(wire_conv_direct("d:alice", a, b), -1);
-    assert_int_equal(wire_conv_direct("g:abc", a, b), -1);
-    assert_int_equal(wire_conv_direct(NULL, a, b), -1);
+    assert_int_equal(mqc_conv_direct("d:bob:alice", a, b), -1);
+    assert_int_equal(mqc_conv_direct("d:alice:alice", a, b), -1);
+    assert_int_equal(mqc_conv_direct("d:alice", a, b), -1);
+    assert_int_equal(mqc_conv_direct("g:abc", a, b), -1);
+    assert_int_equal(mqc_conv_direct(NULL, a, b), -1);
 }
 
 static void test_id_valid(void **state)
 {
     (void)state;
     char buf[200];
-    assert_true(wire_id_valid("m1"));
-    assert_true(wire_id_valid("a:b"));
-    assert_true(wire_id_valid("x.y_z-1:2"));
-    assert_true(wire_id_valid(fill(buf, '7', 128)));
-    assert_false(wire_id_valid(fill(buf, '7', 129)));
-    assert_false(wire_id_valid(""));
-    assert_false(wire_id_valid(NULL));
-    assert_false(wire_id_valid("a b"));
-    assert_false(wire_id_valid("a/b"));
-    assert_false(wire_id_valid("a+b"));
-    assert_false(wire_id_valid("a#b"));
-    assert_false(wire_id_valid("a\nb"));
-    assert_false(wire_id_valid("\xc3\xa9"));
+    assert_true(mqc_id_valid(MQC_ID_CLIENT, "m1"));
+    assert_true(mqc_id_valid(MQC_ID_CLIENT, "a:b"));
+    assert_true(mqc_id_valid(MQC_ID_CLIENT, "x.y_z-1:2"));
+    assert_true(mqc_id_valid(MQC_ID_CLIENT, fill(buf, '7', 128)));
+    assert_false(mqc_id_valid(MQC_ID_CLIENT, fill(buf, '7', 129)));
+    assert_false(mqc_id_valid(MQC_ID_CLIENT, ""));
+    assert_false(mqc_id_valid(MQC_ID_CLIENT, NULL));
+    assert_false(mqc_id_valid(MQC_ID_CLIENT, "a b"));
+    assert_false(mqc_id_valid(MQC_ID_CLIENT, "a/b"));
+    assert_false(mqc_id_valid(MQC_ID_CLIENT, "a+b"));
+    assert_false(mqc_id_valid(MQC_ID_CLIENT, "a#b"));
+    assert_false(mqc_id_valid(MQC_ID_CLIENT, "a\nb"));
+    assert_false(mqc_id_valid(MQC_ID_CLIENT, "\xc3\xa9"));
 }
 
 /* ------------------------------------------------------------------ */

@@ -341,17 +341,17 @@ static void test_id_valid(void **state)
     const char *good[] = {"a",          "Z", "0", "_", ".", ":", "-", "._:-", "user.name_1:dev-2",
                           "ABCxyz0189", max};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
-        if (!mqstore_id_valid(good[i])) print_error("should be valid: \"%s\"\n", good[i]);
-        assert_true(mqstore_id_valid(good[i]));
+        if (!mqc_id_valid(MQC_ID_KEY, good[i])) print_error("should be valid: \"%s\"\n", good[i]);
+        assert_true(mqc_id_valid(MQC_ID_KEY, good[i]));
     }
     const char *bad[] = {"",    over, "a/b",  "a+b", "a#b",  "#",     "+",     "/",
                          "a b", " ",  "a\tb", "a\n", "\x01", "a\x7f", "a\xff", "caf\xc3\xa9",
                          "a*",  "a$", "a\\b", "a,b", "a\"b", "a'b",   "a@b",   "a%b"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        if (mqstore_id_valid(bad[i])) print_error("should be invalid: bad[%zu]\n", i);
-        assert_false(mqstore_id_valid(bad[i]));
+        if (mqc_id_valid(MQC_ID_KEY, bad[i])) print_error("should be invalid: bad[%zu]\n", i);
+        assert_false(mqc_id_valid(MQC_ID_KEY, bad[i]));
     }
-    assert_false(mqstore_id_valid(NULL));
+    assert_false(mqc_id_valid(MQC_ID_KEY, NULL));
 }
 
 /* ======================================================================== */
