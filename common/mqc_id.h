@@ -27,9 +27,9 @@
 
 #include <stddef.h>
 
-#define MQC_ID_MAX 128               /* bytes in the longest id */
-#define MQC_ID_BUF (MQC_ID_MAX + 1)  /* a buffer that holds any id */
-#define MQC_GROUP_ID_MAX 64          /* bytes after "g:" in a group id */
+#define MQC_ID_MAX 128              /* bytes in the longest id */
+#define MQC_ID_BUF (MQC_ID_MAX + 1) /* a buffer that holds any id */
+#define MQC_GROUP_ID_MAX 64         /* bytes after "g:" in a group id */
 
 typedef enum mqc_id_kind {
     MQC_ID_USER,

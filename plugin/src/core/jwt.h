@@ -85,7 +85,7 @@ enum mqjwt_alg {
     MQJWT_ALG_ES256 = 4,
 };
 
-#define MQJWT_ID_MAX MQC_ID_MAX /* max bytes of a user or device id (mqc_id.h) */
+#define MQJWT_ID_MAX MQC_ID_MAX       /* max bytes of a user or device id (mqc_id.h) */
 #define MQJWT_HS256_MIN_SECRET_LEN 32 /* RFC 7518 3.2: key >= hash size */
 #define MQJWT_DEFAULT_MAX_TOKEN_LEN 8192
 #define MQJWT_MAX_TOKEN_LEN_LIMIT (1024 * 1024)

@@ -2,12 +2,14 @@
  * keyed by the broker's struct mosquitto pointer, with a token-bucket rate
  * limit per connection, and indexed by user so a message can be handed to
  * each connected device of a user. A connection enters at BASIC_AUTH and
- * leaves at DISCONNECT (which also fires for failed connects). */
-#include "plugin.h"
+ * leaves at DISCONNECT (which also fires for failed connects).
+ * Main thread only. */
+#include "device.h"
 
 #include <stdio.h>
-#include <utlist.h>
+#include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 #include <time.h>
 
 int64_t now_ms(void)
@@ -17,26 +19,26 @@ int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-conn *conn_find(mqc *m, const struct mosquitto *client)
+conn *conn_find(dev *d, const struct mosquitto *client)
 {
     conn *c = NULL;
-    HASH_FIND_PTR(m->conns, &client, c);
+    HASH_FIND_PTR(d->conns, &client, c);
     return c;
 }
 
-conn *conn_add(mqc *m, struct mosquitto *client, const char *user, const char *device)
+conn *conn_add(dev *d, struct mosquitto *client, const char *user, const char *device)
 {
-    conn_remove(m, client); /* a re-authentication replaces the old entry */
+    conn_remove(d, client); /* a re-authentication replaces the old entry */
     conn *c = calloc(1, sizeof(*c));
     if (!c) return NULL;
     c->client = client;
     snprintf(c->user, sizeof(c->user), "%s", user);
     snprintf(c->device, sizeof(c->device), "%s", device);
     snprintf(c->client_id, sizeof(c->client_id), "%s:%s", user, device);
-    c->tokens = m->cfg.rate_burst;
+    c->tokens = d->cfg->rate_burst;
     c->refill_ms = now_ms();
     user_conns *u;
-    HASH_FIND_STR(m->users, c->user, u);
+    HASH_FIND_STR(d->users, c->user, u);
     if (!u) {
         u = calloc(1, sizeof(*u));
         if (!u) {
@@ -44,51 +46,59 @@ conn *conn_add(mqc *m, struct mosquitto *client, const char *user, const char *d
             return NULL;
         }
         snprintf(u->user, sizeof(u->user), "%s", c->user);
-        HASH_ADD_STR(m->users, user, u);
+        HASH_ADD_STR(d->users, user, u);
     }
     DL_APPEND2(u->devices, c, dev_prev, dev_next);
-    HASH_ADD_PTR(m->conns, client, c);
+    HASH_ADD_PTR(d->conns, client, c);
     return c;
 }
 
-static void conn_unlink(mqc *m, conn *c)
+static void conn_unlink(dev *d, conn *c)
 {
-    HASH_DEL(m->conns, c);
+    HASH_DEL(d->conns, c);
     user_conns *u;
-    HASH_FIND_STR(m->users, c->user, u);
+    HASH_FIND_STR(d->users, c->user, u);
     if (u) {
         DL_DELETE2(u->devices, c, dev_prev, dev_next);
         if (!u->devices) {
-            HASH_DEL(m->users, u);
+            HASH_DEL(d->users, u);
             free(u);
         }
     }
     free(c);
 }
 
-void conn_remove(mqc *m, const struct mosquitto *client)
+void conn_remove(dev *d, const struct mosquitto *client)
 {
-    conn *c = conn_find(m, client);
-    if (c) conn_unlink(m, c);
+    conn *c = conn_find(d, client);
+    if (c) conn_unlink(d, c);
 }
 
-void conn_free_all(mqc *m)
+void dev_init(dev *d, mqstore *store, const mqc_config *cfg)
+{
+    memset(d, 0, sizeof(*d));
+    d->chat.store = d->store = store;
+    d->chat.cfg = d->cfg = cfg;
+}
+
+void dev_free(dev *d)
 {
     conn *c, *tmp;
-    HASH_ITER(hh, m->conns, c, tmp)
+    HASH_ITER(hh, d->conns, c, tmp)
     {
-        conn_unlink(m, c);
+        conn_unlink(d, c);
     }
+    out_free_all(d);
 }
 
-int to_user(mqc *m, pubs *out, const char *user, const conn *skip, const ProtobufCMessage *msg,
+int to_user(dev *d, pubs *out, const char *user, const conn *skip, const ProtobufCMessage *msg,
             int qos)
 {
     user_conns *u;
-    HASH_FIND_STR(m->users, user, u);
+    HASH_FIND_STR(d->users, user, u);
     if (!u) return 0; /* offline: the inbox keeps it for the next sync */
     char topic[512];
-    if (topic_inbox(topic, sizeof(topic), m->cfg.topic_prefix, user)) return -1;
+    if (topic_inbox(topic, sizeof(topic), d->cfg->topic_prefix, user)) return -1;
     conn *c;
     DL_FOREACH2(u->devices, c, dev_next)
     {
@@ -97,16 +107,16 @@ int to_user(mqc *m, pubs *out, const char *user, const conn *skip, const Protobu
     return 0;
 }
 
-int64_t conn_rate_take(mqc *m, conn *c)
+int64_t conn_rate_take(dev *d, conn *c)
 {
     int64_t now = now_ms();
-    c->tokens += (double)(now - c->refill_ms) * m->cfg.rate_msgs_per_s / 1000.0;
-    if (c->tokens > m->cfg.rate_burst) c->tokens = m->cfg.rate_burst;
+    c->tokens += (double)(now - c->refill_ms) * d->cfg->rate_msgs_per_s / 1000.0;
+    if (c->tokens > d->cfg->rate_burst) c->tokens = d->cfg->rate_burst;
     c->refill_ms = now;
     if (c->tokens >= 1.0) {
         c->tokens -= 1.0;
         return 0;
     }
-    int64_t wait = (int64_t)((1.0 - c->tokens) * 1000.0 / m->cfg.rate_msgs_per_s) + 1;
+    int64_t wait = (int64_t)((1.0 - c->tokens) * 1000.0 / d->cfg->rate_msgs_per_s) + 1;
     return wait;
 }

@@ -1,0 +1,48 @@
+/* acl — ACL_CHECK. Inside the chat namespace (core/topics.h) only our own
+ * devices get anything, and only their own topics: they publish to their
+ * device topics, subscribe to their inbox and device downstream filters,
+ * and receive inbox and ack/resp. Everything outside the namespace is
+ * deferred to the broker's other mechanisms (acl_file, dynamic-security;
+ * docs/OPERATIONS.md says what that means when there is none). */
+#include "broker.h"
+
+#include <string.h>
+
+static int check_subscribe(mqc *m, struct mosquitto_evt_acl_check *ev)
+{
+    const char *prefix = m->cfg.topic_prefix;
+    if (!filter_touches_prefix(prefix, ev->topic)) return MOSQ_ERR_PLUGIN_DEFER;
+    if (ev->access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_SUCCESS;
+    conn *c = conn_find(&m->dev, ev->client);
+    if (c && filter_allowed(prefix, ev->topic, c->user, c->device)) return MOSQ_ERR_SUCCESS;
+    /* A filter that reaches above the namespace ("#", "+/v1/#", ...) is
+     * not ours to refuse: other mechanisms decide it, and READ below
+     * keeps chat traffic out of it. */
+    topic_info ti;
+    topic_parse(prefix, ev->topic, &ti);
+    if (ti.kind == TOPIC_OUTSIDE && strncmp(ev->topic, "$share/", 7) != 0 &&
+        strncmp(ev->topic, prefix, strlen(prefix)) != 0)
+        return MOSQ_ERR_PLUGIN_DEFER;
+    return MOSQ_ERR_ACL_DENIED;
+}
+
+int on_acl_check(int event, void *event_data, void *userdata)
+{
+    mqc *m = userdata;
+    struct mosquitto_evt_acl_check *ev = event_data;
+    if (ev->access == MOSQ_ACL_SUBSCRIBE || ev->access == MOSQ_ACL_UNSUBSCRIBE)
+        return check_subscribe(m, ev);
+    topic_info ti;
+    topic_parse(m->cfg.topic_prefix, ev->topic, &ti);
+    if (ti.kind == TOPIC_OUTSIDE) return MOSQ_ERR_PLUGIN_DEFER;
+    conn *c = conn_find(&m->dev, ev->client);
+    if (!c || strcmp(ti.user, c->user) != 0) return MOSQ_ERR_ACL_DENIED;
+    if (ev->access == MOSQ_ACL_WRITE)
+        return ti.kind == TOPIC_DEVICE && strcmp(ti.device, c->device) == 0 ? MOSQ_ERR_SUCCESS
+                                                                            : MOSQ_ERR_ACL_DENIED;
+    if (ti.kind == TOPIC_INBOX) return MOSQ_ERR_SUCCESS;
+    if (ti.kind == TOPIC_DEVICE && strcmp(ti.device, c->device) == 0 &&
+        (ti.leaf == LEAF_ACK || ti.leaf == LEAF_RESP))
+        return MOSQ_ERR_SUCCESS;
+    return MOSQ_ERR_ACL_DENIED;
+}

@@ -1,0 +1,137 @@
+/* plugin — the mqchat plugin for Mosquitto 2.0 (plugin API v5): its three
+ * exported entry points. Loaded with `plugin /path/mqchat.so` and
+ * plugin_opt_* lines (core/config.c). mosquitto_plugin_init parses the
+ * options, builds the JWT verifier, the wake facility and the store, and
+ * registers the callbacks of broker.h; cleanup undoes it in reverse.
+ *
+ * mqchat.so exports these three symbols and nothing else (plugin/mqchat.map):
+ * the broker loads plugins with RTLD_GLOBAL, so anything else we export
+ * could collide with the broker or another plugin. */
+#include "broker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static mqc plugin; /* one instance per broker */
+
+int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+{
+    for (int i = 0; i < supported_version_count; i++)
+        if (supported_versions[i] == 5) return 5;
+    return -1;
+}
+
+static int fail(const char *msg)
+{
+    mosquitto_log_printf(MOSQ_LOG_ERR, "mqchat: %s", msg);
+    fprintf(stderr, "mqchat: %s\n", msg);
+    return MOSQ_ERR_INVAL;
+}
+
+static void teardown(mqc *m)
+{
+    /* Stop the syncer first: it may still send the durable wake-up. */
+    mqstore_free(m->store);
+    m->store = NULL;
+    dev_free(&m->dev);
+    mqc_wake_free(m->wake); /* frees m->durable too */
+    m->wake = NULL;
+    m->durable = NULL;
+    mqjwt_verifier_free(m->jwt);
+    m->jwt = NULL;
+    mqc_config_free(&m->cfg);
+}
+
+static const struct {
+    int event;
+    MOSQ_FUNC_generic_callback cb;
+} callbacks[] = {
+    {MOSQ_EVT_BASIC_AUTH, on_basic_auth}, {MOSQ_EVT_ACL_CHECK, on_acl_check},
+    {MOSQ_EVT_MESSAGE, on_message},       {MOSQ_EVT_TICK, on_tick},
+    {MOSQ_EVT_DISCONNECT, on_disconnect},
+};
+
+static int open_store(mqc *m, char *err, size_t errlen)
+{
+    mqstore_options so;
+    mqstore_options_init(&so);
+    so.durability = m->cfg.durability;
+    so.sync_driver = MQSTORE_SYNC_REQUEST;
+    /* The stored form adds the content type, media and framing to the body. */
+    so.max_payload = m->cfg.max_body + WIRE_ENVELOPE_SLACK;
+    so.dedup_retention_ms = m->cfg.dedup_retention_s * 1000;
+    so.inbox_retention_ms = m->cfg.inbox_retention_s * 1000;
+    so.on_durable = on_durable;
+    so.on_durable_data = m;
+    char *msg = NULL;
+    if (mqstore_open(m->cfg.store_dir, &so, &m->store, &msg) == MQSTORE_OK) return 0;
+    snprintf(err, errlen, "store %s: %s", m->cfg.store_dir, msg ? msg : "cannot open");
+    free(msg);
+    return -1;
+}
+
+static int open_jwt(mqc *m, char *err, size_t errlen)
+{
+    mqjwt_config jc = {.hs256_secret = m->cfg.hs256_secret,
+                       .hs256_secret_len = m->cfg.hs256_secret_len,
+                       .pubkey_pem_path = m->cfg.jwt_public_key_file,
+                       .issuer = m->cfg.jwt_issuer,
+                       .audience = m->cfg.jwt_audience,
+                       .leeway_s = m->cfg.jwt_leeway_s};
+    char *msg = NULL;
+    if ((m->jwt = mqjwt_verifier_new(&jc, &msg))) return 0;
+    snprintf(err, errlen, "JWT configuration: %s", msg ? msg : "invalid");
+    free(msg);
+    return -1;
+}
+
+int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
+                          struct mosquitto_opt *opts, int opt_count)
+{
+    mqc *m = &plugin;
+    memset(m, 0, sizeof(*m));
+    char err[512];
+    if (mqc_config_parse(&m->cfg, opts, opt_count, err, sizeof(err))) {
+        mqc_config_free(&m->cfg);
+        return fail(err);
+    }
+    m->id = identifier;
+    /* The wake facility before the store: the syncer may call on_durable
+     * as soon as the store is open. */
+    if (!(m->wake = mqc_wake_new(MQC_WAKE_SIGNAL_OFFSET, err, sizeof(err))) ||
+        !(m->durable = mqc_async_new(m->wake, on_durable_main, m))) {
+        if (m->wake) snprintf(err, sizeof(err), "out of memory");
+        teardown(m);
+        return fail(err);
+    }
+    dev_init(&m->dev, NULL, &m->cfg);
+    if (open_jwt(m, err, sizeof(err)) || open_store(m, err, sizeof(err))) {
+        teardown(m);
+        return fail(err);
+    }
+    m->dev.store = m->dev.chat.store = m->store;
+    for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++)
+        if (mosquitto_callback_register(identifier, callbacks[i].event, callbacks[i].cb, NULL, m) !=
+            MOSQ_ERR_SUCCESS) {
+            teardown(m);
+            return fail("cannot register callbacks");
+        }
+    *userdata = m;
+    mosquitto_log_printf(
+        MOSQ_LOG_INFO, "mqchat: store %s (%s durability), topics under %s/, JWT %s%s",
+        m->cfg.store_dir, m->cfg.durability == MQSTORE_DURABILITY_SYNC ? "sync" : "os",
+        m->cfg.topic_prefix, m->cfg.hs256_secret ? "HS256 " : "",
+        m->cfg.jwt_public_key_file ? "public-key" : "");
+    return MOSQ_ERR_SUCCESS;
+}
+
+int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt_count)
+{
+    mqc *m = userdata;
+    if (!m) return MOSQ_ERR_SUCCESS;
+    for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++)
+        mosquitto_callback_unregister(m->id, callbacks[i].event, callbacks[i].cb, NULL);
+    teardown(m);
+    return MOSQ_ERR_SUCCESS;
+}

@@ -1,0 +1,34 @@
+/* tick — the end of every event-loop pass, and how other threads get one.
+ *
+ * TICK runs what worker threads posted (worker/wake.h), sends what became
+ * durable (device/outq.c), and asks the syncer to fsync everything this
+ * pass wrote (sync mode) — one fsync per pass at most, however many
+ * messages the pass handled.
+ *
+ * The store's syncer calls on_durable on its own thread after each fsync.
+ * When publishes wait, it sends the `durable` async: the loop wakes from
+ * epoll_wait at once (instead of up to 100 ms later) and the pass's TICK
+ * drains the queue. */
+#include "broker.h"
+
+void on_durable(void *data, uint64_t ticket)
+{
+    mqc *m = data; /* syncer thread: an atomic load and a wake-up only */
+    (void)ticket;
+    if (dev_waiting(&m->dev)) mqc_async_send(m->durable);
+}
+
+void on_durable_main(void *data)
+{
+    mqc *m = data;
+    out_drain(&m->dev);
+}
+
+int on_tick(int event, void *event_data, void *userdata)
+{
+    mqc *m = userdata;
+    mqc_wake_run(m->wake);
+    out_drain(&m->dev);
+    mqstore_sync_request(m->store);
+    return MOSQ_ERR_SUCCESS;
+}

@@ -1,0 +1,166 @@
+/* device — the device-facing layer: what connected devices see.
+ *
+ * It holds the registry of authenticated connections (conn.c), decodes
+ * what a device publishes and hands it to a chat rule (handle_send.c,
+ * handle_req.c), turns the rule's result or refusal into replies and
+ * deliveries (reply.c), and keeps the durability-ordered outgoing queue
+ * (outq.c): an ACK, a reply and a delivery leave only once the store
+ * write they report is durable, in the order they were made.
+ *
+ * It calls three broker functions — mosquitto_broker_publish,
+ * mosquitto_malloc/free and mosquitto_log_printf — and nothing else of
+ * the broker, so the unit tests link it with small stubs of those
+ * (tests/unit/broker_stubs.c) instead of a broker.
+ *
+ * Threads: every function here runs on mosquitto's main thread, except
+ * dev_waiting(), which any thread may call. */
+#ifndef MQC_DEVICE_H
+#define MQC_DEVICE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uthash.h>
+
+#include "config.h"
+#include "mqc_id.h"
+#include "mqchat.pb-c.h"
+#include "mqstore.h"
+#include "rules.h"
+#include "topics.h"
+#include "wire.h"
+
+struct mosquitto;
+
+/* One authenticated device connection, keyed by its struct mosquitto
+ * pointer, not by client id: the broker fires DISCONNECT again for an
+ * offline persistent session (docs/MOSQUITTO.md, "Connect and disconnect"). */
+typedef struct conn {
+    struct mosquitto *client;
+    char user[MQC_ID_BUF];
+    char device[MQC_ID_BUF];
+    char client_id[2 * MQC_ID_BUF]; /* "<user>:<device>" */
+    double tokens;                  /* rate limit bucket */
+    int64_t refill_ms;
+    UT_hash_handle hh;
+    struct conn *dev_prev, *dev_next; /* the user's other connections */
+} conn;
+
+/* The connections of one user, for delivery to every device. */
+typedef struct user_conns {
+    char user[MQC_ID_BUF];
+    conn *devices;
+    UT_hash_handle hh;
+} user_conns;
+
+/* A publish prepared now and sent later; the payload is from
+ * mosquitto_malloc (the broker frees what it publishes). */
+typedef struct pub {
+    char *client_id; /* NULL: to the topic's subscribers */
+    char *topic;
+    void *payload;
+    size_t len;
+    int qos;
+} pub;
+
+typedef struct pubs {
+    size_t n, cap;
+    pub *items;
+} pubs;
+
+/* Publishes waiting for a store ticket to become durable. */
+typedef struct pending {
+    uint64_t ticket;
+    pubs out;
+    struct pending *next;
+} pending;
+
+typedef struct dev {
+    chat chat; /* the rules' context: store and limits */
+    mqstore *store;
+    const mqc_config *cfg;
+    conn *conns;
+    user_conns *users;
+    /* The outgoing FIFO. INVARIANT: tickets never decrease from head to
+     * tail, so entries leave in the order they were made (outq.c). */
+    pending *head, *tail;
+    size_t n_pending;
+    uint64_t last_drained; /* mqstore_durable() at the last drain */
+    _Atomic int waiting;   /* the FIFO is not empty: wake the loop on durability */
+} dev;
+
+/* SendAcks go out at QoS 0. A SendAck is idempotent (a re-sent
+ * SendRequest gets the same one from the dedup record), and a client
+ * already re-sends whatever it holds no SendAck for after a timeout or a
+ * reconnect (docs/PROTOCOL.md, "Sending"), so a QoS-1 SendAck would only
+ * add a PUBACK per message (about a tenth of the broker's throughput in
+ * bench/run-broker-bench.sh) and a copy queued in a persistent session.
+ * Responses to requests stay at QoS 1: not every request is idempotent. */
+#define SEND_ACK_QOS 0
+
+/* Sends refused with UNAVAILABLE while this many writes wait for an fsync. */
+#define MQC_MAX_PENDING 100000
+
+void dev_init(dev *d, mqstore *store, const mqc_config *cfg);
+/* Drop every connection and every queued publish. */
+void dev_free(dev *d);
+
+/* ---- conn.c: the registry ---- */
+conn *conn_find(dev *d, const struct mosquitto *client);
+/* A re-authentication replaces the old entry. NULL when out of memory. */
+conn *conn_add(dev *d, struct mosquitto *client, const char *user, const char *device);
+void conn_remove(dev *d, const struct mosquitto *client);
+/* Take one token; 0 if allowed, else the ms until one is available. */
+int64_t conn_rate_take(dev *d, conn *c);
+/* Queue msg to every connected device of `user` but `skip` (may be NULL),
+ * by client id on {p}/u/{user}/inbox. -1 on out of memory. */
+int to_user(dev *d, pubs *out, const char *user, const conn *skip, const ProtobufCMessage *msg,
+            int qos);
+int64_t now_ms(void);
+
+/* ---- outq.c: the durability-ordered queue ---- */
+/* Append a publish of message `msg` (packed now). -1 on out of memory. */
+int pubs_add(pubs *p, const char *client_id, const char *topic, const ProtobufCMessage *msg,
+             int qos);
+void pubs_free(pubs *p);
+/* Send `p` once `ticket` is durable (now, if it already is and nothing
+ * is queued before it). Takes ownership of p's contents. */
+void out_after(dev *d, uint64_t ticket, pubs *p);
+/* Send everything whose ticket is durable (TICK, and the wake-up the
+ * syncer sends after an fsync). */
+void out_drain(dev *d);
+/* 1 while publishes wait for durability. Any thread. */
+int dev_waiting(dev *d);
+void out_free_all(dev *d);
+
+/* ---- reply.c: results and refusals become replies ---- */
+void reply_response(dev *d, conn *c, Mqchat__V1__Response *resp);
+/* An Error Response; request_id may be NULL or invalid (then ""). */
+void reply_error(dev *d, conn *c, const char *request_id, const chat_status *st);
+/* A SendAck carrying an error, for a send that was refused. */
+void reply_send_error(dev *d, conn *c, const Mqchat__V1__SendRequest *req, const chat_status *st);
+/* The refusal of a publish on an unknown leaf of the device's topics. */
+void reply_bad_topic(dev *d, conn *c);
+/* Build the Message a device receives from a stored log entry: *stored is
+ * the unpacked content (free with mqchat__v1__message__free_unpacked after
+ * packing), *view a shallow copy with the envelope filled from `sm`. -1 if
+ * the stored payload does not decode (logged). */
+int message_view(const mqstore_msg *sm, Mqchat__V1__Message **stored, Mqchat__V1__Message *view);
+/* Queue a written message or event, with each user's inbox_seq, to every
+ * connected device of every user in w->r's fan-out but `skip`. */
+int fanout_written(dev *d, pubs *out, chat_written *w, const conn *skip);
+/* Queue `ev` to the connected devices of every member but the user
+ * `skip_user` (may be NULL). */
+int fanout_members(dev *d, pubs *out, const mqstore_member_list *members, const char *skip_user,
+                   const Mqchat__V1__ServerEvent *ev, int qos);
+
+/* ---- handle_*.c: a device's publish on one of its upstream topics.
+ * Return MOSQ_ERR_SUCCESS, or MOSQ_ERR_ACL_DENIED for a refusal (PUBACK
+ * 0x87, message dropped; the reply says why). ---- */
+int handle_send(dev *d, conn *c, const void *payload, size_t len);
+int handle_request(dev *d, conn *c, const void *payload, size_t len);
+int handle_receipt(dev *d, conn *c, const void *payload, size_t len);
+int handle_typing(dev *d, conn *c, const void *payload, size_t len);
+
+#endif

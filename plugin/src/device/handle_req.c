@@ -1,0 +1,229 @@
+/* handle_req — the Request envelope on .../req: decode, rate-limit, run
+ * the rule (rules/read.c, rules/groups.c) and answer with exactly one
+ * Response carrying the request_id. Main thread only. */
+#include "device.h"
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Pack a store page into Message views; *stored keeps what to free. */
+static int page_views(const mqstore_page *p, Mqchat__V1__Message ***ptrs,
+                      Mqchat__V1__Message **views, Mqchat__V1__Message ***stored)
+{
+    size_t n = p->n ? p->n : 1;
+    *ptrs = calloc(n, sizeof(**ptrs));
+    *views = calloc(n, sizeof(**views));
+    *stored = calloc(n, sizeof(**stored));
+    if (!*ptrs || !*views || !*stored) return -1;
+    for (size_t i = 0; i < p->n; i++) {
+        if (message_view(&p->items[i], &(*stored)[i], &(*views)[i])) return -1;
+        (*ptrs)[i] = &(*views)[i];
+    }
+    return 0;
+}
+
+static void views_free(size_t n, Mqchat__V1__Message **ptrs, Mqchat__V1__Message *views,
+                       Mqchat__V1__Message **stored)
+{
+    for (size_t i = 0; stored && i < n; i++)
+        if (stored[i]) mqchat__v1__message__free_unpacked(stored[i], NULL);
+    free(stored);
+    free(views);
+    free(ptrs);
+}
+
+static void fail(dev *d, conn *c, const char *rid, wire_code code, const char *msg)
+{
+    chat_status st = {.code = code};
+    snprintf(st.msg, sizeof(st.msg), "%s", msg);
+    reply_error(d, c, rid, &st);
+}
+
+/* A sync (conv NULL) or history page as the Response. */
+static void respond_page(dev *d, conn *c, Mqchat__V1__Response *resp, const mqstore_page *p,
+                         uint64_t inbox_head, const char *conv)
+{
+    Mqchat__V1__Message **ptrs = NULL, *views = NULL, **stored = NULL;
+    if (page_views(p, &ptrs, &views, &stored)) {
+        views_free(p->n, ptrs, views, stored);
+        fail(d, c, resp->request_id, EC(INTERNAL), "a stored message does not decode");
+        return;
+    }
+    Mqchat__V1__SyncResponse sync = MQCHAT__V1__SYNC_RESPONSE__INIT;
+    Mqchat__V1__HistoryResponse hist = MQCHAT__V1__HISTORY_RESPONSE__INIT;
+    if (!conv) {
+        sync.n_messages = p->n;
+        sync.messages = ptrs;
+        sync.more = p->more;
+        sync.inbox_head = inbox_head;
+        resp->body_case = MQCHAT__V1__RESPONSE__BODY_SYNC;
+        resp->sync = &sync;
+    } else {
+        hist.conversation_id = (char *)conv;
+        hist.n_messages = p->n;
+        hist.messages = ptrs;
+        hist.more = p->more;
+        resp->body_case = MQCHAT__V1__RESPONSE__BODY_HISTORY;
+        resp->history = &hist;
+    }
+    reply_response(d, c, resp);
+    views_free(p->n, ptrs, views, stored);
+}
+
+static void respond_ok(dev *d, conn *c, Mqchat__V1__Response *resp)
+{
+    Mqchat__V1__Ok ok = MQCHAT__V1__OK__INIT;
+    resp->body_case = MQCHAT__V1__RESPONSE__BODY_OK;
+    resp->ok = &ok;
+    reply_response(d, c, resp);
+}
+
+static void respond_members(dev *d, conn *c, Mqchat__V1__Response *resp, const char *conv,
+                            const mqstore_member_list *l)
+{
+    Mqchat__V1__Member *members = calloc(l->n ? l->n : 1, sizeof(*members));
+    Mqchat__V1__Member **ptrs = calloc(l->n ? l->n : 1, sizeof(*ptrs));
+    if (members && ptrs) {
+        for (size_t i = 0; i < l->n; i++) {
+            mqchat__v1__member__init(&members[i]);
+            members[i].user_id = (char *)l->items[i].user;
+            members[i].role = (Mqchat__V1__Role)l->items[i].role;
+            members[i].joined_seq = l->items[i].joined_seq;
+            ptrs[i] = &members[i];
+        }
+        Mqchat__V1__ListMembersResponse lm = MQCHAT__V1__LIST_MEMBERS_RESPONSE__INIT;
+        lm.conversation_id = (char *)conv;
+        lm.n_members = l->n;
+        lm.members = ptrs;
+        resp->body_case = MQCHAT__V1__RESPONSE__BODY_MEMBERS;
+        resp->members = &lm;
+        reply_response(d, c, resp);
+    } else {
+        fail(d, c, resp->request_id, EC(INTERNAL), "out of memory");
+    }
+    free(members);
+    free(ptrs);
+}
+
+static void respond_convs(dev *d, conn *c, Mqchat__V1__Response *resp, const chat_conv_list *l)
+{
+    size_t n = l->l.n;
+    Mqchat__V1__ConversationSummary *sums = calloc(n ? n : 1, sizeof(*sums));
+    Mqchat__V1__ConversationSummary **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    if (sums && ptrs) {
+        for (size_t i = 0; i < n; i++) {
+            mqchat__v1__conversation_summary__init(&sums[i]);
+            sums[i].conversation_id = (char *)l->l.conv[i];
+            sums[i].role = (Mqchat__V1__Role)l->l.role[i];
+            sums[i].head_seq = l->head[i];
+            ptrs[i] = &sums[i];
+        }
+        Mqchat__V1__ListConversationsResponse r = MQCHAT__V1__LIST_CONVERSATIONS_RESPONSE__INIT;
+        r.n_conversations = n;
+        r.conversations = ptrs;
+        r.more = l->l.more;
+        resp->body_case = MQCHAT__V1__RESPONSE__BODY_CONVERSATIONS;
+        resp->conversations = &r;
+        reply_response(d, c, resp);
+    } else {
+        fail(d, c, resp->request_id, EC(INTERNAL), "out of memory");
+    }
+    free(sums);
+    free(ptrs);
+}
+
+/* A group change was written: the event to every fanned-out user's
+ * devices and the GroupResult to the caller, both after the write's
+ * ticket is durable. */
+static void respond_group(dev *d, conn *c, Mqchat__V1__Response *resp, chat_written *w)
+{
+    pubs out = {0};
+    Mqchat__V1__GroupResult gr = MQCHAT__V1__GROUP_RESULT__INIT;
+    gr.conversation_id = w->conv;
+    gr.seq = w->r.seq;
+    resp->body_case = MQCHAT__V1__RESPONSE__BODY_GROUP;
+    resp->group = &gr;
+    char topic[512];
+    if (fanout_written(d, &out, w, NULL) ||
+        topic_device(topic, sizeof(topic), d->cfg->topic_prefix, c->user, c->device, "resp") ||
+        pubs_add(&out, c->client_id, topic, &resp->base, 1))
+        mosquitto_log_printf(MOSQ_LOG_ERR, "mqchat: out of memory answering a group change");
+    out_after(d, w->r.ticket, &out);
+}
+
+/* Run the request's rule and answer. Each branch answers exactly once. */
+static void run(dev *d, conn *c, const Mqchat__V1__Request *req, Mqchat__V1__Response *resp)
+{
+    chat_caller who = {c->user, c->device};
+    chat_status st;
+    mqstore_page page;
+    uint64_t head = 0;
+    switch (req->body_case) {
+    case MQCHAT__V1__REQUEST__BODY_SYNC:
+        if (chat_sync(&d->chat, &who, req->sync, &page, &head, &st)) break;
+        respond_page(d, c, resp, &page, head, NULL);
+        mqstore_page_free(&page);
+        return;
+    case MQCHAT__V1__REQUEST__BODY_CURSOR_ACK:
+        if (chat_cursor_ack(&d->chat, &who, req->cursor_ack->inbox_seq, &st)) break;
+        respond_ok(d, c, resp);
+        return;
+    case MQCHAT__V1__REQUEST__BODY_HISTORY:
+        if (chat_history(&d->chat, &who, req->history, &page, &st)) break;
+        respond_page(d, c, resp, &page, 0, req->history->conversation_id);
+        mqstore_page_free(&page);
+        return;
+    case MQCHAT__V1__REQUEST__BODY_LIST_MEMBERS: {
+        mqstore_member_list l;
+        const char *conv = req->list_members->conversation_id;
+        if (chat_members(&d->chat, &who, conv, &l, &st)) break;
+        respond_members(d, c, resp, conv, &l);
+        mqstore_member_list_free(&l);
+        return;
+    }
+    case MQCHAT__V1__REQUEST__BODY_LIST_CONVERSATIONS: {
+        chat_conv_list l;
+        if (chat_conversations(&d->chat, &who, req->list_conversations, &l, &st)) break;
+        respond_convs(d, c, resp, &l);
+        chat_conv_list_free(&l);
+        return;
+    }
+    default: {
+        /* The group requests; anything else is UNSUPPORTED from the rule. */
+        chat_written w;
+        if (chat_group(&d->chat, &who, req, &w, &st)) break;
+        respond_group(d, c, resp, &w);
+        chat_written_clear(&w);
+        return;
+    }
+    }
+    reply_error(d, c, req->request_id, &st);
+}
+
+int handle_request(dev *d, conn *c, const void *payload, size_t len)
+{
+    wire_err err;
+    Mqchat__V1__Request *req =
+        wire_request(payload, len, d->cfg->max_body, d->cfg->group_max_members, &err);
+    int64_t wait = 0;
+    chat_status st = {.code = err.code};
+    snprintf(st.msg, sizeof(st.msg), "%s", err.msg);
+    if (!st.code && (wait = conn_rate_take(d, c)) > 0) {
+        st.code = EC(RATE_LIMITED);
+        st.retry_ms = (uint32_t)wait;
+        snprintf(st.msg, sizeof(st.msg), "too many requests; retry in %lld ms", (long long)wait);
+    }
+    if (st.code) {
+        reply_error(d, c, req ? req->request_id : NULL, &st);
+        if (req) mqchat__v1__request__free_unpacked(req, NULL);
+        return MOSQ_ERR_ACL_DENIED;
+    }
+    Mqchat__V1__Response resp = MQCHAT__V1__RESPONSE__INIT;
+    resp.request_id = req->request_id;
+    run(d, c, req, &resp);
+    mqchat__v1__request__free_unpacked(req, NULL);
+    return MOSQ_ERR_SUCCESS;
+}

@@ -1,0 +1,132 @@
+/* rules — the chat rules: who may do what, and what it writes.
+ *
+ * Each rule takes a caller (the authenticated user and device), a request
+ * that plugin/src/core/wire.c has already decoded and validated, and the
+ * store; it checks membership and permissions, makes at most one store
+ * write, and returns 0 with a result, or -1 with a status: the error code,
+ * a message for the device and, where it helps, a retry delay. A rule never
+ * publishes, never logs and never calls the broker, so the device layer
+ * (plugin/src/device/) turns its result into MQTT replies, an operator
+ * command ($CONTROL, plugin/src/control/) can reuse it, and the unit tests
+ * drive it with nothing but a store in a temp dir (tests/unit/test_chat.c).
+ *
+ * Per-connection limits (rate limits, the bound on undurable sends) are
+ * the device layer's: they belong to a connection, not to the rule.
+ *
+ * Lifetimes: a result may borrow strings from the caller and from the
+ * request; keep both alive until the result is cleared.
+ *
+ * Threads: main thread (the store is the single writer; see
+ * docs/ARCHITECTURE.md). */
+#ifndef MQC_RULES_H
+#define MQC_RULES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "mqchat.pb-c.h"
+#include "mqc_id.h"
+#include "mqstore.h"
+#include "wire.h"
+
+typedef struct chat {
+    mqstore *store;
+    const mqc_config *cfg;
+} chat;
+
+typedef struct chat_caller {
+    const char *user;
+    const char *device; /* NULL for an operator acting as the user */
+} chat_caller;
+
+/* Why a rule refused. code is never UNSPECIFIED after a refusal. */
+typedef struct chat_status {
+    wire_code code;
+    uint32_t retry_ms; /* for UNAVAILABLE: the earliest sensible retry */
+    char msg[160];
+} chat_status;
+
+/* A write the members must hear about: a message or a conversation event.
+ * `msg` is the Message their devices receive (inbox_seq is set per user at
+ * fan-out); r.fanout_* lists every user with an inbox entry for it.
+ * r.duplicate: a retried send, nothing new was written (answer with the
+ * same ACK, deliver nothing). Deliver nothing before r.ticket is durable. */
+typedef struct chat_written {
+    mqstore_result r;
+    Mqchat__V1__Message msg;
+    Mqchat__V1__ConversationEvent ev; /* msg.event for group changes */
+    char conv[MQC_ID_BUF];
+    char **users; /* owned array behind ev.user_ids (group create) */
+    void *stored; /* the stored form, owned */
+} chat_written;
+
+void chat_written_clear(chat_written *w);
+
+/* ---- sending -------------------------------------------------------- */
+
+/* Store a message: the sender must be a member (a 1:1 conversation that
+ * names the sender is created on its first message), deduplicated on
+ * (sender, client_msg_id), one batch with every member's inbox entry. */
+int chat_send(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *req,
+              chat_written *out, chat_status *st);
+
+/* ---- groups ----------------------------------------------------------- */
+
+/* Create a group, add, remove, leave, change roles (the Request's body says
+ * which). Rules: docs/PROTOCOL.md, "Groups". out->msg is the
+ * ConversationEvent message every member (and every removed member) gets. */
+int chat_group(chat *c, const chat_caller *who, const Mqchat__V1__Request *req, chat_written *out,
+               chat_status *st);
+
+/* ---- reading ------------------------------------------------------------ */
+
+/* A page of the caller's inbox after s->after_inbox_seq; *inbox_head is the
+ * inbox's head. Free the page with mqstore_page_free. */
+int chat_sync(chat *c, const chat_caller *who, const Mqchat__V1__SyncRequest *s, mqstore_page *out,
+              uint64_t *inbox_head, chat_status *st);
+
+/* The device's cursor moves up to inbox_seq (never down); the inbox is
+ * trimmed behind the slowest device. */
+int chat_cursor_ack(chat *c, const chat_caller *who, uint64_t inbox_seq, chat_status *st);
+
+/* A page of a conversation's log before h->before_seq (members only). */
+int chat_history(chat *c, const chat_caller *who, const Mqchat__V1__HistoryRequest *h,
+                 mqstore_page *out, chat_status *st);
+
+/* The members of a conversation (members only). */
+int chat_members(chat *c, const chat_caller *who, const char *conv, mqstore_member_list *out,
+                 chat_status *st);
+
+typedef struct chat_conv_list {
+    mqstore_conv_list l;
+    uint64_t *head; /* head seq of each of l.conv */
+} chat_conv_list;
+
+void chat_conv_list_free(chat_conv_list *l);
+
+/* A page of the caller's conversations with their heads. */
+int chat_conversations(chat *c, const chat_caller *who, const Mqchat__V1__ListConversations *lc,
+                       chat_conv_list *out, chat_status *st);
+
+/* ---- receipts and typing --------------------------------------------- */
+
+typedef struct chat_receipt_result {
+    int changed; /* 0: the watermarks were already there; tell nobody */
+    uint64_t delivered, read;
+    mqstore_member_list members; /* whom to tell, when changed; empty if the
+                                    list could not be read (the receipt is
+                                    stored all the same) */
+} chat_receipt_result;
+
+/* Raise the caller's delivered or read watermark (monotonic; reading
+ * implies delivery). Free out->members with mqstore_member_list_free. */
+int chat_receipt(chat *c, const chat_caller *who, const Mqchat__V1__Receipt *rc,
+                 chat_receipt_result *out, chat_status *st);
+
+/* A typing notice is never stored: check membership and return the
+ * members to forward it to (the caller's own user included; skip it). */
+int chat_typing(chat *c, const chat_caller *who, const Mqchat__V1__Typing *t,
+                mqstore_member_list *members, chat_status *st);
+
+#endif
