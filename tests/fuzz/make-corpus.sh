@@ -148,7 +148,7 @@ EOF
 # which no parser reads. Found by fuzz_wire (minimized), top level ...
 printf '\205\000\040\140\000\053' >"$out/wire/regress-field0.pb"
 # ... and inside a MediaRef of an otherwise valid SendRequest, which
-# send.c stores verbatim: the stored Message then no longer decodes.
+# rules/send.c stores verbatim: the stored Message then no longer decodes.
 printf '\012\002m1\022\013d:alice:bob\052\012\201\000\000\000\000\000\000\000\000\000' \
   >"$out/wire/regress-field0-in-media.pb"
 

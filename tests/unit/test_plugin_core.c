@@ -913,7 +913,7 @@ static void test_request_group_members(void **state)
         *kinds[k].ids = users;
         *kinds[k].n = 4;
         assert_int_equal(req_code(&r, 65536, 256), 0);
-        /* The wire layer does not know group from 1:1: groups.c refuses. */
+        /* The wire layer does not know group from 1:1: rules/groups.c refuses. */
         *kinds[k].conv = "d:alice:bob";
         assert_int_equal(req_code(&r, 65536, 256), 0);
         /* conversation */
@@ -1183,7 +1183,7 @@ static uint8_t *with_suffix(const ProtobufCMessage *m, const uint8_t *extra, siz
  * but decodes it as an unknown field from an overlong tag (0x85 0x00 =
  * field 0, fixed32) -- and packs it back as 0x05, which no parser reads.
  * The decoders must refuse it as MALFORMED; otherwise a media reference
- * carrying it makes send.c store a Message nobody can decode (found by
+ * carrying it makes rules/send.c store a Message nobody can decode (found by
  * fuzz_wire; corpus regress-field0*.pb). */
 static void test_field0_is_malformed(void **state)
 {
