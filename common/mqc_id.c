@@ -29,9 +29,21 @@ int mqc_conv_direct(const char *conv, char a[MQC_ID_BUF], char b[MQC_ID_BUF])
     memcpy(a, conv + 2, na);
     a[na] = '\0';
     memcpy(b, sep + 1, nb + 1);
-    if (!mqc_id_valid(MQC_ID_USER, a) || !mqc_id_valid(MQC_ID_USER, b) || strcmp(a, b) >= 0)
+    /* a == b is the user's notes-to-self conversation (one member). */
+    if (!mqc_id_valid(MQC_ID_USER, a) || !mqc_id_valid(MQC_ID_USER, b) || strcmp(a, b) > 0)
         return -1;
     return 0;
+}
+
+int mqc_client_id_is_chat(const char *client_id)
+{
+    if (!client_id) return 0;
+    const char *sep = strchr(client_id, ':');
+    if (!sep || (size_t)(sep - client_id) > MQC_ID_MAX) return 0;
+    char user[MQC_ID_BUF];
+    memcpy(user, client_id, (size_t)(sep - client_id));
+    user[sep - client_id] = '\0';
+    return mqc_id_valid(MQC_ID_USER, user) && mqc_id_valid(MQC_ID_DEVICE, sep + 1);
 }
 
 int mqc_conv_is_group(const char *conv)

@@ -12,6 +12,7 @@
  *   MQC_ID_CLIENT   1..128 of [A-Za-z0-9._:-]             client message ids,
  *                                                         request ids
  *   MQC_ID_CONV     "d:<a>:<b>" (users a < b, bytewise)   1:1 conversations
+ *                   "d:<a>:<a>"                           a user's notes to self
  *                   "g:" + 1..64 of [A-Za-z0-9]           groups
  *                   (128 bytes at most in all)
  *   MQC_ID_KEY      1..128 of [A-Za-z0-9._:-]             anything the store
@@ -42,9 +43,15 @@ typedef enum mqc_id_kind {
 /* 1 if s is a valid id of that kind, else 0. NULL -> 0. */
 int mqc_id_valid(mqc_id_kind kind, const char *s);
 
-/* For a valid 1:1 conversation id "d:<a>:<b>", copy its two users into a
- * and b and return 0; -1 (a and b undefined) for anything else. */
+/* For a valid 1:1 conversation id "d:<a>:<b>" (a <= b; a == b for notes
+ * to self), copy its two users into a and b and return 0; -1 (a and b
+ * undefined) for anything else. */
 int mqc_conv_direct(const char *conv, char a[MQC_ID_BUF], char b[MQC_ID_BUF]);
+
+/* 1 if an MQTT client id has the chat form "<user>:<device>" (a valid user
+ * id, one ':', a valid device id): such ids belong to JWT-authenticated
+ * devices only (docs/OPERATIONS.md, "Identity and tokens"). */
+int mqc_client_id_is_chat(const char *client_id);
 
 /* 1 if conv has the group form "g:..." (valid or not), else 0. */
 int mqc_conv_is_group(const char *conv);

@@ -332,7 +332,7 @@ static void fuzz_ids(const char *s)
     CHECK(!id || (n >= 1 && n <= 128));
     if (mqc_conv_direct(s, a, b) == 0) {
         CHECK(conv);
-        CHECK(mqc_id_valid(MQC_ID_USER, a) && mqc_id_valid(MQC_ID_USER, b) && strcmp(a, b) < 0);
+        CHECK(mqc_id_valid(MQC_ID_USER, a) && mqc_id_valid(MQC_ID_USER, b) && strcmp(a, b) <= 0);
         snprintf(buf, sizeof(buf), "d:%s:%s", a, b);
         CHECK(strcmp(buf, s) == 0);
     } else {

@@ -83,12 +83,30 @@ static void test_conversations(void **state)
     assert_false(mqc_conv_is_group(NULL));
 }
 
+static void test_chat_client_ids(void **state)
+{
+    (void)state;
+    char buf[400], u[200];
+    assert_true(mqc_client_id_is_chat("bob:phone"));
+    assert_true(mqc_client_id_is_chat("a.b-c_d:0"));
+    snprintf(buf, sizeof(buf), "%s:%s", fill(u, 'u', MQC_ID_MAX), "d");
+    assert_true(mqc_client_id_is_chat(buf));
+    snprintf(buf, sizeof(buf), "%s:%s", fill(u, 'u', MQC_ID_MAX + 1), "d");
+    assert_false(mqc_client_id_is_chat(buf));
+    const char *no[] = {"bob",       "bob:",      ":phone", "bob:phone:x", "bob:ph one",
+                        "b b:phone", "sensor-17", "",       "bob/x:phone"};
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        if (mqc_client_id_is_chat(no[i])) fail_msg("'%s' taken for a chat client id", no[i]);
+    assert_false(mqc_client_id_is_chat(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_user_and_device),
         cmocka_unit_test(test_client_and_key),
         cmocka_unit_test(test_conversations),
+        cmocka_unit_test(test_chat_client_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,17 +1,33 @@
 /* acl — ACL_CHECK. Inside the chat namespace (core/topics.h) only our own
  * devices get anything, and only their own topics: they publish to their
  * device topics, subscribe to their inbox and device downstream filters,
- * and receive inbox and ack/resp. Everything outside the namespace is
- * deferred to the broker's other mechanisms (acl_file, dynamic-security;
- * docs/OPERATIONS.md says what that means when there is none). */
+ * and receive inbox and ack/resp. Outside the namespace the operator's
+ * `outside_namespace` option answers: defer to the broker's other
+ * mechanisms (acl_file, dynamic-security — with neither, mosquitto 2.0
+ * denies a topic every plugin deferred), allow, or deny
+ * (docs/OPERATIONS.md, "Topics outside the chat namespace"). */
 #include "broker.h"
 
 #include <string.h>
 
+/* The answer for a topic or filter outside the namespace. */
+static int outside(const mqc *m)
+{
+    switch (m->cfg.outside_namespace) {
+    case OUTSIDE_ALLOW:
+        return MOSQ_ERR_SUCCESS;
+    case OUTSIDE_DENY:
+        return MOSQ_ERR_ACL_DENIED;
+    case OUTSIDE_DEFER:
+        break;
+    }
+    return MOSQ_ERR_PLUGIN_DEFER;
+}
+
 static int check_subscribe(mqc *m, struct mosquitto_evt_acl_check *ev)
 {
     const char *prefix = m->cfg.topic_prefix;
-    if (!filter_touches_prefix(prefix, ev->topic)) return MOSQ_ERR_PLUGIN_DEFER;
+    if (!filter_touches_prefix(prefix, ev->topic)) return outside(m);
     if (ev->access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_SUCCESS;
     conn *c = conn_find(&m->dev, ev->client);
     if (c && filter_allowed(prefix, ev->topic, c->user, c->device)) return MOSQ_ERR_SUCCESS;
@@ -22,7 +38,7 @@ static int check_subscribe(mqc *m, struct mosquitto_evt_acl_check *ev)
     topic_parse(prefix, ev->topic, &ti);
     if (ti.kind == TOPIC_OUTSIDE && strncmp(ev->topic, "$share/", 7) != 0 &&
         strncmp(ev->topic, prefix, strlen(prefix)) != 0)
-        return MOSQ_ERR_PLUGIN_DEFER;
+        return outside(m);
     return MOSQ_ERR_ACL_DENIED;
 }
 
@@ -34,7 +50,7 @@ int on_acl_check(int event, void *event_data, void *userdata)
         return check_subscribe(m, ev);
     topic_info ti;
     topic_parse(m->cfg.topic_prefix, ev->topic, &ti);
-    if (ti.kind == TOPIC_OUTSIDE) return MOSQ_ERR_PLUGIN_DEFER;
+    if (ti.kind == TOPIC_OUTSIDE) return outside(m);
     conn *c = conn_find(&m->dev, ev->client);
     if (!c || strcmp(ti.user, c->user) != 0) return MOSQ_ERR_ACL_DENIED;
     if (ev->access == MOSQ_ACL_WRITE)

@@ -2,7 +2,9 @@
  * the JWT in the password, binds username and client id to the token's
  * user and device, and registers the connection with the device layer;
  * DISCONNECT (which also fires for connects that failed, and again for an
- * offline persistent session) forgets it. */
+ * offline persistent session) forgets it. A client id of the chat form
+ * "<user>:<device>" is refused to every login but that device's JWT, so
+ * no other account can take a device's session over. */
 #include "broker.h"
 
 #include <time.h>
@@ -20,6 +22,15 @@ static int looks_like_jwt(const char *s)
     return dots == 2;
 }
 
+/* Log a refused connection (bounded per interval: device/refusals.c). */
+static int refuse(mqc *m, struct mosquitto *client, const char *who, const char *why)
+{
+    if (refusal_connect(&m->dev))
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused %s from %s: %s", who,
+                             mosquitto_client_address(client), why);
+    return MOSQ_ERR_AUTH;
+}
+
 int on_basic_auth(int event, void *event_data, void *userdata)
 {
     mqc *m = userdata;
@@ -29,21 +40,22 @@ int on_basic_auth(int event, void *event_data, void *userdata)
         ev->username && mqc_id_valid(MQC_ID_USER, ev->username) ? ev->username : "(invalid)";
     int defer = m->cfg.foreign_users == FOREIGN_DEFER;
     if (!ev->username || !ev->password || !looks_like_jwt(ev->password)) {
+        /* A chat client id ("<user>:<device>") belongs to that device's JWT
+         * login only: whatever else would accept this login (a password
+         * file, dynamic-security), taking the id over would disconnect the
+         * real device (mosquitto's session takeover). */
+        if (mqc_client_id_is_chat(client_id))
+            return refuse(m, ev->client, who,
+                          "a client id of the form <user>:<device> needs that device's JWT");
         if (defer) return MOSQ_ERR_PLUGIN_DEFER;
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused %s from %s: password is not a JWT",
-                             who, mosquitto_client_address(ev->client));
-        return MOSQ_ERR_AUTH;
+        return refuse(m, ev->client, who, "password is not a JWT");
     }
     mqjwt_claims claims;
     char err[256];
     int rc = mqjwt_verify(m->jwt, ev->password, (int64_t)time(NULL), &claims, err, sizeof(err));
     if (rc == MQJWT_OK)
         rc = mqjwt_check_identity(&claims, ev->username, client_id, err, sizeof(err));
-    if (rc != MQJWT_OK) {
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused %s from %s: %s", who,
-                             mosquitto_client_address(ev->client), err);
-        return MOSQ_ERR_AUTH;
-    }
+    if (rc != MQJWT_OK) return refuse(m, ev->client, who, err);
     if (!conn_add(&m->dev, ev->client, claims.sub, claims.did)) return MOSQ_ERR_NOMEM;
     /* From now on the device's cursor holds inbox trimming back. A store
      * error here only delays that; it is no reason to refuse the device. */
@@ -52,6 +64,17 @@ int on_basic_auth(int event, void *event_data, void *userdata)
         mosquitto_log_printf(MOSQ_LOG_WARNING, "mqchat: cannot record device %s:%s: %s", claims.sub,
                              claims.did, mqstore_strerror(e));
     return MOSQ_ERR_SUCCESS;
+}
+
+/* Extended (MQTT 5 AUTH) logins skip BASIC_AUTH, so they cannot prove a
+ * chat identity: refuse them a chat client id, defer everything else. */
+int on_ext_auth_start(int event, void *event_data, void *userdata)
+{
+    mqc *m = userdata;
+    struct mosquitto_evt_extended_auth *ev = event_data;
+    if (!mqc_client_id_is_chat(mosquitto_client_id(ev->client))) return MOSQ_ERR_PLUGIN_DEFER;
+    return refuse(m, ev->client, "(extended auth)",
+                  "a client id of the form <user>:<device> needs that device's JWT");
 }
 
 int on_disconnect(int event, void *event_data, void *userdata)

@@ -5,7 +5,8 @@
  *   plugin.c    mosquitto_plugin_version/init/cleanup: options, the JWT
  *               verifier, the store, the wake facility, registration
  *   auth.c      BASIC_AUTH (verify the JWT, bind the client id, remember
- *               the connection) and DISCONNECT (forget it)
+ *               the connection), EXT_AUTH_START (no chat client ids for
+ *               extended auth) and DISCONNECT (forget the connection)
  *   acl.c       ACL_CHECK inside the chat namespace; defer outside it
  *   dispatch.c  MESSAGE: a device's publish to the device layer
  *   tick.c      TICK and the syncer's wake-up: send what became durable,
@@ -41,6 +42,7 @@ typedef struct mqc {
 } mqc;
 
 int on_basic_auth(int event, void *event_data, void *userdata);
+int on_ext_auth_start(int event, void *event_data, void *userdata);
 int on_disconnect(int event, void *event_data, void *userdata);
 int on_acl_check(int event, void *event_data, void *userdata);
 int on_message(int event, void *event_data, void *userdata);

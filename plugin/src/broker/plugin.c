@@ -47,8 +47,11 @@ static const struct {
     int event;
     MOSQ_FUNC_generic_callback cb;
 } callbacks[] = {
-    {MOSQ_EVT_BASIC_AUTH, on_basic_auth}, {MOSQ_EVT_ACL_CHECK, on_acl_check},
-    {MOSQ_EVT_MESSAGE, on_message},       {MOSQ_EVT_TICK, on_tick},
+    {MOSQ_EVT_BASIC_AUTH, on_basic_auth},
+    {MOSQ_EVT_EXT_AUTH_START, on_ext_auth_start},
+    {MOSQ_EVT_ACL_CHECK, on_acl_check},
+    {MOSQ_EVT_MESSAGE, on_message},
+    {MOSQ_EVT_TICK, on_tick},
     {MOSQ_EVT_DISCONNECT, on_disconnect},
 };
 
@@ -86,6 +89,30 @@ static int open_jwt(mqc *m, char *err, size_t errlen)
     return -1;
 }
 
+/* Say at start what the broker will do with logins and topics that are
+ * not chat: the answer depends on mqchat's options *and* on what else is
+ * configured, which the plugin cannot see. */
+static void log_policies(const mqc *m)
+{
+    static const char *const outside[] = {
+        [OUTSIDE_DEFER] = "defer: topics outside %s/ are decided by acl_file or a plugin "
+                          "loaded after mqchat (dynamic-security); with neither, mosquitto "
+                          "denies them to everyone",
+        [OUTSIDE_ALLOW] = "allow: every authenticated client may publish and subscribe to any "
+                          "topic outside %s/ (no other ACL is consulted)",
+        [OUTSIDE_DENY] = "deny: no client may use any topic outside %s/",
+    };
+    char buf[400];
+    snprintf(buf, sizeof(buf), outside[m->cfg.outside_namespace], m->cfg.topic_prefix);
+    mosquitto_log_printf(MOSQ_LOG_INFO, "mqchat: outside_namespace %s", buf);
+    mosquitto_log_printf(
+        MOSQ_LOG_INFO, "mqchat: foreign_users %s",
+        m->cfg.foreign_users == FOREIGN_DEFER
+            ? "defer: logins without a JWT are left to password_file or another plugin "
+              "(never with a client id of the form <user>:<device>)"
+            : "deny: every login needs a JWT");
+}
+
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
                           struct mosquitto_opt *opts, int opt_count)
 {
@@ -118,6 +145,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
             return fail("cannot register callbacks");
         }
     *userdata = m;
+    log_policies(m);
     mosquitto_log_printf(
         MOSQ_LOG_INFO, "mqchat: store %s (%s durability), topics under %s/, JWT %s%s",
         m->cfg.store_dir, m->cfg.durability == MQSTORE_DURABILITY_SYNC ? "sync" : "os",

@@ -3,7 +3,8 @@
  * TICK runs what worker threads posted (worker/wake.h), sends what became
  * durable (device/outq.c), and asks the syncer to fsync everything this
  * pass wrote (sync mode) — one fsync per pass at most, however many
- * messages the pass handled.
+ * messages the pass handled — and, every log_summary_interval_s, logs the
+ * refusals it did not log one by one (device/refusals.c).
  *
  * The store's syncer calls on_durable on its own thread after each fsync.
  * When publishes wait, it sends the `durable` async: the loop wakes from
@@ -30,5 +31,6 @@ int on_tick(int event, void *event_data, void *userdata)
     mqc_wake_run(m->wake);
     out_drain(&m->dev);
     mqstore_sync_request(m->store);
+    refusals_tick(&m->dev, now_ms());
     return MOSQ_ERR_SUCCESS;
 }

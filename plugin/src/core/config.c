@@ -1,6 +1,7 @@
 /* config — parsing plugin_opt_* lines. One table, one parser per type. */
 #include "config.h"
 #include "jwt.h"
+#include "wire.h"
 
 #include <errno.h>
 #include <mosquitto.h>
@@ -17,6 +18,7 @@ typedef enum {
     T_DOUBLE,
     T_DURABILITY,
     T_FOREIGN,
+    T_OUTSIDE,
     T_SECRET_FILE,
     T_SECRET
 } opt_type;
@@ -44,6 +46,9 @@ static const opt_def opt_defs[] = {
     {"rate_msgs_per_s", T_DOUBLE, OFF(rate_msgs_per_s), 0.1, 1e6},
     {"rate_burst", T_DOUBLE, OFF(rate_burst), 1, 1e7},
     {"foreign_users", T_FOREIGN, OFF(foreign_users), 0, 0},
+    {"outside_namespace", T_OUTSIDE, OFF(outside_namespace), 0, 0},
+    {"reply_max_bytes", T_SIZE, OFF(reply_max_bytes), 16384, 64 << 20},
+    {"log_summary_interval_s", T_INT, OFF(log_summary_s), 1, 86400},
     {"sync_page_max", T_SIZE, OFF(sync_page_max), 1, 10000},
     {"history_page_max", T_SIZE, OFF(history_page_max), 1, 10000},
     {"dedup_retention_s", T_INT, OFF(dedup_retention_s), 60, 365 * 86400},
@@ -61,6 +66,9 @@ static void defaults(mqc_config *c)
     c->rate_msgs_per_s = 50;
     c->rate_burst = 200;
     c->foreign_users = FOREIGN_DENY;
+    c->outside_namespace = OUTSIDE_DEFER;
+    c->reply_max_bytes = 0; /* from max_body, after parsing */
+    c->log_summary_s = 60;
     c->sync_page_max = 500;
     c->history_page_max = 200;
     c->dedup_retention_s = 7 * 86400;
@@ -132,6 +140,16 @@ static int parse_one(mqc_config *c, const opt_def *d, const char *v, char *err, 
         else
             break;
         return 0;
+    case T_OUTSIDE:
+        if (strcmp(v, "defer") == 0)
+            c->outside_namespace = OUTSIDE_DEFER;
+        else if (strcmp(v, "allow") == 0)
+            c->outside_namespace = OUTSIDE_ALLOW;
+        else if (strcmp(v, "deny") == 0)
+            c->outside_namespace = OUTSIDE_DENY;
+        else
+            break;
+        return 0;
     case T_SIZE:
     case T_INT:
     case T_DOUBLE: {
@@ -191,6 +209,17 @@ int mqc_config_parse(mqc_config *c, struct mosquitto_opt *opts, int n, char *err
         return -1;
     }
     if (c->rate_burst < 1) c->rate_burst = 1;
+    /* One stored message (body, media, envelope) must fit in a reply. */
+    size_t need = c->max_body + WIRE_ENVELOPE_SLACK + MQC_REPLY_SLACK;
+    if (!c->reply_max_bytes) {
+        c->reply_max_bytes = need > MQC_REPLY_MAX_DEFAULT ? need : MQC_REPLY_MAX_DEFAULT;
+    } else if (c->reply_max_bytes < need) {
+        snprintf(err, errlen,
+                 "plugin_opt_reply_max_bytes: %zu is below max_body + %d: one message must fit "
+                 "in a reply (set it to at least %zu)",
+                 c->reply_max_bytes, WIRE_ENVELOPE_SLACK + MQC_REPLY_SLACK, need);
+        return -1;
+    }
     return 0;
 }
 

@@ -14,6 +14,10 @@
 
 typedef enum { FOREIGN_DENY = 0, FOREIGN_DEFER = 1 } mqc_foreign;
 
+/* ACL checks on topics outside the chat namespace (docs/OPERATIONS.md,
+ * "Topics outside the chat namespace"). */
+typedef enum { OUTSIDE_DEFER = 0, OUTSIDE_ALLOW = 1, OUTSIDE_DENY = 2 } mqc_outside;
+
 typedef struct mqc_config {
     char *store_dir;
     mqstore_durability durability;
@@ -29,11 +33,21 @@ typedef struct mqc_config {
     double rate_msgs_per_s;
     double rate_burst;
     mqc_foreign foreign_users;
+    mqc_outside outside_namespace;
     size_t sync_page_max; /* cap on SyncRequest.limit */
     size_t history_page_max;
     int64_t dedup_retention_s;
     int64_t inbox_retention_s;
+    /* Largest Response payload (sync, history, lists): pages are cut to fit.
+     * At least max_body + WIRE_ENVELOPE_SLACK + MQC_REPLY_SLACK, so one
+     * message always fits. */
+    size_t reply_max_bytes;
+    int64_t log_summary_s; /* suppressed refusals are summed up this often */
 } mqc_config;
+
+/* Room in a reply for everything but its messages (envelope, ids). */
+#define MQC_REPLY_SLACK 4096
+#define MQC_REPLY_MAX_DEFAULT (256u << 10)
 
 struct mosquitto_opt;
 

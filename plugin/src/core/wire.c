@@ -61,7 +61,8 @@ static int check_conv(const char *conv, wire_err *err)
     }
     if (!mqc_id_valid(MQC_ID_CONV, conv)) {
         fail(err, EC(INVALID_ARGUMENT),
-             "conversation_id must be d:<userA>:<userB> (userA < userB) or g:<id>");
+             "conversation_id must be d:<userA>:<userB> (userA <= userB) or g: and "
+             "1..64 letters and digits");
         return -1;
     }
     return 0;
@@ -182,7 +183,10 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
             fail(err, EC(INVALID_ARGUMENT), "role must be ROLE_MEMBER or ROLE_ADMIN");
         break;
     case MQCHAT__V1__REQUEST__BODY_LIST_MEMBERS:
-        check_conv(r->list_members->conversation_id, err);
+        if (!check_conv(r->list_members->conversation_id, err) &&
+            r->list_members->after_user_id[0] &&
+            !mqc_id_valid(MQC_ID_USER, r->list_members->after_user_id))
+            fail(err, EC(INVALID_ARGUMENT), "after_user_id is not a user id");
         break;
     case MQCHAT__V1__REQUEST__BODY_LIST_CONVERSATIONS:
         if (r->list_conversations->after_conversation_id[0] &&

@@ -55,6 +55,7 @@ conn *conn_add(dev *d, struct mosquitto *client, const char *user, const char *d
 
 static void conn_unlink(dev *d, conn *c)
 {
+    refusals_flush(d, c);
     HASH_DEL(d->conns, c);
     user_conns *u;
     HASH_FIND_STR(d->users, c->user, u);

@@ -33,6 +33,9 @@
 
 struct mosquitto;
 
+/* Error codes are small (proto: ErrorCode); refusals are counted per code. */
+#define MQC_REFUSAL_KINDS 16
+
 /* One authenticated device connection, keyed by its struct mosquitto
  * pointer, not by client id: the broker fires DISCONNECT again for an
  * offline persistent session (docs/MOSQUITTO.md, "Connect and disconnect"). */
@@ -45,6 +48,12 @@ typedef struct conn {
     int64_t refill_ms;
     UT_hash_handle hh;
     struct conn *dev_prev, *dev_next; /* the user's other connections */
+    /* Refusals (refusals.c): the first per reason is logged, the rest
+     * counted and summed up every log_summary_interval_s. */
+    uint32_t refusals_logged;               /* bit per wire_code */
+    uint32_t suppressed[MQC_REFUSAL_KINDS]; /* since the last summary */
+    int dirty;                              /* on the summary list */
+    struct conn *sum_prev, *sum_next;
 } conn;
 
 /* The connections of one user, for delivery to every device. */
@@ -88,6 +97,12 @@ typedef struct dev {
     size_t n_pending;
     uint64_t last_drained; /* mqstore_durable() at the last drain */
     _Atomic int waiting;   /* the FIFO is not empty: wake the loop on durability */
+    /* Refusal counts (refusals.c), for the log summary and, later, metrics. */
+    conn *dirty;                               /* conns with suppressed refusals */
+    uint64_t refused_total[MQC_REFUSAL_KINDS]; /* since start, per code */
+    int64_t next_summary_ms;
+    unsigned conn_refusals_logged; /* connection-less ones, this interval */
+    unsigned long conn_refusals_suppressed;
 } dev;
 
 /* SendAcks go out at QoS 0. A SendAck is idempotent (a re-sent
@@ -133,6 +148,20 @@ void out_drain(dev *d);
 /* 1 while publishes wait for durability. Any thread. */
 int dev_waiting(dev *d);
 void out_free_all(dev *d);
+
+/* ---- refusals.c: logging refusals without flooding the log ---- */
+/* Count a refusal of something `c` sent; log it if it is the first of its
+ * kind on this connection, else only count it for the next summary. */
+void refusal_note(dev *d, conn *c, wire_code code, const char *what, const char *detail);
+/* A refused connection (no conn yet): at most MQC_CONNECT_LOG_BURST lines
+ * per summary interval, then counted. Returns 1 if the caller should log. */
+int refusal_connect(dev *d);
+#define MQC_CONNECT_LOG_BURST 20
+/* TICK: every log_summary_interval_s, one line per connection whose
+ * refusals were suppressed, and one for suppressed connection refusals. */
+void refusals_tick(dev *d, int64_t now);
+/* DISCONNECT: the connection's summary now, before it is forgotten. */
+void refusals_flush(dev *d, conn *c);
 
 /* ---- reply.c: results and refusals become replies ---- */
 void reply_response(dev *d, conn *c, Mqchat__V1__Response *resp);

@@ -1,6 +1,7 @@
 /* handle_req — the Request envelope on .../req: decode, rate-limit, run
  * the rule (rules/read.c, rules/groups.c) and answer with exactly one
- * Response carrying the request_id. Main thread only. */
+ * Response carrying the request_id, never larger than reply_max_bytes
+ * (pages are cut to fit and say `more`). Main thread only. */
 #include "device.h"
 
 #include <mosquitto.h>
@@ -35,6 +36,21 @@ static void views_free(size_t n, Mqchat__V1__Message **ptrs, Mqchat__V1__Message
     free(ptrs);
 }
 
+/* The reply budget: how many leading items of a page fit in one Response
+ * of at most reply_max_bytes (MQC_REPLY_SLACK is kept for the envelope).
+ * At least one: the options guarantee one stored message fits. A page cut
+ * short sets `more`, so the device asks again after its last item. */
+static size_t fit(dev *d, void *const *items, size_t n)
+{
+    size_t budget = d->cfg->reply_max_bytes - MQC_REPLY_SLACK, used = 0, k = 0;
+    for (; k < n; k++) {
+        /* a repeated field element: tag, length prefix, message */
+        used += protobuf_c_message_get_packed_size(items[k]) + 1 + 5;
+        if (used > budget && k > 0) break;
+    }
+    return k;
+}
+
 static void fail(dev *d, conn *c, const char *rid, wire_code code, const char *msg)
 {
     chat_status st = {.code = code};
@@ -54,18 +70,20 @@ static void respond_page(dev *d, conn *c, Mqchat__V1__Response *resp, const mqst
     }
     Mqchat__V1__SyncResponse sync = MQCHAT__V1__SYNC_RESPONSE__INIT;
     Mqchat__V1__HistoryResponse hist = MQCHAT__V1__HISTORY_RESPONSE__INIT;
+    size_t n = fit(d, (void *const *)ptrs, p->n);
+    int more = p->more || n < p->n;
     if (!conv) {
-        sync.n_messages = p->n;
+        sync.n_messages = n;
         sync.messages = ptrs;
-        sync.more = p->more;
+        sync.more = more;
         sync.inbox_head = inbox_head;
         resp->body_case = MQCHAT__V1__RESPONSE__BODY_SYNC;
         resp->sync = &sync;
     } else {
         hist.conversation_id = (char *)conv;
-        hist.n_messages = p->n;
+        hist.n_messages = n;
         hist.messages = ptrs;
-        hist.more = p->more;
+        hist.more = more;
         resp->body_case = MQCHAT__V1__RESPONSE__BODY_HISTORY;
         resp->history = &hist;
     }
@@ -82,7 +100,7 @@ static void respond_ok(dev *d, conn *c, Mqchat__V1__Response *resp)
 }
 
 static void respond_members(dev *d, conn *c, Mqchat__V1__Response *resp, const char *conv,
-                            const mqstore_member_list *l)
+                            const mqstore_member_list *l, int more)
 {
     Mqchat__V1__Member *members = calloc(l->n ? l->n : 1, sizeof(*members));
     Mqchat__V1__Member **ptrs = calloc(l->n ? l->n : 1, sizeof(*ptrs));
@@ -96,8 +114,9 @@ static void respond_members(dev *d, conn *c, Mqchat__V1__Response *resp, const c
         }
         Mqchat__V1__ListMembersResponse lm = MQCHAT__V1__LIST_MEMBERS_RESPONSE__INIT;
         lm.conversation_id = (char *)conv;
-        lm.n_members = l->n;
+        lm.n_members = fit(d, (void *const *)ptrs, l->n);
         lm.members = ptrs;
+        lm.more = more || lm.n_members < l->n;
         resp->body_case = MQCHAT__V1__RESPONSE__BODY_MEMBERS;
         resp->members = &lm;
         reply_response(d, c, resp);
@@ -122,9 +141,9 @@ static void respond_convs(dev *d, conn *c, Mqchat__V1__Response *resp, const cha
             ptrs[i] = &sums[i];
         }
         Mqchat__V1__ListConversationsResponse r = MQCHAT__V1__LIST_CONVERSATIONS_RESPONSE__INIT;
-        r.n_conversations = n;
+        r.n_conversations = fit(d, (void *const *)ptrs, n);
         r.conversations = ptrs;
-        r.more = l->l.more;
+        r.more = l->l.more || r.n_conversations < n;
         resp->body_case = MQCHAT__V1__RESPONSE__BODY_CONVERSATIONS;
         resp->conversations = &r;
         reply_response(d, c, resp);
@@ -178,9 +197,9 @@ static void run(dev *d, conn *c, const Mqchat__V1__Request *req, Mqchat__V1__Res
         return;
     case MQCHAT__V1__REQUEST__BODY_LIST_MEMBERS: {
         mqstore_member_list l;
-        const char *conv = req->list_members->conversation_id;
-        if (chat_members(&d->chat, &who, conv, &l, &st)) break;
-        respond_members(d, c, resp, conv, &l);
+        int more;
+        if (chat_members(&d->chat, &who, req->list_members, &l, &more, &st)) break;
+        respond_members(d, c, resp, req->list_members->conversation_id, &l, more);
         mqstore_member_list_free(&l);
         return;
     }

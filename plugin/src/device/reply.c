@@ -39,8 +39,10 @@ void reply_error(dev *d, conn *c, const char *request_id, const chat_status *st)
     resp.request_id = err.request_id;
     resp.body_case = MQCHAT__V1__RESPONSE__BODY_ERROR;
     resp.error = &err;
-    mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused %s%sfrom %s: %s", err.request_id,
-                         err.request_id[0] ? " " : "", c->client_id, st->msg);
+    char what[MQC_ID_BUF + 16];
+    snprintf(what, sizeof(what), "%s%s", err.request_id[0] ? "request " : "a publish",
+             err.request_id);
+    refusal_note(d, c, st->code, what, st->msg);
     reply_response(d, c, &resp);
 }
 
@@ -59,8 +61,9 @@ void reply_send_error(dev *d, conn *c, const Mqchat__V1__SendRequest *req, const
         (char *)(req && mqc_id_valid(MQC_ID_CONV, req->conversation_id) ? req->conversation_id
                                                                         : "");
     ack.error = &err;
-    mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: refused send %s%sfrom %s: %s", cmid,
-                         cmid[0] ? " " : "", c->client_id, st->msg);
+    char what[MQC_ID_BUF + 16];
+    snprintf(what, sizeof(what), "send%s%s", cmid[0] ? " " : "", cmid);
+    refusal_note(d, c, st->code, what, st->msg);
     reply(d, c, "ack", &ack.base, SEND_ACK_QOS);
 }
 

@@ -54,8 +54,9 @@ mqstore_err chat_ensure_direct(chat *c, const char *conv, const char *ua, const 
     mqstore_err e;
     if (mqstore_conv_exists(c->store, conv, &e) || e) return e;
     const char *members[2] = {ua, ub};
+    size_t n = strcmp(ua, ub) == 0 ? 1 : 2; /* d:<a>:<a>: notes to self */
     mqstore_result cr;
-    e = mqstore_conv_create(c->store, conv, members, NULL, 2, NULL, &cr);
+    e = mqstore_conv_create(c->store, conv, members, NULL, n, NULL, &cr);
     mqstore_result_clear(&cr);
     return e == MQSTORE_ERR_EXISTS ? MQSTORE_OK : e;
 }

@@ -1,6 +1,7 @@
 /* read — the reading rules: inbox sync, the cursor ack, history, member
  * and conversation lists. Every page is bounded by a count (a default, and
- * the operator's maximum) and sync pages also by bytes. */
+ * the operator's maximum); the device layer then cuts it to the reply's
+ * byte budget (reply_max_bytes), and sync pages are read within it. */
 #include "rules_int.h"
 
 #include <stdlib.h>
@@ -10,7 +11,8 @@
 #define HISTORY_DEFAULT 50
 #define LIST_DEFAULT 100
 #define LIST_MAX 500
-#define SYNC_MAX_BYTES (1u << 20)
+#define MEMBERS_DEFAULT 1000
+#define MEMBERS_MAX 1000
 
 static size_t page_limit(uint32_t asked, size_t dflt, size_t max)
 {
@@ -27,7 +29,7 @@ int chat_sync(chat *c, const chat_caller *who, const Mqchat__V1__SyncRequest *s,
     if (!e && s->after_inbox_seq < *inbox_head)
         e = mqstore_inbox_read(c->store, who->user, s->after_inbox_seq,
                                page_limit(s->limit, SYNC_DEFAULT, c->cfg->sync_page_max),
-                               SYNC_MAX_BYTES, out);
+                               c->cfg->reply_max_bytes - MQC_REPLY_SLACK, out);
     return e ? chat_store_fail(st, e, EC(INTERNAL)) : 0;
 }
 
@@ -52,14 +54,25 @@ int chat_history(chat *c, const chat_caller *who, const Mqchat__V1__HistoryReque
     return e ? chat_store_fail(st, e, EC(INTERNAL)) : 0;
 }
 
-int chat_members(chat *c, const chat_caller *who, const char *conv, mqstore_member_list *out,
-                 chat_status *st)
+int chat_members(chat *c, const chat_caller *who, const Mqchat__V1__ListMembers *lm,
+                 mqstore_member_list *out, int *more, chat_status *st)
 {
     mqstore_member self;
     memset(out, 0, sizeof(*out));
-    if (chat_require_member(c, who, conv, &self, st)) return -1;
-    mqstore_err e = mqstore_members_list(c->store, conv, out);
-    return e ? chat_store_fail(st, e, EC(INTERNAL)) : 0;
+    *more = 0;
+    if (chat_require_member(c, who, lm->conversation_id, &self, st)) return -1;
+    mqstore_err e = mqstore_members_list(c->store, lm->conversation_id, out);
+    if (e) return chat_store_fail(st, e, EC(INTERNAL));
+    /* The store lists members by user id: skip to the page, keep `limit`. */
+    size_t from = 0, limit = page_limit(lm->limit, MEMBERS_DEFAULT, MEMBERS_MAX);
+    if (lm->after_user_id && lm->after_user_id[0])
+        while (from < out->n && strcmp(out->items[from].user, lm->after_user_id) <= 0)
+            from++;
+    size_t n = out->n - from < limit ? out->n - from : limit;
+    *more = from + n < out->n;
+    memmove(out->items, out->items + from, n * sizeof(*out->items));
+    out->n = n;
+    return 0;
 }
 
 void chat_conv_list_free(chat_conv_list *l)

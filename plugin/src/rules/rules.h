@@ -94,9 +94,10 @@ int chat_cursor_ack(chat *c, const chat_caller *who, uint64_t inbox_seq, chat_st
 int chat_history(chat *c, const chat_caller *who, const Mqchat__V1__HistoryRequest *h,
                  mqstore_page *out, chat_status *st);
 
-/* The members of a conversation (members only). */
-int chat_members(chat *c, const chat_caller *who, const char *conv, mqstore_member_list *out,
-                 chat_status *st);
+/* A page of a conversation's members (members only), ordered by user id,
+ * after lm->after_user_id; *more says whether members follow it. */
+int chat_members(chat *c, const chat_caller *who, const Mqchat__V1__ListMembers *lm,
+                 mqstore_member_list *out, int *more, chat_status *st);
 
 typedef struct chat_conv_list {
     mqstore_conv_list l;

@@ -25,7 +25,8 @@ int chat_require_member(chat *c, const chat_caller *who, const char *conv, mqsto
                         chat_status *st);
 
 /* Create the implicit 1:1 conversation conv = d:<ua>:<ub> if it does not
- * exist yet (no event; both users members). */
+ * exist yet (no event; both users members; one member when ua == ub, the
+ * user's notes to self). */
 mqstore_err chat_ensure_direct(chat *c, const char *conv, const char *ua, const char *ub);
 
 #endif
