@@ -37,7 +37,8 @@ typedef struct chat {
 
 typedef struct chat_caller {
     const char *user;
-    const char *device; /* NULL for an operator acting as the user */
+    const char *device; /* required for sends (the dedup key names it); may be
+                           NULL for other rules (an operator acting as the user) */
 } chat_caller;
 
 /* Why a rule refused. code is never UNSPECIFIED after a refusal. */

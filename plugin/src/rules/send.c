@@ -33,6 +33,7 @@ int chat_send(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *re
 {
     char ua[MQC_ID_BUF], ub[MQC_ID_BUF];
     memset(out, 0, sizeof(*out));
+    if (!who->device) return chat_fail(st, EC(INVALID_ARGUMENT), "a send needs the sending device");
     if (mqc_conv_direct(req->conversation_id, ua, ub) == 0 && strcmp(who->user, ua) != 0 &&
         strcmp(who->user, ub) != 0)
         return chat_fail(st, EC(NOT_MEMBER), "a 1:1 conversation must name the sender");
@@ -73,7 +74,7 @@ int chat_send(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *re
     m->conversation_id = out->conv;
     m->seq = out->r.seq;
     m->sender_user_id = (char *)who->user;
-    m->sender_device_id = (char *)(who->device ? who->device : "");
+    m->sender_device_id = (char *)who->device;
     m->server_time_ms = out->r.server_time_ms;
     m->client_msg_id = req->client_msg_id;
     return 0;
