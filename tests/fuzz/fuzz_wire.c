@@ -305,8 +305,12 @@ static void fuzz_topic(const char *prefix, const char *s)
         CHECK(ti.leaf != LEAF_NONE);
         const char *leaf = leaf_name(ti.leaf);
         if (!leaf) {
+            /* An unknown leaf is everything below the device level, which
+             * may hold more levels, even empty ones (".../phone//ack"). */
             CHECK(ti.leaf == LEAF_UNKNOWN);
-            leaf = strrchr(s, '/') + 1;
+            CHECK(topic_device(buf, sizeof(buf), prefix, ti.user, ti.device, "") == 0);
+            CHECK(strncmp(buf, s, strlen(buf)) == 0);
+            leaf = s + strlen(buf);
         }
         CHECK(topic_device(buf, sizeof(buf), prefix, ti.user, ti.device, leaf) == 0);
         CHECK(strcmp(buf, s) == 0);
