@@ -31,17 +31,16 @@
  *   --quick      0.5 s per configuration (unless --seconds is given)
  */
 #include "mqstore.h"
+#include "testutil.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -53,32 +52,11 @@
 #define GROUP_SIZE 100
 #define WARMUP 500
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void die(const char *what, mqstore_err e, const char *detail)
 {
     fprintf(stderr, "store_bench: %s: %s%s%s\n", what, mqstore_strerror(e), detail ? ": " : "",
             detail ? detail : "");
     exit(1);
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- machine ----------------------------------------------------------------- */
@@ -178,13 +156,13 @@ static double fsync_us(const char *dir)
     memset(buf, 'x', sizeof buf);
     uint64_t t[200];
     for (int i = 0; i < 200; i++) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = tu_now_ns();
         if (write(fd, buf, sizeof buf) != (ssize_t)sizeof buf || fdatasync(fd) != 0) {
             close(fd);
             unlink(path);
             return -1;
         }
-        t[i] = now_ns() - t0;
+        t[i] = tu_now_ns() - t0;
     }
     close(fd);
     unlink(path);
@@ -255,7 +233,7 @@ static void observe(lat *l, mqstore *s, int record)
         l->last_durable = d > l->last_durable ? d : l->last_durable;
         return;
     }
-    uint64_t now = now_ns();
+    uint64_t now = tu_now_ns();
     int any = 0;
     while (l->qh < l->qt && l->q[l->qh].ticket <= d) {
         pend *p = &l->q[l->qh++];
@@ -363,7 +341,7 @@ static void run_config(const char *base, int idx, const config *cfg, double seco
     uint64_t t_begin = 0, t_end = 0;
     int measuring = 0;
     for (;;) {
-        uint64_t now = now_ns();
+        uint64_t now = tu_now_ns();
         if (!measuring && seqno >= WARMUP) {
             /* Warm-up done: settle it, then start the clock. */
             if (cfg->m == MODE_MANUAL) {
@@ -374,7 +352,7 @@ static void run_config(const char *base, int idx, const config *cfg, double seco
                 sched_yield();
             }
             measuring = 1;
-            now = now_ns();
+            now = tu_now_ns();
             t_begin = now;
             t_end = now + (uint64_t)(seconds * 1e9);
             l.advances = 0;
@@ -395,9 +373,9 @@ static void run_config(const char *base, int idx, const config *cfg, double seco
                                 .payload_len = sizeof payload};
             mqstore_result res;
             memset(&res, 0, sizeof res);
-            uint64_t t0 = now_ns();
+            uint64_t t0 = tu_now_ns();
             e = mqstore_append_msg(s, &a, &res);
-            uint64_t t1 = now_ns();
+            uint64_t t1 = tu_now_ns();
             if (e != MQSTORE_OK) die("append_msg", e, cid);
             if (res.duplicate) die("append_msg: duplicate for a fresh id", MQSTORE_OK, cid);
             uint64_t ticket = res.ticket;
@@ -414,8 +392,8 @@ static void run_config(const char *base, int idx, const config *cfg, double seco
         }
     }
     /* Drain: wait for the last appends to become durable (bounded). */
-    uint64_t give_up = now_ns() + 10ull * 1000000000u;
-    while (l.qh < l.qt && now_ns() < give_up) {
+    uint64_t give_up = tu_now_ns() + 10 * TU_SEC_NS;
+    while (l.qh < l.qt && tu_now_ns() < give_up) {
         observe(&l, s, 1);
         if (l.qh < l.qt) sched_yield();
     }
@@ -426,7 +404,7 @@ static void run_config(const char *base, int idx, const config *cfg, double seco
     }
 
     r->n = l.n;
-    uint64_t span = (l.t_last > t_begin ? l.t_last : now_ns()) - t_begin;
+    uint64_t span = (l.t_last > t_begin ? l.t_last : tu_now_ns()) - t_begin;
     r->rate = (double)l.n / ((double)span / 1e9);
     r->batch = l.advances ? (double)l.n / (double)l.advances : 0;
     qsort(l.call, l.n, sizeof *l.call, cmp_u64);
@@ -444,7 +422,7 @@ static void run_config(const char *base, int idx, const config *cfg, double seco
     free(l.q);
     free(t);
     mqstore_free(s);
-    rm_rf(dir);
+    tu_rm_rf(dir);
 }
 
 static void print_row(const config *c, const result *r)
@@ -490,8 +468,7 @@ int main(int argc, char **argv)
     if (quick && !seconds_set) seconds = 0.5;
 
     char base[4096];
-    snprintf(base, sizeof base, "%s/store_bench.XXXXXX", dir_arg ? dir_arg : "/tmp");
-    if (!mkdtemp(base)) {
+    if (tu_mkdtemp(base, sizeof base, dir_arg, "store_bench.") != 0) {
         fprintf(stderr, "store_bench: mkdtemp %s: %s\n", base, strerror(errno));
         return 1;
     }
@@ -521,7 +498,7 @@ int main(int argc, char **argv)
         } else {
             free(em);
         }
-        rm_rf(probe);
+        tu_rm_rf(probe);
     }
     printf("store_bench: machine: nproc=%ld cpu=\"%s\" kernel=%s rocksdb=%s\n",
            sysconf(_SC_NPROCESSORS_ONLN), cpu, un.release, rver);
@@ -547,7 +524,7 @@ int main(int argc, char **argv)
         run_config(base, (int)i, &cfgs[i], seconds, &res[i], rver, sizeof rver);
         print_row(&cfgs[i], &res[i]);
     }
-    rm_rf(base);
+    tu_rm_rf(base);
 
     double os = res[0].rate, th = res[1].rate, m64 = res[4].rate;
     printf("sync/os ratio for 1:1: %.2f (sync/thread %.0f/s vs os %.0f/s; sync/manual K=64: "

@@ -9,8 +9,8 @@
  * device has acknowledged are trimmed.
  *
  * One append (a message or a membership change) is one RocksDB WriteBatch:
- * the message, the conversation head, the dedup key, one inbox entry per
- * member and the push-outbox jobs — all or nothing.
+ * the message (whose seq becomes the conversation's head), the dedup key, one
+ * inbox entry per member and the push-outbox jobs — all or nothing.
  *
  * This library knows nothing of MQTT. Callers pass opaque payload bytes
  * (mqchat's plugin stores the serialized wire message there) and opaque push
@@ -23,7 +23,9 @@
  * In MQSTORE_DURABILITY_SYNC mode a ticket is durable once an fsync of the
  * WAL that started after the write has returned: one fsync covers every
  * write made before it began (group commit), done either by the store's
- * syncer thread (MQSTORE_SYNC_THREAD) or by the caller (mqstore_sync()).
+ * syncer thread, whenever writes are undurable (MQSTORE_SYNC_THREAD) or when
+ * the caller asks (MQSTORE_SYNC_REQUEST), or by the caller itself
+ * (mqstore_sync(), MQSTORE_SYNC_MANUAL).
  * mqstore_durable() returns the highest durable ticket and may be called from
  * any thread.
  *
@@ -36,8 +38,9 @@
  * matching *_free function. After MQSTORE_ERR_IO or MQSTORE_ERR_NOSPC
  * nothing of the failed call was applied.
  *
- * Identifiers (users, devices, conversations, client message ids) are 1..128
- * bytes of [A-Za-z0-9._:-]; anything else is MQSTORE_ERR_INVAL.
+ * Identifiers (users, devices, conversations, client message ids) are
+ * 1..MQC_ID_MAX (128) bytes of [A-Za-z0-9._:-] (MQC_ID_KEY in mqc_id.h);
+ * anything else is MQSTORE_ERR_INVAL.
  */
 #ifndef MQSTORE_H
 #define MQSTORE_H
@@ -98,7 +101,8 @@ typedef struct mqstore_options {
                                         no longer hold trimming back */
     size_t cache_bytes;              /* RocksDB block cache, default 64 MiB */
     /* Called on the syncer thread after each fsync with the new durable
-     * ticket (SYNC mode, THREAD driver). Must be quick and thread-safe. */
+     * ticket (SYNC mode, THREAD or REQUEST driver). Must be quick and
+     * thread-safe. */
     void (*on_durable)(void *data, uint64_t ticket);
     void *on_durable_data;
     /* Clock, ms since the epoch; NULL = CLOCK_REALTIME. For tests. */
@@ -255,11 +259,11 @@ typedef struct mqstore_append {
 
 /* Append a message: check the sender is a member, dedup on (sender_user,
  * sender_device, client_msg_id), assign the next seq, write the message, the
- * head, the dedup key, an inbox entry for every member (sender included, so
- * the sender's other devices see it) and the jobs — one batch. A retried
+ * dedup key, an inbox entry for every member (sender included, so the
+ * sender's other devices see it) and the jobs — one batch. A retried
  * append with the same dedup key returns the first result with
  * duplicate = 1 and writes nothing. Errors: INVAL, NOTFOUND (no such
- * conversation), NOTMEMBER, TOOBIG, IO, NOSPC, READONLY. */
+ * conversation), NOTMEMBER, TOOBIG, IO, NOSPC, READONLY, CORRUPT, NOMEM. */
 mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_result *out);
 
 /* ---- reading: messages, inbox, history ----------------------------------- */

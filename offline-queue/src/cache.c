@@ -2,6 +2,7 @@
 #include "cache.h"
 #include "store_int.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
@@ -80,10 +81,14 @@ int cache_head_get(mqstore *s, const key *k, uint64_t *v)
 
 void cache_head_set(mqstore *s, const key *k, uint64_t v)
 {
+    /* Only a writer (write_lock held) changes the cache (cache.h). */
+    assert(store_write_locked(s));
     head_ent *e;
     pthread_mutex_lock(&s->cache_lock);
     HASH_FIND(hh, s->heads, k->buf, k->len, e);
     if (e) {
+        /* Heads only grow: seqs and inbox seqs are never reused. */
+        assert(v >= e->v);
         e->v = v;
     } else {
         if (s->n_heads >= CACHE_MAX_HEADS) heads_clear(s);
@@ -150,6 +155,8 @@ int cache_member_find(mqstore *s, const char *conv, const char *user, mqstore_me
 
 void cache_members_set(mqstore *s, const char *conv, const mqstore_member_list *l)
 {
+    /* Only a writer (write_lock held) changes the cache (cache.h). */
+    assert(store_write_locked(s));
     members_ent *e = calloc(1, sizeof(*e));
     if (!e) return;
     e->list.n = l->n;
@@ -171,6 +178,8 @@ void cache_members_set(mqstore *s, const char *conv, const mqstore_member_list *
 
 void cache_members_drop(mqstore *s, const char *conv)
 {
+    /* Only a writer (write_lock held) changes the cache (cache.h). */
+    assert(store_write_locked(s));
     pthread_mutex_lock(&s->cache_lock);
     members_ent *e = find_members(s, conv);
     if (e) members_remove(s, e);

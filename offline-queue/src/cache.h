@@ -24,7 +24,8 @@ struct mqstore;
 void cache_init(struct mqstore *s);
 void cache_free(struct mqstore *s);
 
-/* Heads, keyed by their RocksDB key ('c' conv / 'i' user). 1 on a hit. */
+/* Heads, keyed by 'c' conv (the conversation's key in the heads CF) or
+ * 'i' user (a key of the cache only). 1 on a hit. */
 int cache_head_get(struct mqstore *s, const key *k, uint64_t *v);
 void cache_head_set(struct mqstore *s, const key *k, uint64_t v); /* writers only */
 

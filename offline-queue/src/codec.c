@@ -1,9 +1,20 @@
 /* codec — stored records in and out of protobuf, validated on the way in. */
 #include "codec.h"
+#include "store_int.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+static const ProtobufCMessageDescriptor *const descriptors[REC_KINDS] = {
+    [REC_MSG] = &mqstore__rec__msg_record__descriptor,
+    [REC_DEDUP] = &mqstore__rec__dedup_record__descriptor,
+    [REC_INBOX] = &mqstore__rec__inbox_entry__descriptor,
+    [REC_MEMBER] = &mqstore__rec__member_record__descriptor,
+    [REC_CURSOR] = &mqstore__rec__cursor_record__descriptor,
+    [REC_RECEIPT] = &mqstore__rec__receipt_record__descriptor,
+};
+
+/* Encode a record into a malloc'ed buffer; NULL on out of memory. */
 uint8_t *codec_pack(const ProtobufCMessage *m, size_t *len)
 {
     size_t n = protobuf_c_message_get_packed_size(m);
@@ -13,81 +24,72 @@ uint8_t *codec_pack(const ProtobufCMessage *m, size_t *len)
     return buf;
 }
 
+/* 1 if s is an identifier or empty (optional string fields). */
 static int id_ok_or_empty(const char *s)
 {
     return s && (s[0] == '\0' || mqc_id_valid(MQC_ID_KEY, s));
 }
 
-mqstore_err codec_msg(const char *buf, size_t len, Mqstore__Rec__MsgRecord **out)
+/* 1 if a decoded record keeps the rules of its kind. */
+static int rec_valid(rec_kind kind, const ProtobufCMessage *rec)
 {
-    Mqstore__Rec__MsgRecord *m = mqstore__rec__msg_record__unpack(NULL, len, (const uint8_t *)buf);
-    if (!m) return MQSTORE_ERR_CORRUPT;
-    if (!mqc_id_valid(MQC_ID_KEY, m->sender_user) || !id_ok_or_empty(m->sender_device) ||
-        !id_ok_or_empty(m->client_msg_id)) {
-        mqstore__rec__msg_record__free_unpacked(m, NULL);
-        return MQSTORE_ERR_CORRUPT;
+    switch (kind) {
+    case REC_MSG: {
+        const Mqstore__Rec__MsgRecord *m = (const Mqstore__Rec__MsgRecord *)rec;
+        return mqc_id_valid(MQC_ID_KEY, m->sender_user) && id_ok_or_empty(m->sender_device) &&
+               id_ok_or_empty(m->client_msg_id);
     }
-    *out = m;
-    return MQSTORE_OK;
+    case REC_DEDUP: {
+        const Mqstore__Rec__DedupRecord *d = (const Mqstore__Rec__DedupRecord *)rec;
+        return mqc_id_valid(MQC_ID_KEY, d->conv) && d->seq != 0;
+    }
+    case REC_INBOX: {
+        const Mqstore__Rec__InboxEntry *ie = (const Mqstore__Rec__InboxEntry *)rec;
+        return mqc_id_valid(MQC_ID_KEY, ie->conv) && ie->seq != 0;
+    }
+    case REC_MEMBER: {
+        const Mqstore__Rec__MemberRecord *m = (const Mqstore__Rec__MemberRecord *)rec;
+        return m->role >= MQSTORE_ROLE_MEMBER && m->role <= MQSTORE_ROLE_OWNER;
+    }
+    case REC_CURSOR:
+        return 1;
+    case REC_RECEIPT: {
+        const Mqstore__Rec__ReceiptRecord *r = (const Mqstore__Rec__ReceiptRecord *)rec;
+        return r->read <= r->delivered;
+    }
+    case REC_KINDS:
+        break;
+    }
+    return 0;
 }
 
-mqstore_err codec_dedup(const char *buf, size_t len, Mqstore__Rec__DedupRecord **out)
+/* Decode and validate a stored value; NULL means corrupt (codec.h). */
+void *codec_decode(rec_kind kind, const char *buf, size_t len)
 {
-    Mqstore__Rec__DedupRecord *m =
-        mqstore__rec__dedup_record__unpack(NULL, len, (const uint8_t *)buf);
-    if (!m) return MQSTORE_ERR_CORRUPT;
-    if (!mqc_id_valid(MQC_ID_KEY, m->conv) || m->seq == 0) {
-        mqstore__rec__dedup_record__free_unpacked(m, NULL);
-        return MQSTORE_ERR_CORRUPT;
+    ProtobufCMessage *rec =
+        protobuf_c_message_unpack(descriptors[kind], NULL, len, (const uint8_t *)buf);
+    if (rec && !rec_valid(kind, rec)) {
+        protobuf_c_message_free_unpacked(rec, NULL);
+        rec = NULL;
     }
-    *out = m;
-    return MQSTORE_OK;
+    return rec;
 }
 
-mqstore_err codec_inbox(const char *buf, size_t len, Mqstore__Rec__InboxEntry **out)
+/* store_get and codec_decode in one: the record at k, or NULL (codec.h). */
+void *codec_get(mqstore *s, int cf, const key *k, rec_kind kind, mqstore_err *err)
 {
-    Mqstore__Rec__InboxEntry *m =
-        mqstore__rec__inbox_entry__unpack(NULL, len, (const uint8_t *)buf);
-    if (!m) return MQSTORE_ERR_CORRUPT;
-    if (!mqc_id_valid(MQC_ID_KEY, m->conv) || m->seq == 0) {
-        mqstore__rec__inbox_entry__free_unpacked(m, NULL);
-        return MQSTORE_ERR_CORRUPT;
-    }
-    *out = m;
-    return MQSTORE_OK;
+    char *val;
+    size_t len;
+    *err = store_get(s, cf, k, &val, &len);
+    if (*err || !val) return NULL;
+    void *rec = codec_decode(kind, val, len);
+    rocksdb_free(val);
+    if (!rec) *err = MQSTORE_ERR_CORRUPT;
+    return rec;
 }
 
-mqstore_err codec_member(const char *buf, size_t len, Mqstore__Rec__MemberRecord **out)
+/* Free a decoded record. */
+void codec_free(void *rec)
 {
-    Mqstore__Rec__MemberRecord *m =
-        mqstore__rec__member_record__unpack(NULL, len, (const uint8_t *)buf);
-    if (!m) return MQSTORE_ERR_CORRUPT;
-    if (m->role < MQSTORE_ROLE_MEMBER || m->role > MQSTORE_ROLE_OWNER) {
-        mqstore__rec__member_record__free_unpacked(m, NULL);
-        return MQSTORE_ERR_CORRUPT;
-    }
-    *out = m;
-    return MQSTORE_OK;
-}
-
-mqstore_err codec_cursor(const char *buf, size_t len, Mqstore__Rec__CursorRecord **out)
-{
-    Mqstore__Rec__CursorRecord *m =
-        mqstore__rec__cursor_record__unpack(NULL, len, (const uint8_t *)buf);
-    if (!m) return MQSTORE_ERR_CORRUPT;
-    *out = m;
-    return MQSTORE_OK;
-}
-
-mqstore_err codec_receipt(const char *buf, size_t len, Mqstore__Rec__ReceiptRecord **out)
-{
-    Mqstore__Rec__ReceiptRecord *m =
-        mqstore__rec__receipt_record__unpack(NULL, len, (const uint8_t *)buf);
-    if (!m) return MQSTORE_ERR_CORRUPT;
-    if (m->read > m->delivered) {
-        mqstore__rec__receipt_record__free_unpacked(m, NULL);
-        return MQSTORE_ERR_CORRUPT;
-    }
-    *out = m;
-    return MQSTORE_OK;
+    if (rec) protobuf_c_message_free_unpacked(rec, NULL);
 }

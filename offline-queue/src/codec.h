@@ -5,21 +5,37 @@
 #define MQSTORE_CODEC_H
 
 #include "mqstore.h"
+#include "keys.h"
 #include "records.pb-c.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
+/* The kinds of stored record, one per message of records.proto. */
+typedef enum rec_kind {
+    REC_MSG,     /* Mqstore__Rec__MsgRecord */
+    REC_DEDUP,   /* Mqstore__Rec__DedupRecord */
+    REC_INBOX,   /* Mqstore__Rec__InboxEntry */
+    REC_MEMBER,  /* Mqstore__Rec__MemberRecord */
+    REC_CURSOR,  /* Mqstore__Rec__CursorRecord */
+    REC_RECEIPT, /* Mqstore__Rec__ReceiptRecord */
+    REC_KINDS
+} rec_kind;
+
 /* Encode any record into a malloc'ed buffer. NULL on out of memory. */
 uint8_t *codec_pack(const ProtobufCMessage *m, size_t *len);
 
-/* Decode helpers; *out must be freed with the matching protobuf-c
- * __free_unpacked(out, NULL). */
-mqstore_err codec_msg(const char *buf, size_t len, Mqstore__Rec__MsgRecord **out);
-mqstore_err codec_dedup(const char *buf, size_t len, Mqstore__Rec__DedupRecord **out);
-mqstore_err codec_inbox(const char *buf, size_t len, Mqstore__Rec__InboxEntry **out);
-mqstore_err codec_member(const char *buf, size_t len, Mqstore__Rec__MemberRecord **out);
-mqstore_err codec_cursor(const char *buf, size_t len, Mqstore__Rec__CursorRecord **out);
-mqstore_err codec_receipt(const char *buf, size_t len, Mqstore__Rec__ReceiptRecord **out);
+/* Decode a stored value as a record of that kind (the struct named above),
+ * validated. NULL if it does not decode or breaks its record's rules: the
+ * caller reports MQSTORE_ERR_CORRUPT. Free the record with codec_free(). */
+void *codec_decode(rec_kind kind, const char *buf, size_t len);
+
+/* Get the value at k in cf and decode it: the record (free it with
+ * codec_free()), or NULL with *err = MQSTORE_OK when there is none, or NULL
+ * with *err set on an error (MQSTORE_ERR_CORRUPT if it does not decode). */
+void *codec_get(mqstore *s, int cf, const key *k, rec_kind kind, mqstore_err *err);
+
+/* Free a record from codec_decode() or codec_get(); NULL is a no-op. */
+void codec_free(void *rec);
 
 #endif

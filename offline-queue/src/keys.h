@@ -30,11 +30,13 @@
 #ifndef MQSTORE_KEYS_H
 #define MQSTORE_KEYS_H
 
+#include "mqc_id.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
 /* Longest key we build: tag + three identifiers + their NULs + a be64. */
-#define KEY_MAX (1 + 3 * (128 + 1) + 8)
+#define KEY_MAX (1 + 3 * (MQC_ID_MAX + 1) + 8)
 
 typedef struct key {
     size_t len;

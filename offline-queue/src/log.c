@@ -1,15 +1,18 @@
 /* log — the writes that take a seq: message appends and membership changes.
  *
  * Each is one RocksDB WriteBatch, built while holding write_lock and written
- * once: the conversation head, the log entry, the dedup key, one inbox entry
- * (and inbox head) per member, outbox jobs, membership records. Nothing is
- * cached across calls, so a failed write leaves no state to roll back: the
- * next call reads the heads as RocksDB has them.
+ * once: the log entry, the dedup key, one inbox entry per member, outbox
+ * jobs and the outbox counter, membership records (and, at creation, the
+ * conversation's existence marker). Heads are not stored: they are the last
+ * keys of the logs, kept with the member lists in the cache (cache.c), which
+ * moves only after a batch was written, so a failed write leaves no state to
+ * roll back.
  */
 #include "store_int.h"
 #include "cache.h"
 #include "codec.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +31,7 @@ void mqstore_member_list_free(mqstore_member_list *l)
     memset(l, 0, sizeof(*l));
 }
 
+/* heads 'c' conv: the conversation's existence marker, and its cached head. */
 static void conv_head_key(key *k, const char *conv)
 {
     key_reset(k);
@@ -35,6 +39,7 @@ static void conv_head_key(key *k, const char *conv)
     key_raw(k, conv);
 }
 
+/* 'i' user: the cache key of the user's inbox head (never stored). */
 static void inbox_head_key(key *k, const char *user)
 {
     key_reset(k);
@@ -42,6 +47,7 @@ static void inbox_head_key(key *k, const char *user)
     key_raw(k, user);
 }
 
+/* members tag a \0 b: 'm' conv \0 user or 'u' user \0 conv. */
 static void member_key(key *k, char tag, const char *a, const char *b)
 {
     key_reset(k);
@@ -50,11 +56,48 @@ static void member_key(key *k, char tag, const char *a, const char *b)
     key_raw(k, b);
 }
 
+/* Add a be64 value at k in cf to the batch. */
 static void put_u64(rocksdb_writebatch_t *b, mqstore *s, int cf, const key *k, uint64_t v)
 {
     char buf[8];
     put_be64(buf, v);
     rocksdb_writebatch_put_cf(b, s->cf[cf], k->buf, k->len, buf, 8);
+}
+
+/* members_load's scan: the list being filled, its capacity, and the length
+ * of the 'm' conv \0 prefix. */
+typedef struct members_scan {
+    mqstore_member_list *out;
+    size_t cap;
+    size_t plen;
+} members_scan;
+
+/* Append one 'm' conv \0 user row to the list (a store_scan callback). */
+static int member_row(void *data, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    members_scan *ms = data;
+    mqstore_member_list *out = ms->out;
+    size_t ulen = klen - ms->plen;
+    if (ulen < 1 || ulen > MQC_ID_MAX) return MQSTORE_ERR_CORRUPT;
+    Mqstore__Rec__MemberRecord *m = codec_decode(REC_MEMBER, v, vlen);
+    if (!m) return MQSTORE_ERR_CORRUPT;
+    if (out->n == ms->cap) {
+        size_t cap = ms->cap ? ms->cap * 2 : 16;
+        mqstore_member *items = realloc(out->items, cap * sizeof(*items));
+        if (!items) {
+            codec_free(m);
+            return MQSTORE_ERR_NOMEM;
+        }
+        out->items = items;
+        ms->cap = cap;
+    }
+    mqstore_member *it = &out->items[out->n++];
+    memcpy(it->user, k + ms->plen, ulen);
+    it->user[ulen] = '\0';
+    it->role = (mqstore_role)m->role;
+    it->joined_seq = m->joined_seq;
+    codec_free(m);
+    return SCAN_NEXT;
 }
 
 /* A member list read from the members CF ('m' conv \0 user), sorted. */
@@ -65,40 +108,8 @@ static mqstore_err members_load(mqstore *s, const char *conv, mqstore_member_lis
     key_tag(&lo, 'm');
     key_id(&lo, conv);
     key_prefix_end(&lo, &hi);
-    range_iter r;
-    range_open(s, CF_MEMBERS, &r, &lo, &hi);
-    size_t cap = 0;
-    mqstore_err e = MQSTORE_OK;
-    for (rocksdb_iter_seek(r.it, lo.buf, lo.len); rocksdb_iter_valid(r.it);
-         rocksdb_iter_next(r.it)) {
-        size_t klen, vlen;
-        const char *k = rocksdb_iter_key(r.it, &klen);
-        const char *v = rocksdb_iter_value(r.it, &vlen);
-        size_t ulen = klen - lo.len;
-        if (ulen < 1 || ulen > MQC_ID_MAX) {
-            e = MQSTORE_ERR_CORRUPT;
-            break;
-        }
-        Mqstore__Rec__MemberRecord *m;
-        if ((e = codec_member(v, vlen, &m))) break;
-        if (out->n == cap) {
-            cap = cap ? cap * 2 : 16;
-            mqstore_member *items = realloc(out->items, cap * sizeof(*items));
-            if (!items) {
-                mqstore__rec__member_record__free_unpacked(m, NULL);
-                e = MQSTORE_ERR_NOMEM;
-                break;
-            }
-            out->items = items;
-        }
-        mqstore_member *it = &out->items[out->n++];
-        memcpy(it->user, k + lo.len, ulen);
-        it->user[ulen] = '\0';
-        it->role = (mqstore_role)m->role;
-        it->joined_seq = m->joined_seq;
-        mqstore__rec__member_record__free_unpacked(m, NULL);
-    }
-    e = range_close(&r, e);
+    members_scan ms = {out, 0, lo.len};
+    mqstore_err e = store_scan(s, CF_MEMBERS, &lo, &hi, &lo, SCAN_FORWARD, member_row, &ms);
     if (e) mqstore_member_list_free(out);
     return e;
 }
@@ -122,6 +133,7 @@ mqstore_err mqstore_members_list(mqstore *s, const char *conv, mqstore_member_li
     return members_get(s, conv, out, 0);
 }
 
+/* qsort/bsearch order of members: by user id. */
 static int cmp_member(const void *a, const void *b)
 {
     return strcmp(((const mqstore_member *)a)->user, ((const mqstore_member *)b)->user);
@@ -137,48 +149,48 @@ static const mqstore_member *list_find(const mqstore_member_list *l, const char 
 
 mqstore_err mqstore_member_get(mqstore *s, const char *conv, const char *user, mqstore_member *out)
 {
-    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !mqc_id_valid(MQC_ID_KEY, user) || !out) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !mqc_id_valid(MQC_ID_KEY, user) || !out)
+        return MQSTORE_ERR_INVAL;
     int hit = cache_member_find(s, conv, user, out);
     if (hit >= 0) return hit ? MQSTORE_OK : MQSTORE_ERR_NOTFOUND;
     key k;
     member_key(&k, 'm', conv, user);
-    char *val;
-    size_t len;
-    mqstore_err e = store_get(s, CF_MEMBERS, &k, &val, &len);
-    if (e) return e;
-    if (!val) return MQSTORE_ERR_NOTFOUND;
-    Mqstore__Rec__MemberRecord *m;
-    e = codec_member(val, len, &m);
-    rocksdb_free(val);
-    if (e) return e;
+    mqstore_err e;
+    Mqstore__Rec__MemberRecord *m = codec_get(s, CF_MEMBERS, &k, REC_MEMBER, &e);
+    if (!m) return e ? e : MQSTORE_ERR_NOTFOUND;
     strcpy(out->user, user);
     out->role = (mqstore_role)m->role;
     out->joined_seq = m->joined_seq;
-    mqstore__rec__member_record__free_unpacked(m, NULL);
+    codec_free(m);
     return MQSTORE_OK;
+}
+
+/* last_seq's scan: the prefix length and the seq found. */
+typedef struct last_scan {
+    size_t plen;
+    uint64_t seq;
+} last_scan;
+
+/* Take the be64 suffix of the first row and stop (a store_scan callback). */
+static int last_row(void *data, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    last_scan *ls = data;
+    if (klen != ls->plen + 8) return MQSTORE_ERR_CORRUPT;
+    ls->seq = get_be64(k + ls->plen);
+    return SCAN_STOP;
 }
 
 /* The last key's big-endian suffix in [prefix, prefix_end): the highest
  * seq stored under a prefix (0 if none). */
 static mqstore_err last_seq(mqstore *s, int cf, const key *prefix, uint64_t *seq)
 {
-    key hi, start = *prefix;
+    key hi, from = *prefix;
     key_prefix_end(prefix, &hi);
-    key_u64(&start, UINT64_MAX);
-    range_iter r;
-    range_open(s, cf, &r, prefix, &hi);
-    *seq = 0;
-    rocksdb_iter_seek_for_prev(r.it, start.buf, start.len);
-    mqstore_err e = MQSTORE_OK;
-    if (rocksdb_iter_valid(r.it)) {
-        size_t klen;
-        const char *k = rocksdb_iter_key(r.it, &klen);
-        if (klen != prefix->len + 8)
-            e = MQSTORE_ERR_CORRUPT;
-        else
-            *seq = get_be64(k + prefix->len);
-    }
-    return range_close(&r, e);
+    key_u64(&from, UINT64_MAX);
+    last_scan ls = {prefix->len, 0};
+    mqstore_err e = store_scan(s, cf, prefix, &hi, &from, SCAN_BACKWARD, last_row, &ls);
+    *seq = ls.seq;
+    return e;
 }
 
 /* A conversation's head. Heads are not stored: the head is the highest seq
@@ -297,7 +309,9 @@ static mqstore_err batch_entry(mqstore *s, rocksdb_writebatch_t *b, const entry 
     ie.seq = en->seq;
     ie.time_ms = en->time_ms;
     uint8_t ibuf[256];
-    size_t ilen = mqstore__rec__inbox_entry__pack(&ie, ibuf); /* conv <= 128: fits */
+    /* The entry fits ibuf: conv is at most MQC_ID_MAX bytes. */
+    assert(mqstore__rec__inbox_entry__get_packed_size(&ie) <= sizeof(ibuf));
+    size_t ilen = mqstore__rec__inbox_entry__pack(&ie, ibuf);
     for (size_t i = 0; i < n_users; i++) {
         uint64_t ih;
         mqstore_err e = inbox_head_get(s, users[i], &ih, 1);
@@ -315,6 +329,7 @@ static mqstore_err batch_entry(mqstore *s, rocksdb_writebatch_t *b, const entry 
     return MQSTORE_OK;
 }
 
+/* Validate a membership event: actor ids and payload size. */
 static mqstore_err check_event(mqstore *s, const mqstore_event *ev)
 {
     if (!mqc_id_valid(MQC_ID_KEY, ev->actor_user)) return MQSTORE_ERR_INVAL;
@@ -324,6 +339,7 @@ static mqstore_err check_event(mqstore *s, const mqstore_event *ev)
     return MQSTORE_OK;
 }
 
+/* The log entry of a membership event at (conv, seq). */
 static void event_entry(entry *en, const char *conv, uint64_t seq, int64_t now,
                         const mqstore_event *ev)
 {
@@ -338,6 +354,7 @@ static void event_entry(entry *en, const char *conv, uint64_t seq, int64_t now,
     en->payload_len = ev->payload_len;
 }
 
+/* qsort order of C strings. */
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -360,6 +377,7 @@ static mqstore_err check_users(const char *const *users, size_t n)
     return e;
 }
 
+/* Add both membership records of (conv, user) to the batch. */
 static void batch_member(mqstore *s, rocksdb_writebatch_t *b, const char *conv, const char *user,
                          mqstore_role role, uint64_t joined)
 {
@@ -367,6 +385,8 @@ static void batch_member(mqstore *s, rocksdb_writebatch_t *b, const char *conv, 
     m.role = role;
     m.joined_seq = joined;
     uint8_t buf[32];
+    /* The record fits buf: two varints. */
+    assert(mqstore__rec__member_record__get_packed_size(&m) <= sizeof(buf));
     size_t len = mqstore__rec__member_record__pack(&m, buf);
     key k;
     member_key(&k, 'm', conv, user);
@@ -375,6 +395,7 @@ static void batch_member(mqstore *s, rocksdb_writebatch_t *b, const char *conv, 
     rocksdb_writebatch_put_cf(b, s->cf[CF_MEMBERS], k.buf, k.len, (const char *)buf, len);
 }
 
+/* 1 if r is one of the roles. */
 static int role_valid(mqstore_role r)
 {
     return r >= MQSTORE_ROLE_MEMBER && r <= MQSTORE_ROLE_OWNER;
@@ -545,6 +566,7 @@ mqstore_err mqstore_members_set_role(mqstore *s, const char *conv, const char *c
     return change_members(s, conv, users, NULL, n, role, SET_ROLE, ev, out);
 }
 
+/* dedup user \0 device \0 client_msg_id of an append. */
 static void dedup_key(key *k, const mqstore_append *a)
 {
     key_reset(k);
@@ -556,15 +578,10 @@ static void dedup_key(key *k, const mqstore_append *a)
 /* A live dedup record for this append, if any (expired ones do not count). */
 static mqstore_err dedup_lookup(mqstore *s, const key *k, mqstore_result *out, int *hit)
 {
-    char *val;
-    size_t len;
     *hit = 0;
-    mqstore_err e = store_get(s, CF_DEDUP, k, &val, &len);
-    if (e || !val) return e;
-    Mqstore__Rec__DedupRecord *d;
-    e = codec_dedup(val, len, &d);
-    rocksdb_free(val);
-    if (e) return e;
+    mqstore_err e;
+    Mqstore__Rec__DedupRecord *d = codec_get(s, CF_DEDUP, k, REC_DEDUP, &e);
+    if (!d) return e;
     if (d->server_time_ms + s->opt.dedup_retention_ms >= store_now(s)) {
         *hit = 1;
         out->seq = d->seq;
@@ -575,7 +592,7 @@ static mqstore_err dedup_lookup(mqstore *s, const key *k, mqstore_result *out, i
          * the newest ticket, which is at least the original's. */
         out->ticket = atomic_load(&s->last_ticket);
     }
-    mqstore__rec__dedup_record__free_unpacked(d, NULL);
+    codec_free(d);
     return MQSTORE_OK;
 }
 
@@ -583,8 +600,8 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
 {
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
-    if (!s || !a || !mqc_id_valid(MQC_ID_KEY, a->conv) || !mqc_id_valid(MQC_ID_KEY, a->sender_user) ||
-        !mqc_id_valid(MQC_ID_KEY, a->sender_device) ||
+    if (!s || !a || !mqc_id_valid(MQC_ID_KEY, a->conv) ||
+        !mqc_id_valid(MQC_ID_KEY, a->sender_user) || !mqc_id_valid(MQC_ID_KEY, a->sender_device) ||
         (a->client_msg_id && !mqc_id_valid(MQC_ID_KEY, a->client_msg_id)) ||
         (a->payload_len && !a->payload) || (a->n_jobs && !a->jobs) || a->n_jobs > 100000)
         return MQSTORE_ERR_INVAL;
@@ -632,6 +649,8 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
         d.inbox_seq = out->inbox_seq;
         d.server_time_ms = now;
         uint8_t buf[256];
+        /* The record fits buf: conv is at most MQC_ID_MAX bytes. */
+        assert(mqstore__rec__dedup_record__get_packed_size(&d) <= sizeof(buf));
         size_t len = mqstore__rec__dedup_record__pack(&d, buf);
         rocksdb_writebatch_put_cf(b, s->cf[CF_DEDUP], dk.buf, dk.len, (const char *)buf, len);
     }

@@ -26,6 +26,7 @@ void mqstore_conv_list_free(mqstore_conv_list *l)
     memset(l, 0, sizeof(*l));
 }
 
+/* Make room for one more item in the page. */
 static mqstore_err page_grow(mqstore_page *p, size_t *cap)
 {
     if (p->n < *cap) return MQSTORE_OK;
@@ -37,12 +38,9 @@ static mqstore_err page_grow(mqstore_page *p, size_t *cap)
     return MQSTORE_OK;
 }
 
-/* Decode a MsgRecord into page item `m` (conv and seq already set). */
-static mqstore_err fill_msg(mqstore_msg *m, const char *val, size_t len)
+/* Copy a decoded MsgRecord into page item `m` (conv and seq already set). */
+static mqstore_err fill_msg(mqstore_msg *m, const Mqstore__Rec__MsgRecord *r)
 {
-    Mqstore__Rec__MsgRecord *r;
-    mqstore_err e = codec_msg(val, len, &r);
-    if (e) return e;
     strcpy(m->sender_user, r->sender_user);
     strcpy(m->sender_device, r->sender_device);
     strcpy(m->client_msg_id, r->client_msg_id);
@@ -50,14 +48,27 @@ static mqstore_err fill_msg(mqstore_msg *m, const char *val, size_t len)
     m->kind = r->kind;
     m->payload_len = r->payload.len;
     m->payload = malloc(r->payload.len ? r->payload.len : 1);
-    if (!m->payload)
-        e = MQSTORE_ERR_NOMEM;
-    else if (r->payload.len)
-        memcpy(m->payload, r->payload.data, r->payload.len);
-    mqstore__rec__msg_record__free_unpacked(r, NULL);
+    if (!m->payload) return MQSTORE_ERR_NOMEM;
+    if (r->payload.len) memcpy(m->payload, r->payload.data, r->payload.len);
+    return MQSTORE_OK;
+}
+
+/* Append message (conv, seq) to the page from its decoded record; the page
+ * has room (page_grow). */
+static mqstore_err page_put(mqstore_page *p, const char *conv, uint64_t seq, uint64_t inbox_seq,
+                            const Mqstore__Rec__MsgRecord *r)
+{
+    mqstore_msg *m = &p->items[p->n];
+    memset(m, 0, sizeof(*m));
+    strcpy(m->conv, conv);
+    m->seq = seq;
+    m->inbox_seq = inbox_seq;
+    mqstore_err e = fill_msg(m, r);
+    if (!e) p->n++;
     return e;
 }
 
+/* msgs conv \0 be64(seq). */
 static void msg_key(key *k, const char *conv, uint64_t seq)
 {
     key_reset(k);
@@ -73,21 +84,10 @@ static mqstore_err page_add(mqstore *s, mqstore_page *p, size_t *cap, const char
     if (e) return e;
     key k;
     msg_key(&k, conv, seq);
-    char *val;
-    size_t len;
-    if ((e = store_get(s, CF_MSGS, &k, &val, &len))) return e;
-    if (!val) return MQSTORE_ERR_NOTFOUND;
-    mqstore_msg *m = &p->items[p->n];
-    memset(m, 0, sizeof(*m));
-    strcpy(m->conv, conv);
-    m->seq = seq;
-    m->inbox_seq = inbox_seq;
-    e = fill_msg(m, val, len);
-    rocksdb_free(val);
-    if (!e)
-        p->n++;
-    else
-        free(m->payload);
+    Mqstore__Rec__MsgRecord *r = codec_get(s, CF_MSGS, &k, REC_MSG, &e);
+    if (!r) return e ? e : MQSTORE_ERR_NOTFOUND;
+    e = page_put(p, conv, seq, inbox_seq, r);
+    codec_free(r);
     return e;
 }
 
@@ -102,6 +102,37 @@ mqstore_err mqstore_msg_get(mqstore *s, const char *conv, uint64_t seq, mqstore_
     return e;
 }
 
+/* mqstore_inbox_read's scan: the page being filled and its limits. */
+typedef struct inbox_scan {
+    mqstore *s;
+    mqstore_page *out;
+    size_t cap, limit, max_bytes, bytes;
+    size_t plen; /* user \0 */
+} inbox_scan;
+
+/* Add the message of one inbox row to the page, or stop at the page's
+ * limits (a store_scan callback). */
+static int inbox_row(void *data, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    inbox_scan *is = data;
+    mqstore_page *out = is->out;
+    if (out->n >= is->limit || (out->n > 0 && is->bytes >= is->max_bytes)) {
+        out->more = 1;
+        return SCAN_STOP;
+    }
+    if (klen != is->plen + 8) return MQSTORE_ERR_CORRUPT;
+    Mqstore__Rec__InboxEntry *ie = codec_decode(REC_INBOX, v, vlen);
+    if (!ie) return MQSTORE_ERR_CORRUPT;
+    mqstore_err e = page_add(is->s, out, &is->cap, ie->conv, ie->seq, get_be64(k + is->plen));
+    codec_free(ie);
+    /* An inbox entry always points at a message written in the same
+     * batch; a missing message means the store is damaged. */
+    if (e == MQSTORE_ERR_NOTFOUND) e = MQSTORE_ERR_CORRUPT;
+    if (e) return e;
+    is->bytes += out->items[out->n - 1].payload_len;
+    return SCAN_NEXT;
+}
+
 mqstore_err mqstore_inbox_read(mqstore *s, const char *user, uint64_t after, size_t limit,
                                size_t max_bytes, mqstore_page *out)
 {
@@ -109,40 +140,14 @@ mqstore_err mqstore_inbox_read(mqstore *s, const char *user, uint64_t after, siz
     memset(out, 0, sizeof(*out));
     if (!s || !mqc_id_valid(MQC_ID_KEY, user) || limit < 1 || limit > 10000 || after == UINT64_MAX)
         return MQSTORE_ERR_INVAL;
-    key lo, hi, start;
+    key lo, hi, from;
     key_reset(&lo);
     key_id(&lo, user);
     key_prefix_end(&lo, &hi);
-    start = lo;
-    key_u64(&start, after + 1);
-    range_iter r;
-    range_open(s, CF_INBOX, &r, &lo, &hi);
-    size_t cap = 0, bytes = 0;
-    mqstore_err e = MQSTORE_OK;
-    for (rocksdb_iter_seek(r.it, start.buf, start.len); rocksdb_iter_valid(r.it);
-         rocksdb_iter_next(r.it)) {
-        if (out->n >= limit || (out->n > 0 && bytes >= max_bytes)) {
-            out->more = 1;
-            break;
-        }
-        size_t klen, vlen;
-        const char *k = rocksdb_iter_key(r.it, &klen);
-        const char *v = rocksdb_iter_value(r.it, &vlen);
-        if (klen != lo.len + 8) {
-            e = MQSTORE_ERR_CORRUPT;
-            break;
-        }
-        Mqstore__Rec__InboxEntry *ie;
-        if ((e = codec_inbox(v, vlen, &ie))) break;
-        e = page_add(s, out, &cap, ie->conv, ie->seq, get_be64(k + lo.len));
-        mqstore__rec__inbox_entry__free_unpacked(ie, NULL);
-        /* An inbox entry always points at a message written in the same
-         * batch; a missing message means the store is damaged. */
-        if (e == MQSTORE_ERR_NOTFOUND) e = MQSTORE_ERR_CORRUPT;
-        if (e) break;
-        bytes += out->items[out->n - 1].payload_len;
-    }
-    e = range_close(&r, e);
+    from = lo;
+    key_u64(&from, after + 1);
+    inbox_scan is = {s, out, 0, limit, max_bytes, 0, lo.len};
+    mqstore_err e = store_scan(s, CF_INBOX, &lo, &hi, &from, SCAN_FORWARD, inbox_row, &is);
     if (e) mqstore_page_free(out);
     return e;
 }
@@ -153,50 +158,81 @@ mqstore_err mqstore_inbox_head(mqstore *s, const char *user, uint64_t *head)
     return inbox_head_get(s, user, head, 0);
 }
 
+/* mqstore_history_read's scan: the page being filled, newest first. */
+typedef struct history_scan {
+    mqstore_page *out;
+    size_t cap, limit;
+    const char *conv;
+    size_t plen; /* conv \0 */
+} history_scan;
+
+/* Add one log row to the page, or stop at the limit (a store_scan
+ * callback). */
+static int history_row(void *data, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    history_scan *hs = data;
+    mqstore_page *out = hs->out;
+    if (out->n >= hs->limit) {
+        out->more = 1;
+        return SCAN_STOP;
+    }
+    if (klen != hs->plen + 8) return MQSTORE_ERR_CORRUPT;
+    mqstore_err e = page_grow(out, &hs->cap);
+    if (e) return e;
+    Mqstore__Rec__MsgRecord *r = codec_decode(REC_MSG, v, vlen);
+    if (!r) return MQSTORE_ERR_CORRUPT;
+    e = page_put(out, hs->conv, get_be64(k + hs->plen), 0, r);
+    codec_free(r);
+    return e;
+}
+
 mqstore_err mqstore_history_read(mqstore *s, const char *conv, uint64_t before, size_t limit,
                                  mqstore_page *out)
 {
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
-    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || limit < 1 || limit > 10000) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || limit < 1 || limit > 10000)
+        return MQSTORE_ERR_INVAL;
     if (before == 1) return MQSTORE_OK; /* nothing is below seq 1 */
-    key lo, hi, start;
+    key lo, hi, from;
     key_reset(&lo);
     key_id(&lo, conv);
     key_prefix_end(&lo, &hi);
-    start = lo;
-    key_u64(&start, before ? before - 1 : UINT64_MAX);
-    range_iter r;
-    range_open(s, CF_MSGS, &r, &lo, &hi);
-    size_t cap = 0;
-    mqstore_err e = MQSTORE_OK;
-    for (rocksdb_iter_seek_for_prev(r.it, start.buf, start.len); rocksdb_iter_valid(r.it);
-         rocksdb_iter_prev(r.it)) {
-        if (out->n >= limit) {
-            out->more = 1;
-            break;
-        }
-        size_t klen, vlen;
-        const char *k = rocksdb_iter_key(r.it, &klen);
-        const char *v = rocksdb_iter_value(r.it, &vlen);
-        if (klen != lo.len + 8) {
-            e = MQSTORE_ERR_CORRUPT;
-            break;
-        }
-        if ((e = page_grow(out, &cap))) break;
-        mqstore_msg *m = &out->items[out->n];
-        memset(m, 0, sizeof(*m));
-        strcpy(m->conv, conv);
-        m->seq = get_be64(k + lo.len);
-        if ((e = fill_msg(m, v, vlen))) {
-            free(m->payload);
-            break;
-        }
-        out->n++;
-    }
-    e = range_close(&r, e);
+    from = lo;
+    key_u64(&from, before ? before - 1 : UINT64_MAX);
+    history_scan hs = {out, 0, limit, conv, lo.len};
+    mqstore_err e = store_scan(s, CF_MSGS, &lo, &hi, &from, SCAN_BACKWARD, history_row, &hs);
     if (e) mqstore_page_free(out);
     return e;
+}
+
+/* mqstore_user_convs's scan: the list being filled. */
+typedef struct convs_scan {
+    mqstore_conv_list *out;
+    size_t limit;
+    size_t plen; /* 'u' user \0 */
+} convs_scan;
+
+/* Add one 'u' user \0 conv row to the list, or stop at the limit (a
+ * store_scan callback). */
+static int conv_row(void *data, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    convs_scan *cs = data;
+    mqstore_conv_list *out = cs->out;
+    if (out->n >= cs->limit) {
+        out->more = 1;
+        return SCAN_STOP;
+    }
+    size_t clen = klen - cs->plen;
+    if (clen < 1 || clen > MQC_ID_MAX) return MQSTORE_ERR_CORRUPT;
+    Mqstore__Rec__MemberRecord *m = codec_decode(REC_MEMBER, v, vlen);
+    if (!m) return MQSTORE_ERR_CORRUPT;
+    memcpy(out->conv[out->n], k + cs->plen, clen);
+    out->conv[out->n][clen] = '\0';
+    out->role[out->n] = (mqstore_role)m->role;
+    out->n++;
+    codec_free(m);
+    return SCAN_NEXT;
 }
 
 mqstore_err mqstore_user_convs(mqstore *s, const char *user, const char *after, size_t limit,
@@ -207,50 +243,23 @@ mqstore_err mqstore_user_convs(mqstore *s, const char *user, const char *after, 
     if (!s || !mqc_id_valid(MQC_ID_KEY, user) || limit < 1 || limit > 1000 ||
         (after && after[0] && !mqc_id_valid(MQC_ID_KEY, after)))
         return MQSTORE_ERR_INVAL;
-    key lo, hi, start;
+    key lo, hi, from;
     key_reset(&lo);
     key_tag(&lo, 'u');
     key_id(&lo, user);
     key_prefix_end(&lo, &hi);
-    start = lo;
-    if (after && after[0]) {
-        /* The first key after "after" itself: after + '\0' sorts right after
-         * every key equal to `after`, before any longer id. */
-        key_raw(&start, after);
-        start.buf[start.len++] = '\0';
-    }
+    from = lo;
+    /* The first key after "after" itself: after + '\0' sorts right after
+     * every key equal to `after`, before any longer id. */
+    if (after && after[0]) key_id(&from, after);
     out->conv = malloc(limit * sizeof(*out->conv));
     out->role = malloc(limit * sizeof(*out->role));
     if (!out->conv || !out->role) {
         mqstore_conv_list_free(out);
         return MQSTORE_ERR_NOMEM;
     }
-    range_iter r;
-    range_open(s, CF_MEMBERS, &r, &lo, &hi);
-    mqstore_err e = MQSTORE_OK;
-    for (rocksdb_iter_seek(r.it, start.buf, start.len); rocksdb_iter_valid(r.it);
-         rocksdb_iter_next(r.it)) {
-        if (out->n >= limit) {
-            out->more = 1;
-            break;
-        }
-        size_t klen, vlen;
-        const char *k = rocksdb_iter_key(r.it, &klen);
-        const char *v = rocksdb_iter_value(r.it, &vlen);
-        size_t clen = klen - lo.len;
-        if (clen < 1 || clen > MQC_ID_MAX) {
-            e = MQSTORE_ERR_CORRUPT;
-            break;
-        }
-        Mqstore__Rec__MemberRecord *m;
-        if ((e = codec_member(v, vlen, &m))) break;
-        memcpy(out->conv[out->n], k + lo.len, clen);
-        out->conv[out->n][clen] = '\0';
-        out->role[out->n] = (mqstore_role)m->role;
-        out->n++;
-        mqstore__rec__member_record__free_unpacked(m, NULL);
-    }
-    e = range_close(&r, e);
+    convs_scan cs = {out, limit, lo.len};
+    mqstore_err e = store_scan(s, CF_MEMBERS, &lo, &hi, &from, SCAN_FORWARD, conv_row, &cs);
     if (e) mqstore_conv_list_free(out);
     return e;
 }

@@ -5,9 +5,11 @@
 #include "store_int.h"
 #include "codec.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* a \0 b: user \0 device (cursors) or conv \0 user (receipts). */
 static void pair_key(key *k, const char *a, const char *b)
 {
     key_reset(k);
@@ -15,28 +17,34 @@ static void pair_key(key *k, const char *a, const char *b)
     key_raw(k, b);
 }
 
-/* ---- cursors -------------------------------------------------------------- */
-
-static mqstore_err cursor_load(mqstore *s, const key *k, uint64_t *acked, int64_t *seen, int *found)
+/* Write a batch that needs no read under the lock: take write_lock for the
+ * write alone, then destroy the batch. */
+static mqstore_err write_batch_alone(mqstore *s, rocksdb_writebatch_t *b)
 {
-    char *val;
-    size_t len;
-    *acked = 0;
-    *seen = 0;
-    *found = 0;
-    mqstore_err e = store_get(s, CF_CURSORS, k, &val, &len);
-    if (e || !val) return e;
-    Mqstore__Rec__CursorRecord *c;
-    e = codec_cursor(val, len, &c);
-    rocksdb_free(val);
-    if (e) return e;
-    *acked = c->acked;
-    *seen = c->last_seen_ms;
-    *found = 1;
-    mqstore__rec__cursor_record__free_unpacked(c, NULL);
-    return MQSTORE_OK;
+    uint64_t ticket;
+    pthread_mutex_lock(&s->write_lock);
+    mqstore_err e = store_write(s, b, &ticket);
+    pthread_mutex_unlock(&s->write_lock);
+    rocksdb_writebatch_destroy(b);
+    return e;
 }
 
+/* ---- cursors -------------------------------------------------------------- */
+
+/* A device's cursor record at k: acked inbox_seq and last seen time, all 0
+ * and *found = 0 when it has none. */
+static mqstore_err cursor_load(mqstore *s, const key *k, uint64_t *acked, int64_t *seen, int *found)
+{
+    mqstore_err e;
+    Mqstore__Rec__CursorRecord *c = codec_get(s, CF_CURSORS, k, REC_CURSOR, &e);
+    *acked = c ? c->acked : 0;
+    *seen = c ? c->last_seen_ms : 0;
+    *found = c != NULL;
+    codec_free(c);
+    return e;
+}
+
+/* Write one record at k in cf as a batch of its own (write_lock held). */
 static mqstore_err write_one(mqstore *s, int cf, const key *k, const ProtobufCMessage *m)
 {
     size_t len;
@@ -54,7 +62,8 @@ static mqstore_err write_one(mqstore *s, int cf, const key *k, const ProtobufCMe
 mqstore_err mqstore_cursor_ack(mqstore *s, const char *user, const char *device, uint64_t inbox_seq,
                                uint64_t *stored)
 {
-    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !mqc_id_valid(MQC_ID_KEY, device)) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !mqc_id_valid(MQC_ID_KEY, device))
+        return MQSTORE_ERR_INVAL;
     pthread_mutex_lock(&s->write_lock);
     uint64_t head, acked;
     int64_t seen;
@@ -69,6 +78,8 @@ mqstore_err mqstore_cursor_ack(mqstore *s, const char *user, const char *device,
          * still counts as a sign of life for the retention rule. */
         Mqstore__Rec__CursorRecord c = MQSTORE__REC__CURSOR_RECORD__INIT;
         c.acked = inbox_seq > acked ? inbox_seq : acked;
+        /* A cursor only grows, and an ack never raises it past the head. */
+        assert(c.acked >= acked && (c.acked == acked || c.acked <= head));
         c.last_seen_ms = store_now(s);
         e = write_one(s, CF_CURSORS, &k, &c.base);
         if (!e) acked = c.acked;
@@ -88,7 +99,8 @@ static int64_t touch_interval(mqstore *s)
 
 mqstore_err mqstore_device_touch(mqstore *s, const char *user, const char *device)
 {
-    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !mqc_id_valid(MQC_ID_KEY, device)) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !mqc_id_valid(MQC_ID_KEY, device))
+        return MQSTORE_ERR_INVAL;
     pthread_mutex_lock(&s->write_lock);
     uint64_t acked;
     int64_t seen, now = store_now(s);
@@ -119,17 +131,35 @@ mqstore_err mqstore_cursor_get(mqstore *s, const char *user, const char *device,
 
 mqstore_err mqstore_device_forget(mqstore *s, const char *user, const char *device)
 {
-    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !mqc_id_valid(MQC_ID_KEY, device)) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !mqc_id_valid(MQC_ID_KEY, device))
+        return MQSTORE_ERR_INVAL;
     key k;
     pair_key(&k, user, device);
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     rocksdb_writebatch_delete_cf(b, s->cf[CF_CURSORS], k.buf, k.len);
-    uint64_t ticket;
-    pthread_mutex_lock(&s->write_lock);
-    mqstore_err e = store_write(s, b, &ticket);
-    pthread_mutex_unlock(&s->write_lock);
-    rocksdb_writebatch_destroy(b);
-    return e;
+    return write_batch_alone(s, b);
+}
+
+/* min_live_cursor's scan: the cutoff and the lowest live cursor so far. */
+typedef struct cursor_scan {
+    int64_t cutoff;
+    uint64_t min;
+    int any;
+} cursor_scan;
+
+/* Take one device's cursor into the minimum if the device was seen since
+ * the cutoff (a store_scan callback). */
+static int cursor_row(void *data, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    cursor_scan *cs = data;
+    Mqstore__Rec__CursorRecord *c = codec_decode(REC_CURSOR, v, vlen);
+    if (!c) return MQSTORE_ERR_CORRUPT;
+    if (c->last_seen_ms >= cs->cutoff && (!cs->any || c->acked < cs->min)) {
+        cs->min = c->acked;
+        cs->any = 1;
+    }
+    codec_free(c);
+    return SCAN_NEXT;
 }
 
 /* The lowest cursor among the user's devices seen since `cutoff`.
@@ -141,25 +171,33 @@ static mqstore_err min_live_cursor(mqstore *s, const char *user, int64_t cutoff,
     key_reset(&lo);
     key_id(&lo, user);
     key_prefix_end(&lo, &hi);
-    range_iter r;
-    range_open(s, CF_CURSORS, &r, &lo, &hi);
-    mqstore_err e = MQSTORE_OK;
-    *any = 0;
-    *min = 0;
-    for (rocksdb_iter_seek(r.it, lo.buf, lo.len); rocksdb_iter_valid(r.it);
-         rocksdb_iter_next(r.it)) {
-        size_t vlen;
-        const char *v = rocksdb_iter_value(r.it, &vlen);
-        Mqstore__Rec__CursorRecord *c;
-        if ((e = codec_cursor(v, vlen, &c))) break;
-        if (c->last_seen_ms >= cutoff && (!*any || c->acked < *min)) {
-            *min = c->acked;
-            *any = 1;
-        }
-        mqstore__rec__cursor_record__free_unpacked(c, NULL);
-    }
-    e = range_close(&r, e);
+    cursor_scan cs = {cutoff, 0, 0};
+    mqstore_err e = store_scan(s, CF_CURSORS, &lo, &hi, &lo, SCAN_FORWARD, cursor_row, &cs);
+    *min = cs.min;
+    *any = cs.any;
     return e;
+}
+
+/* expired_upto's scan: the cutoff, the prefix length, the last old entry. */
+typedef struct expired_scan {
+    int64_t cutoff;
+    size_t plen; /* user \0 */
+    uint64_t upto;
+} expired_scan;
+
+/* Note one inbox row written before the cutoff, or stop at the first that
+ * was not (a store_scan callback). */
+static int expired_row(void *data, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    expired_scan *es = data;
+    if (klen != es->plen + 8) return MQSTORE_ERR_CORRUPT;
+    Mqstore__Rec__InboxEntry *ie = codec_decode(REC_INBOX, v, vlen);
+    if (!ie) return MQSTORE_ERR_CORRUPT;
+    int old = ie->time_ms < es->cutoff;
+    codec_free(ie);
+    if (!old) return SCAN_STOP;
+    es->upto = get_be64(k + es->plen);
+    return SCAN_NEXT;
 }
 
 /* The highest inbox_seq of the user's entries written before `cutoff`
@@ -170,27 +208,9 @@ static mqstore_err expired_upto(mqstore *s, const char *user, int64_t cutoff, ui
     key_reset(&lo);
     key_id(&lo, user);
     key_prefix_end(&lo, &hi);
-    range_iter r;
-    range_open(s, CF_INBOX, &r, &lo, &hi);
-    mqstore_err e = MQSTORE_OK;
-    *upto = 0;
-    for (rocksdb_iter_seek(r.it, lo.buf, lo.len); rocksdb_iter_valid(r.it);
-         rocksdb_iter_next(r.it)) {
-        size_t klen, vlen;
-        const char *k = rocksdb_iter_key(r.it, &klen);
-        const char *v = rocksdb_iter_value(r.it, &vlen);
-        if (klen != lo.len + 8) {
-            e = MQSTORE_ERR_CORRUPT;
-            break;
-        }
-        Mqstore__Rec__InboxEntry *ie;
-        if ((e = codec_inbox(v, vlen, &ie))) break;
-        int old = ie->time_ms < cutoff;
-        mqstore__rec__inbox_entry__free_unpacked(ie, NULL);
-        if (!old) break;
-        *upto = get_be64(k + lo.len);
-    }
-    e = range_close(&r, e);
+    expired_scan es = {cutoff, lo.len, 0};
+    mqstore_err e = store_scan(s, CF_INBOX, &lo, &hi, &lo, SCAN_FORWARD, expired_row, &es);
+    *upto = es.upto;
     return e;
 }
 
@@ -219,6 +239,9 @@ mqstore_err mqstore_inbox_trim(mqstore *s, const char *user, uint64_t *trimmed_u
         key lo, hi;
         key_reset(&lo);
         key_id(&lo, user);
+        /* The range deletion starts at a bare "user\0", outside the hint
+         * domain (INVARIANT in hint.cc): its only NUL is its last byte. */
+        assert(memchr(lo.buf, '\0', lo.len) == lo.buf + lo.len - 1);
         hi = lo;
         key_u64(&hi, upto + 1);
         rocksdb_writebatch_delete_range_cf(b, s->cf[CF_INBOX], lo.buf, lo.len, hi.buf, hi.len);
@@ -241,30 +264,25 @@ mqstore_err mqstore_inbox_trim(mqstore *s, const char *user, uint64_t *trimmed_u
 mqstore_err mqstore_receipt_get(mqstore *s, const char *conv, const char *user, uint64_t *delivered,
                                 uint64_t *read)
 {
-    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !mqc_id_valid(MQC_ID_KEY, user) || !delivered || !read)
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !mqc_id_valid(MQC_ID_KEY, user) || !delivered ||
+        !read)
         return MQSTORE_ERR_INVAL;
     key k;
     pair_key(&k, conv, user);
-    char *val;
-    size_t len;
-    *delivered = *read = 0;
-    mqstore_err e = store_get(s, CF_RECEIPTS, &k, &val, &len);
-    if (e || !val) return e;
-    Mqstore__Rec__ReceiptRecord *r;
-    e = codec_receipt(val, len, &r);
-    rocksdb_free(val);
-    if (e) return e;
-    *delivered = r->delivered;
-    *read = r->read;
-    mqstore__rec__receipt_record__free_unpacked(r, NULL);
-    return MQSTORE_OK;
+    mqstore_err e;
+    Mqstore__Rec__ReceiptRecord *r = codec_get(s, CF_RECEIPTS, &k, REC_RECEIPT, &e);
+    *delivered = r ? r->delivered : 0;
+    *read = r ? r->read : 0;
+    codec_free(r);
+    return e;
 }
 
 mqstore_err mqstore_receipt_update(mqstore *s, const char *conv, const char *user,
                                    uint64_t delivered, uint64_t read, uint64_t *delivered_out,
                                    uint64_t *read_out, int *changed)
 {
-    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !mqc_id_valid(MQC_ID_KEY, user)) return MQSTORE_ERR_INVAL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !mqc_id_valid(MQC_ID_KEY, user))
+        return MQSTORE_ERR_INVAL;
     pthread_mutex_lock(&s->write_lock);
     uint64_t head, d = 0, r = 0;
     int moved = 0;
@@ -283,6 +301,10 @@ mqstore_err mqstore_receipt_update(mqstore *s, const char *conv, const char *use
         if (read > nr) nr = read;
         if (delivered > nd) nd = delivered;
         if (nr > nd) nd = nr;
+        /* read <= delivered always; this call raises neither above head
+         * (the checks above; a stored value is kept as it is). */
+        assert(nr <= nd);
+        assert((nd == d || nd <= head) && (nr == r || nr <= head));
         moved = nd != d || nr != r;
         if (moved) {
             Mqstore__Rec__ReceiptRecord rec = MQSTORE__REC__RECEIPT_RECORD__INIT;
@@ -316,6 +338,33 @@ void mqstore_job_list_free(mqstore_job_list *l)
     memset(l, 0, sizeof(*l));
 }
 
+/* mqstore_outbox_read's scan: the list being filled. */
+typedef struct outbox_scan {
+    mqstore_job_list *out;
+    size_t limit;
+} outbox_scan;
+
+/* Copy one job row into the list, or stop at the limit (a store_scan
+ * callback). */
+static int job_row(void *data, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    outbox_scan *os = data;
+    mqstore_job_list *out = os->out;
+    if (out->n >= os->limit) {
+        out->more = 1;
+        return SCAN_STOP;
+    }
+    if (klen != 8) return MQSTORE_ERR_CORRUPT;
+    mqstore_job *j = &out->items[out->n];
+    j->id = get_be64(k);
+    j->len = vlen;
+    j->data = malloc(vlen ? vlen : 1);
+    if (!j->data) return MQSTORE_ERR_NOMEM;
+    memcpy(j->data, v, vlen);
+    out->n++;
+    return SCAN_NEXT;
+}
+
 mqstore_err mqstore_outbox_read(mqstore *s, uint64_t after, size_t limit, mqstore_job_list *out)
 {
     if (!out) return MQSTORE_ERR_INVAL;
@@ -328,34 +377,8 @@ mqstore_err mqstore_outbox_read(mqstore *s, uint64_t after, size_t limit, mqstor
     key_u64(&hi, UINT64_MAX);
     out->items = malloc(limit * sizeof(*out->items));
     if (!out->items) return MQSTORE_ERR_NOMEM;
-    range_iter r;
-    range_open(s, CF_OUTBOX, &r, &lo, &hi);
-    mqstore_err e = MQSTORE_OK;
-    for (rocksdb_iter_seek(r.it, lo.buf, lo.len); rocksdb_iter_valid(r.it);
-         rocksdb_iter_next(r.it)) {
-        if (out->n >= limit) {
-            out->more = 1;
-            break;
-        }
-        size_t klen, vlen;
-        const char *k = rocksdb_iter_key(r.it, &klen);
-        const char *v = rocksdb_iter_value(r.it, &vlen);
-        if (klen != 8) {
-            e = MQSTORE_ERR_CORRUPT;
-            break;
-        }
-        mqstore_job *j = &out->items[out->n];
-        j->id = get_be64(k);
-        j->len = vlen;
-        j->data = malloc(vlen ? vlen : 1);
-        if (!j->data) {
-            e = MQSTORE_ERR_NOMEM;
-            break;
-        }
-        memcpy(j->data, v, vlen);
-        out->n++;
-    }
-    e = range_close(&r, e);
+    outbox_scan os = {out, limit};
+    mqstore_err e = store_scan(s, CF_OUTBOX, &lo, &hi, &lo, SCAN_FORWARD, job_row, &os);
     if (e) mqstore_job_list_free(out);
     return e;
 }
@@ -370,10 +393,5 @@ mqstore_err mqstore_outbox_delete_upto(mqstore *s, uint64_t upto)
     key_u64(&hi, upto + 1);
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     rocksdb_writebatch_delete_range_cf(b, s->cf[CF_OUTBOX], lo.buf, lo.len, hi.buf, hi.len);
-    uint64_t ticket;
-    pthread_mutex_lock(&s->write_lock);
-    mqstore_err e = store_write(s, b, &ticket);
-    pthread_mutex_unlock(&s->write_lock);
-    rocksdb_writebatch_destroy(b);
-    return e;
+    return write_batch_alone(s, b);
 }

@@ -1,6 +1,6 @@
 /* store — opening and closing the store, and the plumbing every other file
  * uses: options, error mapping, gets, batched writes with tickets, range
- * iterators. The operations themselves live in log.c (writes that take a
+ * scans. The operations themselves live in log.c (writes that take a
  * seq), read.c (pages of messages and lists) and state.c (cursors, trimming,
  * receipts, outbox). */
 #include "store_int.h"
@@ -8,6 +8,7 @@
 #include "codec.h"
 #include "hint.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,7 @@ void mqstore_options_init(mqstore_options *opt)
     opt->cache_bytes = 64u << 20;
 }
 
+/* The store's clock in ms since the epoch (options.clock_ms for tests). */
 int64_t store_now(mqstore *s)
 {
     if (s->opt.clock_ms) return s->opt.clock_ms(s->opt.clock_data);
@@ -78,6 +80,7 @@ mqstore_err store_map_error(char *rocks_err)
     return e;
 }
 
+/* Point get of k in cf (store_int.h). */
 mqstore_err store_get(mqstore *s, int cf, const key *k, char **val, size_t *len)
 {
     char *err = NULL;
@@ -89,6 +92,7 @@ mqstore_err store_get(mqstore *s, int cf, const key *k, char **val, size_t *len)
     return MQSTORE_OK;
 }
 
+/* Point get of a be64 value (store_int.h). */
 mqstore_err store_get_u64(mqstore *s, int cf, const key *k, uint64_t *v, int *found)
 {
     char *val;
@@ -119,7 +123,12 @@ mqstore_err store_write(mqstore *s, rocksdb_writebatch_t *b, uint64_t *ticket)
         s->write_failed = 1;
         return store_map_error(err);
     }
+    /* Tickets only grow: writers are serialised (the load and the store of
+     * last_ticket below are not one atomic step). */
+    assert(store_write_locked(s));
     uint64_t t = atomic_load(&s->last_ticket) + 1;
+    /* durable <= last_ticket: nothing is durable before its write returned. */
+    assert(atomic_load(&s->durable) < t);
     atomic_store(&s->last_ticket, t);
     if (s->opt.durability == MQSTORE_DURABILITY_OS)
         atomic_store(&s->durable, t);
@@ -129,24 +138,49 @@ mqstore_err store_write(mqstore *s, rocksdb_writebatch_t *b, uint64_t *ticket)
     return MQSTORE_OK;
 }
 
-void range_open(mqstore *s, int cf, range_iter *r, const key *lo, const key *hi)
+/* Visit [lo, hi) of a column family from `from`, forward or backward, calling
+ * fn on every row until it stops or fails (store_int.h). The bounds are
+ * copied: RocksDB keeps pointers to them for the iterator's lifetime. */
+mqstore_err store_scan(mqstore *s, int cf, const key *lo, const key *hi, const key *from,
+                       scan_dir dir, scan_fn fn, void *data)
 {
-    r->lo = *lo;
-    r->hi = *hi;
-    r->ro = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_lower_bound(r->ro, r->lo.buf, r->lo.len);
-    rocksdb_readoptions_set_iterate_upper_bound(r->ro, r->hi.buf, r->hi.len);
-    r->it = rocksdb_create_iterator_cf(s->db, r->ro, s->cf[cf]);
+    key blo = *lo, bhi = *hi;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_lower_bound(ro, blo.buf, blo.len);
+    rocksdb_readoptions_set_iterate_upper_bound(ro, bhi.buf, bhi.len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[cf]);
+    if (dir == SCAN_FORWARD)
+        rocksdb_iter_seek(it, from->buf, from->len);
+    else
+        rocksdb_iter_seek_for_prev(it, from->buf, from->len);
+    int rc = SCAN_NEXT;
+    while (rocksdb_iter_valid(it)) {
+        size_t klen, vlen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        const char *v = rocksdb_iter_value(it, &vlen);
+        if ((rc = fn(data, k, klen, v, vlen)) != SCAN_NEXT) break;
+        if (dir == SCAN_FORWARD)
+            rocksdb_iter_next(it);
+        else
+            rocksdb_iter_prev(it);
+    }
+    /* The callback's error wins; else the iterator may have stopped on one. */
+    mqstore_err e = rc == SCAN_STOP ? MQSTORE_OK : (mqstore_err)rc;
+    char *err = NULL;
+    if (!e) rocksdb_iter_get_error(it, &err);
+    if (err) e = store_map_error(err);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return e;
 }
 
-mqstore_err range_close(range_iter *r, mqstore_err e)
+/* 1 if write_lock is held by some thread (for asserts in the writers' code:
+ * a trylock that succeeds proves it was free, and is undone at once). */
+int store_write_locked(mqstore *s)
 {
-    char *err = NULL;
-    if (!e) rocksdb_iter_get_error(r->it, &err);
-    if (err) e = store_map_error(err);
-    rocksdb_iter_destroy(r->it);
-    rocksdb_readoptions_destroy(r->ro);
-    return e;
+    if (pthread_mutex_trylock(&s->write_lock) != 0) return 1;
+    pthread_mutex_unlock(&s->write_lock);
+    return 0;
 }
 
 /* ---- dedup retention: a compaction filter drops expired dedup keys, and
@@ -157,10 +191,10 @@ static unsigned char dedup_filter(void *state, int level, const char *k, size_t 
                                   unsigned char *changed)
 {
     mqstore *s = state;
-    Mqstore__Rec__DedupRecord *d;
-    if (codec_dedup(val, vlen, &d) != MQSTORE_OK) return 0; /* keep what we cannot read */
+    Mqstore__Rec__DedupRecord *d = codec_decode(REC_DEDUP, val, vlen);
+    if (!d) return 0; /* keep what we cannot read */
     int expired = d->server_time_ms + s->opt.dedup_retention_ms < store_now(s);
-    mqstore__rec__dedup_record__free_unpacked(d, NULL);
+    codec_free(d);
     return (unsigned char)expired;
 }
 
@@ -172,6 +206,7 @@ static const char *dedup_filter_name(void *state)
     return "mqstore.dedup_retention";
 }
 
+/* MQSTORE_ERR_INVAL unless every option is in its documented range. */
 static mqstore_err check_options(const mqstore_options *o)
 {
     if (o->durability != MQSTORE_DURABILITY_SYNC && o->durability != MQSTORE_DURABILITY_OS)
@@ -185,6 +220,7 @@ static mqstore_err check_options(const mqstore_options *o)
     return MQSTORE_OK;
 }
 
+/* *errmsg = malloc'ed "what: detail" (if errmsg is not NULL). */
 static void set_errmsg(char **errmsg, const char *what, const char *detail)
 {
     if (!errmsg) return;
@@ -193,6 +229,7 @@ static void set_errmsg(char **errmsg, const char *what, const char *detail)
     if (*errmsg) snprintf(*errmsg, n, "%s%s%s", what, detail ? ": " : "", detail ? detail : "");
 }
 
+/* Close the database and free every RocksDB object the store made. */
 static void close_handles(mqstore *s)
 {
     for (int i = 0; i < CF_COUNT; i++)

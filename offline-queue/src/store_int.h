@@ -55,7 +55,7 @@ struct mqstore {
     struct members_ent *members;
     size_t n_heads, n_member_rows;
 
-    /* Syncer thread (SYNC mode with the THREAD driver). */
+    /* Syncer thread (SYNC mode with the THREAD or REQUEST driver). */
     pthread_mutex_t fsync_lock; /* serialises fsyncs and durable updates */
     pthread_mutex_t sync_lock;  /* with sync_cond: the syncer's sleep */
     pthread_cond_t sync_cond;
@@ -79,16 +79,20 @@ mqstore_err store_get_u64(mqstore *s, int cf, const key *k, uint64_t *v, int *fo
  * write's ticket in *ticket. Caller holds write_lock. */
 mqstore_err store_write(mqstore *s, rocksdb_writebatch_t *b, uint64_t *ticket);
 
-/* An iterator over [lo, hi) of a column family; bounds copied into *bounds
- * which must outlive the iterator. */
-typedef struct range_iter {
-    rocksdb_readoptions_t *ro;
-    rocksdb_iterator_t *it;
-    key lo, hi;
-} range_iter;
-void range_open(mqstore *s, int cf, range_iter *r, const key *lo, const key *hi);
-/* Close the iterator; returns e, or the iterator's own error if e is OK. */
-mqstore_err range_close(range_iter *r, mqstore_err e);
+/* Range scans. store_scan() visits the rows of a column family in [lo, hi),
+ * forward from the first key >= from, or backward from the last key <= from,
+ * and calls fn on each row. fn returns SCAN_NEXT to go on, SCAN_STOP to end
+ * the scan (not an error), or an mqstore_err to end it with that error. */
+enum { SCAN_NEXT = MQSTORE_OK, SCAN_STOP = -1 };
+typedef enum scan_dir { SCAN_FORWARD, SCAN_BACKWARD } scan_dir;
+typedef int (*scan_fn)(void *data, const char *k, size_t klen, const char *v, size_t vlen);
+/* Returns fn's error, else the iterator's own, else MQSTORE_OK. */
+mqstore_err store_scan(mqstore *s, int cf, const key *lo, const key *hi, const key *from,
+                       scan_dir dir, scan_fn fn, void *data);
+
+/* For asserts: 1 if write_lock is held (writers hold it; this cannot tell
+ * which thread does). */
+int store_write_locked(mqstore *s);
 
 /* A user's inbox head (log.c); writer = 1 (write_lock held) caches it. */
 mqstore_err inbox_head_get(mqstore *s, const char *user, uint64_t *head, int writer);

@@ -17,22 +17,34 @@
  */
 #include "store_int.h"
 
+#include <assert.h>
 #include <signal.h>
 #include <time.h>
 
-/* Invariant: durable only grows, and only to a ticket whose write returned
- * before an fsync that then succeeded. sync_lock serialises fsyncs. */
+/* fsync the WAL and publish durable = the last ticket read before it.
+ * Invariant: durable only grows, and only to a ticket whose write returned
+ * before an fsync that then succeeded. fsync_lock (held by the caller)
+ * serialises fsyncs. */
 static mqstore_err sync_once(mqstore *s, uint64_t *covered)
 {
     uint64_t t = atomic_load(&s->last_ticket);
     char *err = NULL;
     rocksdb_flush_wal(s->db, 1, &err);
     if (err) return store_map_error(err);
-    if (t > atomic_load(&s->durable)) atomic_store(&s->durable, t);
+    uint64_t d = atomic_load(&s->durable);
+    /* durable only grows: in SYNC mode only this function moves it (under
+     * fsync_lock), to a last_ticket read earlier, so it is never past t. */
+    assert(d <= t || s->opt.durability == MQSTORE_DURABILITY_OS);
+    /* In OS mode writers move it too, between our load and our store: raise
+     * it with a compare-and-swap so that it is never lowered. */
+    while (d < t && !atomic_compare_exchange_weak(&s->durable, &d, t)) {
+    }
     *covered = t;
     return MQSTORE_OK;
 }
 
+/* One fsync under fsync_lock; *covered (may be NULL) gets the last ticket
+ * it covered. */
 mqstore_err syncer_sync_now(mqstore *s, uint64_t *covered)
 {
     uint64_t t = 0;
@@ -72,6 +84,8 @@ void mqstore_sync_request(mqstore *s)
     pthread_mutex_unlock(&s->sync_lock);
 }
 
+/* The syncer thread: wait until there is something to fsync (and, with the
+ * REQUEST driver, until asked), fsync, tell on_durable; until stopped. */
 static void *syncer_main(void *arg)
 {
     mqstore *s = arg;
@@ -103,6 +117,7 @@ static void *syncer_main(void *arg)
     return NULL;
 }
 
+/* Start the syncer thread with every signal blocked; 0 or an errno. */
 int syncer_start(mqstore *s)
 {
     /* The syncer must never take signals meant for the caller's threads
@@ -116,6 +131,7 @@ int syncer_start(mqstore *s)
     return rc;
 }
 
+/* Tell the syncer thread to stop and wait for it. */
 void syncer_stop(mqstore *s)
 {
     pthread_mutex_lock(&s->sync_lock);

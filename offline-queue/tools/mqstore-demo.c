@@ -1,4 +1,4 @@
-/* mqstore-demo — a guided tour of the store, run by scripts/run.sh.
+/* mqstore-demo — a guided tour of the store, run by hand.
  *
  * Opens (or creates) a store in DIR in sync mode, makes a 1:1 conversation
  * and a group, sends a few messages (waiting for each to be durable, as the

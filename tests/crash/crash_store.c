@@ -32,10 +32,10 @@
  * write(). Power loss is not simulated.
  */
 #include "mqstore.h"
+#include "testutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
@@ -45,7 +45,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -91,13 +90,6 @@ typedef struct report {
 } report;
 
 /* ---- small helpers --------------------------------------------------------- */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t splitmix(uint64_t *st)
 {
@@ -177,20 +169,6 @@ static int conv_index(const char *id)
     for (unsigned c = 0; c < N_CONVS; c++)
         if (strcmp(CONVS[c].id, id) == 0) return (int)c;
     return -1;
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- violations ------------------------------------------------------------ */
@@ -298,7 +276,7 @@ static void child_main(const char *dir, mqstore_durability dur, uint32_t round, 
     uint8_t payload[512];
     uint8_t jobbuf[MAX_JOBS][96];
     mqstore_blob jobs[MAX_JOBS];
-    uint64_t t_start = now_ns();
+    uint64_t t_start = tu_now_ns();
 
     for (uint32_t n = 1;; n++) {
         uint64_t r = splitmix(&rng);
@@ -366,7 +344,7 @@ static void child_main(const char *dir, mqstore_durability dur, uint32_t round, 
             head++;
         }
         /* The parent always kills us well before this. */
-        if ((n & 1023) == 0 && now_ns() - t_start > 30ull * 1000000000u) {
+        if ((n & 1023) == 0 && tu_now_ns() - t_start > 30 * TU_SEC_NS) {
             fprintf(stderr, "crash_store child: still running after 30 s\n");
             _exit(16);
         }
@@ -441,15 +419,15 @@ static int run_round(phase *ph, uint32_t round, uint64_t seed, uint64_t *rng)
      * land while the store opens (WAL recovery) or creates conversations. */
     int from_fork = splitmix(rng) % 5 == 0;
     uint64_t delay_ms = from_fork ? splitmix(rng) % 60 : 5 + splitmix(rng) % 146;
-    uint64_t t0 = now_ns();
-    uint64_t deadline = t0 + (from_fork ? delay_ms * 1000000u : 10ull * 1000000000u);
+    uint64_t t0 = tu_now_ns();
+    uint64_t deadline = t0 + (from_fork ? delay_ms * 1000000u : 10 * TU_SEC_NS);
     int ready = 0, killed = 0, eof = 0;
     uint8_t buf[4096];
     size_t have = 0;
     while (!eof) {
         int timeout = 5000;
         if (!killed) {
-            uint64_t now = now_ns();
+            uint64_t now = tu_now_ns();
             if (now >= deadline) {
                 if (!from_fork && !ready)
                     violation("%s round %u: child did not open the store within 10 s", ph->name,
@@ -492,7 +470,7 @@ static int run_round(phase *ph, uint32_t round, uint64_t seed, uint64_t *rng)
             off += sizeof rep;
             if (rep.magic == MAGIC_READY) {
                 ready = 1;
-                if (!from_fork) deadline = now_ns() + delay_ms * 1000000u;
+                if (!from_fork) deadline = tu_now_ns() + delay_ms * 1000000u;
             } else if (rep.magic == MAGIC_REPORT && rep.round == round && rep.conv < N_CONVS) {
                 add_report(ph, &rep);
             } else {
@@ -1032,7 +1010,7 @@ static int run_phase(phase *ph, uint64_t seed, uint64_t t_start)
     uint64_t rng = seed ^ (ph->dur == MQSTORE_DURABILITY_SYNC ? 0x5ull : 0x0Full << 40);
     unsigned long v0 = g_violations;
     for (uint32_t r = 1; r <= ph->rounds_planned; r++) {
-        if (now_ns() - t_start > (uint64_t)TIME_BUDGET_S * 1000000000u) {
+        if (tu_now_ns() - t_start > TIME_BUDGET_S * TU_SEC_NS) {
             printf("crash_store: %s: time budget reached after %u rounds\n", ph->name, ph->rounds);
             break;
         }
@@ -1052,7 +1030,7 @@ static int run_phase(phase *ph, uint64_t seed, uint64_t t_start)
 
 int main(void)
 {
-    uint64_t t_start = now_ns();
+    uint64_t t_start = tu_now_ns();
     uint64_t seed;
     const char *sv = getenv("MQCHAT_CRASH_SEED");
     if (sv && *sv) {
@@ -1066,8 +1044,7 @@ int main(void)
     unsigned rounds = env_uint("MQCHAT_CRASH_ROUNDS", 25);
     int keep = getenv("MQCHAT_CRASH_KEEP") && *getenv("MQCHAT_CRASH_KEEP") == '1';
 
-    snprintf(g_topdir, sizeof g_topdir, "/tmp/mqchat-crash.XXXXXX");
-    if (!mkdtemp(g_topdir)) {
+    if (tu_mkdtemp(g_topdir, sizeof g_topdir, NULL, "mqchat-crash.") != 0) {
         perror("crash_store: mkdtemp");
         return 2;
     }
@@ -1094,8 +1071,8 @@ int main(void)
         free(ph[i].reps);
     }
     alarm(0);
-    double secs = (double)(now_ns() - t_start) / 1e9;
-    if (!keep) rm_rf(g_topdir);
+    double secs = (double)(tu_now_ns() - t_start) / 1e9;
+    if (!keep) tu_rm_rf(g_topdir);
     if (rc == 0 && g_violations == 0) {
         printf("crash_store: PASS: rounds=%u+%u writes_reported=%zu writes_checked=%zu in %.1f s "
                "(seed %" PRIu64 ")\n",

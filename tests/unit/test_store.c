@@ -11,17 +11,18 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "mqstore.h"
+#include "testutil.h"
+
+#include <rocksdb/c.h>
 
 #define T0 INT64_C(1700000000000)
 #define MSG_KIND 1u
@@ -69,25 +70,11 @@ static void fx_on_durable(void *data, uint64_t ticket)
     atomic_fetch_add(&f->cb_calls, 1);
 }
 
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static int fx_setup(void **state)
 {
     fx *f = calloc(1, sizeof *f);
     if (f == NULL) return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/mqstore-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
+    if (tu_mkdtemp(f->dir, sizeof f->dir, NULL, "mqstore-test-") != 0) {
         free(f);
         return -1;
     }
@@ -105,7 +92,7 @@ static int fx_teardown(void **state)
     fx *f = *state;
     if (f != NULL) {
         if (f->s != NULL) mqstore_free(f->s);
-        rm_rf(f->dir);
+        tu_rm_rf(f->dir);
         free(f);
     }
     *state = NULL;
@@ -143,13 +130,6 @@ static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---- store helpers -------------------------------------------------------- */
@@ -2265,6 +2245,144 @@ static void test_outbox_job_limits(void **state)
 }
 
 /* ======================================================================== */
+/* damaged values                                                           */
+/* ======================================================================== */
+
+/* The store's column families, in its order (offline-queue/src/store.c),
+ * and the layouts of offline-queue/src/keys.h: a test that damages stored
+ * values has to write them behind the store's back. */
+static const char *const RAW_CF_NAMES[] = {"default", "msgs",    "heads",    "dedup", "inbox",
+                                           "members", "cursors", "receipts", "outbox"};
+enum { RAW_MSGS = 1, RAW_DEDUP = 3, RAW_INBOX = 4, RAW_MEMBERS = 5, RAW_CURSORS = 6 };
+enum { RAW_RECEIPTS = 7, RAW_OUTBOX = 8, RAW_NCF = 9 };
+
+typedef struct raw_db {
+    rocksdb_options_t *opt;
+    rocksdb_writeoptions_t *wopt;
+    rocksdb_t *db;
+    rocksdb_column_family_handle_t *cf[RAW_NCF];
+} raw_db;
+
+/* Open a closed store's directory with plain RocksDB. */
+static void raw_open(raw_db *r, const char *dir)
+{
+    const rocksdb_options_t *cfopt[RAW_NCF];
+    char *err = NULL;
+    r->opt = rocksdb_options_create();
+    for (int i = 0; i < RAW_NCF; i++)
+        cfopt[i] = r->opt;
+    r->wopt = rocksdb_writeoptions_create();
+    r->db = rocksdb_open_column_families(r->opt, dir, RAW_NCF, RAW_CF_NAMES, cfopt, r->cf, &err);
+    if (err != NULL) print_error("rocksdb open %s: %s\n", dir, err);
+    assert_null(err);
+}
+
+/* Write one value (both given as literals, which may hold NUL bytes). */
+#define RAW_PUT(r, cf, k, v) raw_put((r), (cf), (k), sizeof(k) - 1, (v), sizeof(v) - 1)
+
+static void raw_put(raw_db *r, int cf, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    char *err = NULL;
+    rocksdb_put_cf(r->db, r->wopt, r->cf[cf], k, klen, v, vlen, &err);
+    assert_null(err);
+}
+
+static void raw_close(raw_db *r)
+{
+    for (int i = 0; i < RAW_NCF; i++)
+        rocksdb_column_family_handle_destroy(r->cf[i]);
+    rocksdb_close(r->db);
+    rocksdb_writeoptions_destroy(r->wopt);
+    rocksdb_options_destroy(r->opt);
+}
+
+/* No protobuf decodes this: a varint that never ends. */
+#define GARBAGE "\xff\xff\xff\xff"
+
+/* Every reader reports a stored value that does not decode, breaks its
+ * record's rules or sits under a malformed key as MQSTORE_ERR_CORRUPT, with
+ * an empty result, while undamaged records around it still read. */
+static void test_damaged_values(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    const char *const mem[] = {"a", "b"};
+    conv_make(f, "c1", mem, NULL, 2, NULL);
+    conv_make(f, "c2", mem, NULL, 2, NULL);
+    send_text(f, "c1", "a", "d", "m1", "hi");
+    EXPECT_OK(mqstore_cursor_ack(f->s, "a", "d", 1, NULL));
+    EXPECT_OK(mqstore_receipt_update(f->s, "c1", "a", 1, 1, NULL, NULL, NULL));
+    mqstore_free(f->s);
+    f->s = NULL;
+
+    raw_db r;
+    raw_open(&r, f->dir);
+    RAW_PUT(&r, RAW_MSGS, "c1\0\0\0\0\0\0\0\0\1", GARBAGE); /* message c1/1 */
+    RAW_PUT(&r, RAW_MSGS, "c2\0\xff\xff\xff", "");          /* a log key 5 bytes short */
+    RAW_PUT(&r, RAW_INBOX, "a\0\0\0\0\0\0\0\0\1", GARBAGE); /* a's inbox entry 1 */
+    RAW_PUT(&r, RAW_INBOX, "b\0\0\0\0\0\0\0\0\0", GARBAGE); /* below b's entry 1 */
+    RAW_PUT(&r, RAW_MEMBERS, "mc1\0b", "\x08\x07");         /* role 7 */
+    RAW_PUT(&r, RAW_MEMBERS, "ub\0c1", GARBAGE);
+    RAW_PUT(&r, RAW_CURSORS, "a\0d", GARBAGE);
+    RAW_PUT(&r, RAW_RECEIPTS, "c1\0a", "\x08\x01\x10\x02"); /* read 2 > delivered 1 */
+    RAW_PUT(&r, RAW_DEDUP, "a\0d\0m1", GARBAGE);
+    RAW_PUT(&r, RAW_OUTBOX, "\0\0\0\0\0\0\0\7x", "job"); /* a 9-byte job id */
+    raw_close(&r);
+    fx_open(f);
+
+    mqstore_page p;
+    EXPECT_ERR(mqstore_msg_get(f->s, "c1", 1, &p), MQSTORE_ERR_CORRUPT);
+    assert_int_equal(p.n, 0);
+    EXPECT_ERR(mqstore_history_read(f->s, "c1", 0, 10, &p), MQSTORE_ERR_CORRUPT);
+    assert_int_equal(p.n, 0);
+    EXPECT_ERR(mqstore_inbox_read(f->s, "a", 0, 10, 1 << 20, &p), MQSTORE_ERR_CORRUPT);
+    assert_int_equal(p.n, 0);
+    /* b's entry 1 is sound but points at the damaged message. */
+    EXPECT_ERR(mqstore_inbox_read(f->s, "b", 0, 10, 1 << 20, &p), MQSTORE_ERR_CORRUPT);
+    assert_int_equal(p.n, 0);
+
+    uint64_t h = 7;
+    EXPECT_ERR(mqstore_conv_head(f->s, "c2", &h), MQSTORE_ERR_CORRUPT);
+    mqstore_err e = MQSTORE_OK;
+    assert_int_equal(mqstore_conv_exists(f->s, "c2", &e), 0);
+    EXPECT_ERR(e, MQSTORE_ERR_CORRUPT);
+    assert_int_equal(chead(f, "c1"), 1);
+
+    mqstore_member_list ml;
+    EXPECT_ERR(mqstore_members_list(f->s, "c1", &ml), MQSTORE_ERR_CORRUPT);
+    assert_int_equal(ml.n, 0);
+    assert_null(ml.items);
+    mqstore_member m;
+    EXPECT_ERR(mqstore_member_get(f->s, "c1", "b", &m), MQSTORE_ERR_CORRUPT);
+    EXPECT_OK(mqstore_member_get(f->s, "c1", "a", &m));
+    assert_int_equal(m.role, MQSTORE_ROLE_MEMBER);
+
+    mqstore_conv_list cl;
+    EXPECT_ERR(mqstore_user_convs(f->s, "b", NULL, 10, &cl), MQSTORE_ERR_CORRUPT);
+    assert_int_equal(cl.n, 0);
+    EXPECT_OK(mqstore_user_convs(f->s, "a", NULL, 10, &cl));
+    assert_int_equal(cl.n, 2);
+    mqstore_conv_list_free(&cl);
+
+    uint64_t c = 7, d = 7, rd = 7;
+    EXPECT_ERR(mqstore_cursor_get(f->s, "a", "d", &c), MQSTORE_ERR_CORRUPT);
+    EXPECT_ERR(mqstore_inbox_trim(f->s, "a", NULL), MQSTORE_ERR_CORRUPT); /* the cursor */
+    EXPECT_ERR(mqstore_inbox_trim(f->s, "b", NULL), MQSTORE_ERR_CORRUPT); /* entry 0 */
+    EXPECT_ERR(mqstore_receipt_get(f->s, "c1", "a", &d, &rd), MQSTORE_ERR_CORRUPT);
+    EXPECT_OK(mqstore_receipt_get(f->s, "c1", "b", &d, &rd));
+    assert_int_equal(d, 0);
+    assert_int_equal(rd, 0);
+
+    mqstore_result res;
+    EXPECT_ERR(send_raw(f, "c1", "a", "d", "m1", "hi", 2, NULL, 0, &res), MQSTORE_ERR_CORRUPT);
+    assert_int_equal(res.n_fanout, 0);
+    mqstore_job_list jl;
+    EXPECT_ERR(mqstore_outbox_read(f->s, 0, 10, &jl), MQSTORE_ERR_CORRUPT);
+    assert_int_equal(jl.n, 0);
+    assert_null(jl.items);
+}
+
+/* ======================================================================== */
 /* durability                                                               */
 /* ======================================================================== */
 
@@ -2356,8 +2474,9 @@ static void test_durability_sync_thread(void **state)
         prev = r.ticket;
         mqstore_result_clear(&r);
     }
-    double t0 = mono_s();
-    while ((mqstore_durable(f->s) < prev || atomic_load(&f->cb_max) < prev) && mono_s() - t0 < 5.0)
+    uint64_t t0 = tu_now_ns();
+    while ((mqstore_durable(f->s) < prev || atomic_load(&f->cb_max) < prev) &&
+           tu_now_ns() - t0 < 5 * TU_SEC_NS)
         sleep_ms(2);
     if (mqstore_durable(f->s) < prev || atomic_load(&f->cb_max) < prev)
         print_error("after 5 s: durable %llu, callback max %llu, last ticket %llu\n",
@@ -2375,8 +2494,9 @@ static void test_durability_sync_thread(void **state)
     assert_true(r.ticket > prev);
     prev = r.ticket;
     mqstore_result_clear(&r);
-    t0 = mono_s();
-    while ((mqstore_durable(f->s) < prev || atomic_load(&f->cb_max) < prev) && mono_s() - t0 < 5.0)
+    t0 = tu_now_ns();
+    while ((mqstore_durable(f->s) < prev || atomic_load(&f->cb_max) < prev) &&
+           tu_now_ns() - t0 < 5 * TU_SEC_NS)
         sleep_ms(2);
     assert_true(mqstore_durable(f->s) >= prev);
     assert_true(atomic_load(&f->cb_max) >= prev);
@@ -2469,6 +2589,51 @@ static void test_concurrent_appends(void **state)
         assert_int_equal(p.items[i].seq, i + 1);
     }
     mqstore_page_free(&p);
+}
+
+/* A thread calling mqstore_sync() over and over while another appends. */
+typedef struct syncer_arg {
+    fx *f;
+    _Atomic int stop;
+    int errors;
+} syncer_arg;
+
+static void *sync_loop(void *arg)
+{
+    syncer_arg *a = arg;
+    while (!atomic_load(&a->stop))
+        if (mqstore_sync(a->f->s) != MQSTORE_OK) a->errors++;
+    return NULL;
+}
+
+/* In OS mode writers publish durable themselves while mqstore_sync() on
+ * another thread publishes what its fsync covered: durable never goes back
+ * and never passes the last ticket, as seen by a third thread (this one). */
+static void test_durable_monotonic_os(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    const char *const mem[] = {"a", "b"};
+    conv_make(f, "c", mem, NULL, 2, NULL);
+    syncer_arg sa = {.f = f};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, sync_loop, &sa), 0);
+    uint64_t prev = 0;
+    for (int i = 0; i < 2000; i++) {
+        mqstore_result r;
+        EXPECT_OK(send_raw(f, "c", "a", "d", NULL, "m", 1, NULL, 0, &r));
+        uint64_t ticket = r.ticket;
+        mqstore_result_clear(&r);
+        uint64_t d = mqstore_durable(f->s);
+        assert_true(d >= prev);
+        assert_true(d >= ticket); /* OS mode: durable when the call returns */
+        assert_true(d <= mqstore_last_ticket(f->s));
+        prev = d;
+    }
+    atomic_store(&sa.stop, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(sa.errors, 0);
+    assert_true(mqstore_durable(f->s) >= prev);
 }
 
 /* trimmed_upto is "the highest inbox_seq deleted (or 0)": a call that deletes
@@ -2626,8 +2791,8 @@ static void test_on_durable_thread(void **state)
         assert_true(mqstore_durable(f->s) >= mqstore_last_ticket(f->s));
     }
     uint64_t last = mqstore_last_ticket(f->s);
-    double t0 = mono_s();
-    while (atomic_load(&f->cb_max) < last && mono_s() - t0 < 5.0)
+    uint64_t t0 = tu_now_ns();
+    while (atomic_load(&f->cb_max) < last && tu_now_ns() - t0 < 5 * TU_SEC_NS)
         sleep_ms(2);
     assert_true(atomic_load(&f->cb_max) >= last);
     if (atomic_load(&cb_on_main)) print_error("on_durable was called on the caller's thread\n");
@@ -2656,11 +2821,11 @@ static void test_sync_request_driver(void **state)
     sleep_ms(50);
     assert_true(mqstore_durable(f->s) < last); /* not asked: not synced */
     mqstore_sync_request(f->s);
-    double t0 = mono_s();
-    while (mqstore_durable(f->s) < last && mono_s() - t0 < 5.0)
+    uint64_t t0 = tu_now_ns();
+    while (mqstore_durable(f->s) < last && tu_now_ns() - t0 < 5 * TU_SEC_NS)
         sleep_ms(1);
     assert_true(mqstore_durable(f->s) >= last);
-    while (atomic_load(&f->cb_max) < last && mono_s() - t0 < 5.0)
+    while (atomic_load(&f->cb_max) < last && tu_now_ns() - t0 < 5 * TU_SEC_NS)
         sleep_ms(1);
     assert_true(atomic_load(&f->cb_max) >= last);
     assert_false(atomic_load(&cb_on_main));
@@ -2777,6 +2942,7 @@ int main(void)
         T(test_durability_sync_manual),
         T(test_durability_sync_thread),
         T(test_concurrent_appends),
+        T(test_durable_monotonic_os),
         T(test_trim_reports_this_call),
         T(test_prefix_isolation),
         T(test_many_jobs),
@@ -2784,6 +2950,7 @@ int main(void)
         T(test_sync_request_driver),
         T(test_heads_after_trim_and_reopen),
         T(test_member_rejoin),
+        T(test_damaged_values),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
