@@ -334,8 +334,14 @@ static void fuzz_ids(const char *s)
     size_t n = strlen(s);
     CHECK(!user || id);
     CHECK(!id || (n >= 1 && n <= 128));
+    /* Every kind is a store key; users and devices share one syntax. */
+    CHECK(!conv || mqc_id_valid(MQC_ID_KEY, s));
+    CHECK(!id || mqc_id_valid(MQC_ID_KEY, s));
+    CHECK(user == mqc_id_valid(MQC_ID_DEVICE, s));
     if (mqc_conv_direct(s, a, b) == 0) {
-        CHECK(conv);
+        /* A well-formed 1:1 id is a conversation id if it fits a store key
+         * (two long user ids can make it longer than MQC_ID_MAX). */
+        CHECK(conv == (n <= MQC_ID_MAX));
         CHECK(mqc_id_valid(MQC_ID_USER, a) && mqc_id_valid(MQC_ID_USER, b) && strcmp(a, b) <= 0);
         snprintf(buf, sizeof(buf), "d:%s:%s", a, b);
         CHECK(strcmp(buf, s) == 0);
