@@ -354,6 +354,17 @@ mqstore_err mqstore_receipt_update(mqstore *s, const char *conv, const char *use
 mqstore_err mqstore_receipt_get(mqstore *s, const char *conv, const char *user, uint64_t *delivered,
                                 uint64_t *read);
 
+/* ---- per-user preferences ------------------------------------------------ */
+
+/* One opaque record per user (the plugin keeps the user's presence privacy
+ * in it), at most MQSTORE_PREFS_MAX bytes, replaced whole by each put. */
+#define MQSTORE_PREFS_MAX 4096
+mqstore_err mqstore_user_prefs_put(mqstore *s, const char *user, const void *data, size_t len);
+
+/* The user's record: *data is malloc'ed (free() it) and *len its size;
+ * MQSTORE_ERR_NOTFOUND (and *data NULL) when the user has none. */
+mqstore_err mqstore_user_prefs_get(mqstore *s, const char *user, void **data, size_t *len);
+
 /* ---- push outbox --------------------------------------------------------- */
 
 typedef struct mqstore_job {

@@ -10,7 +10,7 @@ void key_reset(key *k)
     k->len = 0;
 }
 
-/* Append a one-byte tag ('c', 'i', 't', 'm', 'u'). */
+/* Append a one-byte tag ('c', 'i', 'p', 't', 'm', 'u'). */
 void key_tag(key *k, char tag)
 {
     /* A tag only starts a key. */

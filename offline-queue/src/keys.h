@@ -15,6 +15,7 @@
  *                                           the last seq in msgs, cached in memory)
  *             't' user                      be64 inbox trimmed up to (the inbox head is
  *                                           the higher of this and the last entry)
+ *             'p' user                      opaque per-user preferences (mqstore_user_prefs_*)
  *   dedup     user \0 device \0 cmid        DedupRecord
  *   inbox     user \0 be64(inbox_seq)       InboxEntry
  *   members   'm' conv \0 user              MemberRecord

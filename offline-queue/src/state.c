@@ -395,3 +395,44 @@ mqstore_err mqstore_outbox_delete_upto(mqstore *s, uint64_t upto)
     rocksdb_writebatch_delete_range_cf(b, s->cf[CF_OUTBOX], lo.buf, lo.len, hi.buf, hi.len);
     return write_batch_alone(s, b);
 }
+
+/* ---- per-user preferences ------------------------------------------------ */
+
+static void prefs_key(key *k, const char *user)
+{
+    key_reset(k);
+    key_tag(k, 'p');
+    key_raw(k, user);
+}
+
+mqstore_err mqstore_user_prefs_put(mqstore *s, const char *user, const void *data, size_t len)
+{
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || (!data && len) || len > MQSTORE_PREFS_MAX)
+        return MQSTORE_ERR_INVAL;
+    key k;
+    prefs_key(&k, user);
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    rocksdb_writebatch_put_cf(b, s->cf[CF_HEADS], k.buf, k.len, data ? (const char *)data : "",
+                              len);
+    return write_batch_alone(s, b);
+}
+
+mqstore_err mqstore_user_prefs_get(mqstore *s, const char *user, void **data, size_t *len)
+{
+    if (data) *data = NULL;
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || !data || !len) return MQSTORE_ERR_INVAL;
+    key k;
+    prefs_key(&k, user);
+    char *val;
+    size_t n;
+    mqstore_err e = store_get(s, CF_HEADS, &k, &val, &n);
+    if (e) return e;
+    if (!val) return MQSTORE_ERR_NOTFOUND;
+    /* RocksDB's buffer is freed with rocksdb_free: hand out our own. */
+    *data = malloc(n ? n : 1);
+    if (*data) memcpy(*data, val, n);
+    rocksdb_free(val);
+    if (!*data) return MQSTORE_ERR_NOMEM;
+    *len = n;
+    return MQSTORE_OK;
+}

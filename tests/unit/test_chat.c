@@ -39,6 +39,7 @@
 #include "mqc_id.h"
 #include "mqchat.pb-c.h"
 #include "mqstore.h"
+#include "presence.h"
 #include "rules.h"
 
 #define PREFIX "test/chat"
@@ -1475,6 +1476,188 @@ static void test_order_os_mode(void **state)
     expect_pub(3, "alice:phone", "/u/alice/d/phone/resp", 1);
 }
 
+/* ================================================================== */
+/* presence: privacy rules and the live state (without Redis)          */
+
+#define VIS(x) MQCHAT__V1__PRESENCE_VISIBILITY__PRESENCE_VISIBILITY_##x
+#define PST(x) MQCHAT__V1__PRESENCE_STATE__PRESENCE_STATE_##x
+
+static void set_visibility(fx *f, const chat_caller *who, Mqchat__V1__PresenceVisibility v,
+                           int hide)
+{
+    Mqchat__V1__PresenceSettings ps = MQCHAT__V1__PRESENCE_SETTINGS__INIT;
+    ps.visibility = v;
+    ps.hide_last_seen = hide;
+    chat_presence_prefs out;
+    chat_status st;
+    assert_int_equal(chat_presence_settings(f->c, who, &ps, &out, &st), 0);
+}
+
+static int may_watch(fx *f, const char *watcher, const char *target)
+{
+    chat_presence_prefs p;
+    chat_status st;
+    int allowed = -1;
+    assert_int_equal(chat_presence_prefs_get(f->c, target, &p, &st), 0);
+    assert_int_equal(chat_presence_may_watch(f->c, watcher, target, &p, &allowed, &st), 0);
+    return allowed;
+}
+
+static void test_presence_contacts(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(chat_contacts(f->c, "alice", "alice"), 1);
+    /* An implicit 1:1 conversation is not contact: it needs a message. */
+    assert_int_equal(chat_contacts(f->c, "alice", "bob"), 0);
+    Mqchat__V1__Typing t = MQCHAT__V1__TYPING__INIT;
+    t.conversation_id = "d:alice:bob";
+    mqstore_member_list ml;
+    chat_status st;
+    assert_int_equal(chat_typing(f->c, &BOB, &t, &ml, &st), 0); /* creates it, head 0 */
+    mqstore_member_list_free(&ml);
+    assert_int_equal(chat_contacts(f->c, "alice", "bob"), 0);
+    send_ok(f, &BOB, "d:alice:bob", "hi");
+    assert_int_equal(chat_contacts(f->c, "alice", "bob"), 1);
+    assert_int_equal(chat_contacts(f->c, "bob", "alice"), 1);
+    /* A shared group, seen from either side. */
+    assert_int_equal(chat_contacts(f->c, "carol", "alice"), 0);
+    char conv[MQC_ID_BUF];
+    create_group(f, &CAROL, (char *[]){"dave", "alice"}, 2, conv);
+    assert_int_equal(chat_contacts(f->c, "carol", "alice"), 1);
+    assert_int_equal(chat_contacts(f->c, "alice", "carol"), 1);
+    assert_int_equal(chat_contacts(f->c, "alice", "dave"), 1);
+    assert_int_equal(chat_contacts(f->c, "bob", "dave"), 0);
+}
+
+static void test_presence_privacy(void **state)
+{
+    fx *f = *state;
+    chat_presence_prefs p;
+    chat_status st;
+    assert_int_equal(chat_presence_prefs_get(f->c, "alice", &p, &st), 0);
+    assert_int_equal(p.visibility, VIS(CONTACTS)); /* the default */
+    assert_false(p.hide_last_seen);
+    assert_int_equal(may_watch(f, "carol", "alice"), 0); /* no shared conversation */
+    assert_int_equal(may_watch(f, "alice", "alice"), 1);
+    set_visibility(f, &ALICE, VIS(EVERYONE), 0);
+    assert_int_equal(may_watch(f, "carol", "alice"), 1);
+    set_visibility(f, &ALICE, VIS(NOBODY), 1);
+    assert_int_equal(may_watch(f, "carol", "alice"), 1); /* may ask; sees UNKNOWN */
+    /* UNSPECIFIED keeps the visibility; hide_last_seen is always set. */
+    set_visibility(f, &ALICE, VIS(UNSPECIFIED), 0);
+    assert_int_equal(chat_presence_prefs_get(f->c, "alice", &p, &st), 0);
+    assert_int_equal(p.visibility, VIS(NOBODY));
+    assert_false(p.hide_last_seen);
+    /* Stored: another store handle (a reopen) sees it too. */
+    mqstore_free(f->store);
+    mqstore_options so;
+    mqstore_options_init(&so);
+    so.sync_driver = MQSTORE_SYNC_MANUAL;
+    char *msg = NULL;
+    assert_int_equal(mqstore_open(f->dir, &so, &f->store, &msg), MQSTORE_OK);
+    f->d.store = f->d.chat.store = f->store;
+    assert_int_equal(chat_presence_prefs_get(f->c, "alice", &p, &st), 0);
+    assert_int_equal(p.visibility, VIS(NOBODY));
+}
+
+/* The PresenceUpdate events published to client_id, in order. */
+static size_t updates_to(const char *client_id, Mqchat__V1__PresenceState *states, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < stub_pub_count(); i++) {
+        const stub_pub *p = pub_at(i);
+        if (!p->client_id || strcmp(p->client_id, client_id) != 0) continue;
+        Mqchat__V1__ServerEvent *ev = decode_event(p);
+        if (ev->body_case == MQCHAT__V1__SERVER_EVENT__BODY_PRESENCE && n < max)
+            states[n++] = ev->presence->state;
+        mqchat__v1__server_event__free_unpacked(ev, NULL);
+    }
+    return n;
+}
+
+static void watch(presence *pr, conn *c, char **users, size_t n)
+{
+    Mqchat__V1__PresenceWatch w = MQCHAT__V1__PRESENCE_WATCH__INIT;
+    w.user_ids = users;
+    w.n_user_ids = n;
+    presence_watch(pr, c, "w1", &w);
+}
+
+/* The live state: online at the first connection, offline when the last
+ * one leaves (debounce 0 here), watchers told, a second device changes
+ * nothing, and a watch answer without Redis says UNKNOWN for users this
+ * broker does not know. */
+static void test_presence_live(void **state)
+{
+    fx *f = *state;
+    send_ok(f, &BOB, "d:alice:bob", "hi"); /* contacts */
+    presence *pr = presence_new(&f->d, NULL);
+    assert_non_null(pr);
+    f->d.pres = pr;
+    presence_connect(pr, f->b_phone, "mqtt311");
+    stub_reset();
+    watch(pr, f->b_phone, (char *[]){"alice"}, 1);
+    Mqchat__V1__Response *r = decode_resp(expect_pub(0, "bob:phone", "/u/bob/d/phone/resp", 1));
+    assert_int_equal(r->body_case, MQCHAT__V1__RESPONSE__BODY_PRESENCE);
+    assert_int_equal(r->presence->n_users, 1);
+    assert_int_equal(r->presence->users[0]->state, PST(UNKNOWN)); /* not here, no Redis */
+    mqchat__v1__response__free_unpacked(r, NULL);
+
+    stub_reset();
+    presence_connect(pr, f->a_phone, "mqtt5");
+    presence_connect(pr, f->a_laptop, "mqtt5");
+    Mqchat__V1__PresenceState st[8];
+    assert_int_equal(updates_to("bob:phone", st, 8), 1);
+    assert_int_equal(st[0], PST(ONLINE));
+    stub_reset();
+    presence_disconnect(pr, f->a_laptop);
+    presence_tick(pr, 0);
+    assert_int_equal(updates_to("bob:phone", st, 8), 0); /* the phone is still there */
+    presence_disconnect(pr, f->a_phone);
+    presence_tick(pr, 0);
+    assert_int_equal(updates_to("bob:phone", st, 8), 1);
+    assert_int_equal(st[0], PST(OFFLINE));
+    /* A watch now answers from memory: OFFLINE with a last seen. */
+    stub_reset();
+    watch(pr, f->b_phone, (char *[]){"alice"}, 1);
+    r = decode_resp(pub_at(0));
+    assert_int_equal(r->presence->users[0]->state, PST(OFFLINE));
+    assert_true(r->presence->users[0]->last_seen_ms > 0);
+    mqchat__v1__response__free_unpacked(r, NULL);
+    /* A stranger is refused, and nothing changes for bob's watch. */
+    stub_reset();
+    presence_connect(pr, f->a_phone, "mqtt5");
+    conn *carol = conn_add(&f->d, CLIENT(3), "carol", "phone");
+    watch(pr, carol, (char *[]){"alice"}, 1);
+    r = decode_resp(pub_index("carol:phone") >= 0 ? pub_at((size_t)pub_index("carol:phone"))
+                                                  : pub_at(0));
+    assert_int_equal(r->body_case, MQCHAT__V1__RESPONSE__BODY_ERROR);
+    assert_int_equal(r->error->code, EC(PERMISSION_DENIED));
+    mqchat__v1__response__free_unpacked(r, NULL);
+    assert_int_equal(updates_to("bob:phone", st, 8), 1);
+    assert_int_equal(st[0], PST(ONLINE));
+    /* Hiding: bob sees UNKNOWN at once. */
+    stub_reset();
+    Mqchat__V1__PresenceSettings ps = MQCHAT__V1__PRESENCE_SETTINGS__INIT;
+    ps.visibility = VIS(NOBODY);
+    presence_settings(pr, f->a_phone, "s1", &ps);
+    assert_int_equal(updates_to("bob:phone", st, 8), 1);
+    assert_int_equal(st[0], PST(UNKNOWN));
+    presence_disconnect(pr, carol);
+    conn_remove(&f->d, CLIENT(3));
+    presence_disconnect(pr, f->a_phone);
+    presence_disconnect(pr, f->b_phone);
+    presence_tick(pr, 0);
+    presence_free(pr);
+    f->d.pres = NULL;
+}
+
+static int setup_presence(void **state)
+{
+    static const char *const extra[] = {"presence_debounce_ms", "0", NULL};
+    return fx_setup(state, MQSTORE_DURABILITY_OS, extra);
+}
+
 #define T(fn, setup) cmocka_unit_test_setup_teardown(fn, setup, fx_teardown)
 
 int main(void)
@@ -1512,6 +1695,9 @@ int main(void)
         T(test_rate_limit, setup_rate),
         T(test_refusal_log_once, setup_os),
         T(test_publish_failure, setup_os),
+        T(test_presence_contacts, setup_os),
+        T(test_presence_privacy, setup_os),
+        T(test_presence_live, setup_presence),
         /* durability order */
         T(test_order_sync_mode, setup_sync),
         T(test_order_sync_dropped, setup_sync),

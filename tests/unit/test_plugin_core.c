@@ -996,12 +996,23 @@ static void test_request_unsupported(void **state)
     pr.platform = MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_FCM;
     pr.token = "tok";
     Mqchat__V1__Request r = request();
+    /* Presence requests decode and validate (the presence layer, or its
+     * absence, answers them); push requests are still UNSUPPORTED. */
     r.body_case = MQCHAT__V1__REQUEST__BODY_PRESENCE_WATCH;
     r.presence_watch = &pw;
-    assert_int_equal(req_code(&r, 65536, 256), EC(UNSUPPORTED));
+    assert_int_equal(req_code(&r, 65536, 256), 0);
+    char *bad[2] = {"bob", "no/slash"};
+    pw.user_ids = bad;
+    pw.n_user_ids = 2;
+    assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT));
+    char *twice[2] = {"bob", "bob"};
+    pw.user_ids = twice;
+    assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT));
     r.body_case = MQCHAT__V1__REQUEST__BODY_PRESENCE_SETTINGS;
     r.presence_settings = &ps;
-    assert_int_equal(req_code(&r, 65536, 256), EC(UNSUPPORTED));
+    assert_int_equal(req_code(&r, 65536, 256), 0);
+    ps.visibility = (Mqchat__V1__PresenceVisibility)9;
+    assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT));
     r.body_case = MQCHAT__V1__REQUEST__BODY_PUSH_REGISTER;
     r.push_register = &pr;
     assert_int_equal(req_code(&r, 65536, 256), EC(UNSUPPORTED));

@@ -2041,6 +2041,47 @@ static void receipt_expect(fx *f, const char *conv, const char *user, uint64_t d
     assert_int_equal(gr, r);
 }
 
+/* Per-user preferences: opaque bytes, replaced whole, kept across a
+ * reopen, bounded, and independent of the user's other records. */
+static void test_user_prefs(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    void *data = (void *)1;
+    size_t len = 0;
+    assert_int_equal(mqstore_user_prefs_get(f->s, "alice", &data, &len), MQSTORE_ERR_NOTFOUND);
+    assert_null(data);
+    EXPECT_OK(mqstore_user_prefs_put(f->s, "alice", "\x00\x01two", 5));
+    EXPECT_OK(mqstore_user_prefs_put(f->s, "bob", "b", 1));
+    EXPECT_OK(mqstore_user_prefs_get(f->s, "alice", &data, &len));
+    assert_int_equal(len, 5);
+    assert_memory_equal(data, "\x00\x01two", 5);
+    free(data);
+    EXPECT_OK(mqstore_user_prefs_put(f->s, "alice", "new", 3));
+    fx_reopen(f);
+    EXPECT_OK(mqstore_user_prefs_get(f->s, "alice", &data, &len));
+    assert_int_equal(len, 3);
+    assert_memory_equal(data, "new", 3);
+    free(data);
+    EXPECT_OK(mqstore_user_prefs_get(f->s, "bob", &data, &len));
+    assert_int_equal(len, 1);
+    free(data);
+    /* Empty is a value, not an absence. */
+    EXPECT_OK(mqstore_user_prefs_put(f->s, "bob", NULL, 0));
+    EXPECT_OK(mqstore_user_prefs_get(f->s, "bob", &data, &len));
+    assert_int_equal(len, 0);
+    free(data);
+    static char big[MQSTORE_PREFS_MAX + 1];
+    assert_int_equal(mqstore_user_prefs_put(f->s, "alice", big, sizeof(big)), MQSTORE_ERR_INVAL);
+    EXPECT_OK(mqstore_user_prefs_put(f->s, "alice", big, MQSTORE_PREFS_MAX));
+    assert_int_equal(mqstore_user_prefs_put(f->s, "no/slash", "x", 1), MQSTORE_ERR_INVAL);
+    assert_int_equal(mqstore_user_prefs_get(f->s, "", &data, &len), MQSTORE_ERR_INVAL);
+    /* A user's prefs are not a conversation nor an inbox mark. */
+    mqstore_err e;
+    assert_false(mqstore_conv_exists(f->s, "alice", &e));
+    assert_int_equal(e, MQSTORE_OK);
+}
+
 static void test_receipts(void **state)
 {
     fx *f = *state;
@@ -2936,6 +2977,7 @@ int main(void)
         T(test_trim_stale_device),
         T(test_trim_no_device),
         T(test_receipts),
+        T(test_user_prefs),
         T(test_outbox),
         T(test_outbox_job_limits),
         T(test_durability_os),

@@ -22,6 +22,20 @@ static int looks_like_jwt(const char *s)
     return dots == 2;
 }
 
+/* "mqtt5", "mqtt311", "ws-mqtt5", ... for the session registry. */
+static const char *transport(const struct mosquitto *client)
+{
+    int ws = mosquitto_client_protocol(client) == mp_websockets;
+    switch (mosquitto_client_protocol_version(client)) {
+    case 5:
+        return ws ? "ws-mqtt5" : "mqtt5";
+    case 4:
+        return ws ? "ws-mqtt311" : "mqtt311";
+    default:
+        return ws ? "ws-mqtt31" : "mqtt31";
+    }
+}
+
 /* Log a refused connection (bounded per interval: device/refusals.c). */
 static int refuse(mqc *m, struct mosquitto *client, const char *who, const char *why)
 {
@@ -56,7 +70,9 @@ int on_basic_auth(int event, void *event_data, void *userdata)
     if (rc == MQJWT_OK)
         rc = mqjwt_check_identity(&claims, ev->username, client_id, err, sizeof(err));
     if (rc != MQJWT_OK) return refuse(m, ev->client, who, err);
-    if (!conn_add(&m->dev, ev->client, claims.sub, claims.did)) return MOSQ_ERR_NOMEM;
+    conn *c = conn_add(&m->dev, ev->client, claims.sub, claims.did);
+    if (!c) return MOSQ_ERR_NOMEM;
+    if (m->pres) presence_connect(m->pres, c, transport(ev->client));
     /* From now on the device's cursor holds inbox trimming back. A store
      * error here only delays that; it is no reason to refuse the device. */
     mqstore_err e = mqstore_device_touch(m->store, claims.sub, claims.did);
@@ -81,6 +97,8 @@ int on_disconnect(int event, void *event_data, void *userdata)
 {
     mqc *m = userdata;
     struct mosquitto_evt_disconnect *ev = event_data;
+    conn *c = conn_find(&m->dev, ev->client);
+    if (c && m->pres) presence_disconnect(m->pres, c);
     conn_remove(&m->dev, ev->client);
     return MOSQ_ERR_SUCCESS;
 }

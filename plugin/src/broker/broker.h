@@ -26,6 +26,8 @@
 #include "device.h"
 #include "jwt.h"
 #include "mqstore.h"
+#include "presence.h"
+#include "redis.h"
 #include "wake.h"
 
 /* The real-time signal the wake facility uses: SIGRTMIN + this. */
@@ -39,6 +41,8 @@ typedef struct mqc {
     mqc_wake *wake;
     mqc_async *durable; /* sent by the syncer after an fsync */
     dev dev;
+    presence *pres;   /* NULL: presence off (no plugin_opt_redis) */
+    mqc_redis *redis; /* the Redis thread, with pres */
 } mqc;
 
 int on_basic_auth(int event, void *event_data, void *userdata);

@@ -31,7 +31,12 @@ static int fail(const char *msg)
 
 static void teardown(mqc *m)
 {
-    /* Stop the syncer first: it may still send the durable wake-up. */
+    /* Stop the threads first: they may still send wake-ups. The Redis
+     * thread before presence (it answers presence's reads). */
+    mqc_redis_free(m->redis);
+    m->redis = NULL;
+    presence_free(m->pres);
+    m->pres = m->dev.pres = NULL;
     mqstore_free(m->store);
     m->store = NULL;
     dev_free(&m->dev);
@@ -113,6 +118,35 @@ static void log_policies(const mqc *m)
             : "deny: every login needs a JWT");
 }
 
+/* Presence: the live state, then the Redis thread that mirrors it. */
+static int open_presence(mqc *m, char *err, size_t errlen)
+{
+    if (!(m->pres = presence_new(&m->dev, NULL))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    mqc_redis_config rc = {.host = m->cfg.redis_host,
+                           .port = m->cfg.redis_port,
+                           .socket = m->cfg.redis_socket,
+                           .password = m->cfg.redis_password,
+                           .prefix = m->cfg.redis_prefix,
+                           .node = m->cfg.node_id,
+                           .timeout_ms = m->cfg.redis_timeout_ms,
+                           .node_ttl_s = m->cfg.node_ttl_s,
+                           .on_up = presence_redis_up,
+                           .data = m->pres};
+    if (!(m->redis = mqc_redis_new(&rc, m->wake, err, errlen))) return -1;
+    presence_attach_redis(m->pres, m->redis);
+    m->dev.pres = m->pres;
+    mosquitto_log_printf(MOSQ_LOG_INFO,
+                         "mqchat: presence on: Redis %s, node %s, keys under %s, liveness every "
+                         "%llds (ttl %llds), debounce %lld ms",
+                         m->cfg.redis, m->cfg.node_id, m->cfg.redis_prefix,
+                         (long long)m->cfg.node_ttl_s / 3, (long long)m->cfg.node_ttl_s,
+                         (long long)m->cfg.presence_debounce_ms);
+    return 0;
+}
+
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
                           struct mosquitto_opt *opts, int opt_count)
 {
@@ -138,6 +172,10 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         return fail(err);
     }
     m->dev.store = m->dev.chat.store = m->store;
+    if (m->cfg.redis && open_presence(m, err, sizeof(err))) {
+        teardown(m);
+        return fail(err);
+    }
     for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++)
         if (mosquitto_callback_register(identifier, callbacks[i].event, callbacks[i].cb, NULL, m) !=
             MOSQ_ERR_SUCCESS) {

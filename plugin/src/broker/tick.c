@@ -32,5 +32,9 @@ int on_tick(int event, void *event_data, void *userdata)
     out_drain(&m->dev);
     mqstore_sync_request(m->store);
     refusals_tick(&m->dev, now_ms());
+    if (m->pres) {
+        presence_tick(m->pres, now_ms());
+        mqc_redis_flush(m->redis); /* this pass's Redis writes, one pipeline */
+    }
     return MOSQ_ERR_SUCCESS;
 }

@@ -49,6 +49,14 @@ static const opt_def opt_defs[] = {
     {"outside_namespace", T_OUTSIDE, OFF(outside_namespace), 0, 0},
     {"reply_max_bytes", T_SIZE, OFF(reply_max_bytes), 16384, 64 << 20},
     {"log_summary_interval_s", T_INT, OFF(log_summary_s), 1, 86400},
+    {"redis", T_STR, OFF(redis), 0, 0},
+    {"redis_password", T_STR, OFF(redis_password), 0, 0},
+    {"redis_prefix", T_STR, OFF(redis_prefix), 0, 0},
+    {"redis_timeout_ms", T_INT, OFF(redis_timeout_ms), 100, 60000},
+    {"node_id", T_STR, OFF(node_id), 0, 0},
+    {"node_ttl_s", T_INT, OFF(node_ttl_s), 3, 3600},
+    {"presence_debounce_ms", T_INT, OFF(presence_debounce_ms), 0, 600000},
+    {"presence_watch_max", T_SIZE, OFF(presence_watch_max), 1, 1000},
     {"sync_page_max", T_SIZE, OFF(sync_page_max), 1, 10000},
     {"history_page_max", T_SIZE, OFF(history_page_max), 1, 10000},
     {"dedup_retention_s", T_INT, OFF(dedup_retention_s), 60, 365 * 86400},
@@ -69,6 +77,12 @@ static void defaults(mqc_config *c)
     c->outside_namespace = OUTSIDE_DEFER;
     c->reply_max_bytes = 0; /* from max_body, after parsing */
     c->log_summary_s = 60;
+    c->redis_prefix = strdup("mqchat:");
+    c->redis_timeout_ms = 2000;
+    c->node_id = strdup("node1");
+    c->node_ttl_s = 15;
+    c->presence_debounce_ms = 5000;
+    c->presence_watch_max = 64;
     c->sync_page_max = 500;
     c->history_page_max = 200;
     c->dedup_retention_s = 7 * 86400;
@@ -87,6 +101,43 @@ static int prefix_valid(const char *p)
         if (p[i] == '/' && p[i + 1] == '/') return 0;
     }
     return 1;
+}
+
+/* 1..max bytes, each alphanumeric or one of `extra`. */
+static int plain_chars(const char *s, size_t max, const char *extra)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr(extra, s[i])))
+            return 0;
+    return 1;
+}
+
+/* "host:port" or "unix:/path" into the parsed fields. */
+static int redis_addr(mqc_config *c, char *err, size_t errlen)
+{
+    if (strncmp(c->redis, "unix:", 5) == 0) {
+        if (c->redis[5] != '/' || strlen(c->redis + 5) > 100) {
+            snprintf(err, errlen, "plugin_opt_redis: '%s': unix: needs an absolute socket path",
+                     c->redis);
+            return -1;
+        }
+        c->redis_socket = strdup(c->redis + 5);
+        return c->redis_socket ? 0 : -1;
+    }
+    const char *colon = strrchr(c->redis, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!colon || colon == c->redis || !colon[1] || *end || port < 1 || port > 65535 ||
+        (size_t)(colon - c->redis) > 253) {
+        snprintf(err, errlen, "plugin_opt_redis: '%s' is not host:port or unix:/path", c->redis);
+        return -1;
+    }
+    c->redis_host = strndup(c->redis, (size_t)(colon - c->redis));
+    c->redis_port = (int)port;
+    return c->redis_host ? 0 : -1;
 }
 
 static int parse_one(mqc_config *c, const opt_def *d, const char *v, char *err, size_t errlen)
@@ -209,6 +260,17 @@ int mqc_config_parse(mqc_config *c, struct mosquitto_opt *opts, int n, char *err
         return -1;
     }
     if (c->rate_burst < 1) c->rate_burst = 1;
+    if (c->redis && redis_addr(c, err, errlen)) return -1;
+    if (!plain_chars(c->redis_prefix, 64, ":._-")) {
+        snprintf(err, errlen, "plugin_opt_redis_prefix: '%s' must be 1..64 of [A-Za-z0-9:._-]",
+                 c->redis_prefix);
+        return -1;
+    }
+    if (!plain_chars(c->node_id, 64, "._-")) {
+        snprintf(err, errlen, "plugin_opt_node_id: '%s' must be 1..64 of [A-Za-z0-9._-]",
+                 c->node_id);
+        return -1;
+    }
     /* One stored message (body, media, envelope) must fit in a reply. */
     size_t need = c->max_body + WIRE_ENVELOPE_SLACK + MQC_REPLY_SLACK;
     if (!c->reply_max_bytes) {
@@ -231,5 +293,11 @@ void mqc_config_free(mqc_config *c)
     free(c->jwt_public_key_file);
     free(c->jwt_issuer);
     free(c->jwt_audience);
+    free(c->redis);
+    free(c->redis_host);
+    free(c->redis_socket);
+    free(c->redis_password);
+    free(c->redis_prefix);
+    free(c->node_id);
     memset(c, 0, sizeof(*c));
 }

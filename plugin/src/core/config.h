@@ -43,6 +43,18 @@ typedef struct mqc_config {
      * message always fits. */
     size_t reply_max_bytes;
     int64_t log_summary_s; /* suppressed refusals are summed up this often */
+    /* Presence (docs/OPERATIONS.md, "Presence and Redis"). redis NULL: off. */
+    char *redis;      /* "host:port" or "unix:/path" */
+    char *redis_host; /* parsed from redis: host, or NULL for a socket */
+    int redis_port;
+    char *redis_socket; /* the path after "unix:" */
+    char *redis_password;
+    char *redis_prefix;
+    int64_t redis_timeout_ms;
+    char *node_id;
+    int64_t node_ttl_s;
+    int64_t presence_debounce_ms;
+    size_t presence_watch_max;
 } mqc_config;
 
 /* Room in a reply for everything but its messages (envelope, ids). */

@@ -194,10 +194,27 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
             fail(err, EC(INVALID_ARGUMENT), "after_conversation_id is not a conversation id");
         break;
     case MQCHAT__V1__REQUEST__BODY_PRESENCE_WATCH:
+        /* The per-device limit is the presence layer's (an option); this
+         * bounds the work of checking the list at all. */
+        if (r->presence_watch->n_user_ids > WIRE_MAX_WATCH)
+            fail(err, EC(INVALID_ARGUMENT), "at most %d users may be watched", WIRE_MAX_WATCH);
+        for (size_t i = 0; !err->code && i < r->presence_watch->n_user_ids; i++) {
+            if (!mqc_id_valid(MQC_ID_USER, r->presence_watch->user_ids[i]))
+                fail(err, EC(INVALID_ARGUMENT), "user_ids[%zu] is not a valid user id", i);
+            for (size_t j = 0; !err->code && j < i; j++)
+                if (strcmp(r->presence_watch->user_ids[i], r->presence_watch->user_ids[j]) == 0)
+                    fail(err, EC(INVALID_ARGUMENT), "user_ids[%zu] is listed twice", i);
+        }
+        break;
     case MQCHAT__V1__REQUEST__BODY_PRESENCE_SETTINGS:
+        if (r->presence_settings->visibility < 0 ||
+            r->presence_settings->visibility >
+                MQCHAT__V1__PRESENCE_VISIBILITY__PRESENCE_VISIBILITY_NOBODY)
+            fail(err, EC(INVALID_ARGUMENT), "visibility must be EVERYONE, CONTACTS or NOBODY");
+        break;
     case MQCHAT__V1__REQUEST__BODY_PUSH_REGISTER:
     case MQCHAT__V1__REQUEST__BODY_PUSH_UNREGISTER:
-        fail(err, EC(UNSUPPORTED), "presence and push tokens are not available on this server yet");
+        fail(err, EC(UNSUPPORTED), "push tokens are not available on this server yet");
         break;
     default:
         fail(err, EC(UNSUPPORTED), "unknown or missing request type");

@@ -23,6 +23,8 @@ typedef struct wire_err {
 #define WIRE_MAX_MEDIA 16
 #define WIRE_MAX_CONTENT_TYPE 64
 #define WIRE_MAX_TITLE 128
+/* Users in one PresenceWatch (the presence_watch_max option is lower). */
+#define WIRE_MAX_WATCH 1000
 /* Upstream payloads larger than max_body + this are refused undecoded. */
 #define WIRE_ENVELOPE_SLACK 65536
 /* Receipts are refused undecoded above WIRE_ENVELOPE_SLACK, typing

@@ -54,6 +54,8 @@ typedef struct conn {
     uint32_t suppressed[MQC_REFUSAL_KINDS]; /* since the last summary */
     int dirty;                              /* on the summary list */
     struct conn *sum_prev, *sum_next;
+    int presence_counted;
+    void *presence;
 } conn;
 
 /* The connections of one user, for delivery to every device. */
@@ -101,6 +103,7 @@ typedef struct dev {
     conn *dirty;                               /* conns with suppressed refusals */
     uint64_t refused_total[MQC_REFUSAL_KINDS]; /* since start, per code */
     int64_t next_summary_ms;
+    struct presence *pres;         /* NULL: presence is off (no Redis configured) */
     unsigned conn_refusals_logged; /* connection-less ones, this interval */
     unsigned long conn_refusals_suppressed;
 } dev;

@@ -3,6 +3,7 @@
  * Response carrying the request_id, never larger than reply_max_bytes
  * (pages are cut to fit and say `more`). Main thread only. */
 #include "device.h"
+#include "presence.h"
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
@@ -210,6 +211,18 @@ static void run(dev *d, conn *c, const Mqchat__V1__Request *req, Mqchat__V1__Res
         chat_conv_list_free(&l);
         return;
     }
+    case MQCHAT__V1__REQUEST__BODY_PRESENCE_WATCH:
+    case MQCHAT__V1__REQUEST__BODY_PRESENCE_SETTINGS:
+        if (!d->pres) {
+            chat_status off = {.code = EC(UNSUPPORTED)};
+            snprintf(off.msg, sizeof(off.msg), "presence is off on this server (no Redis)");
+            reply_error(d, c, req->request_id, &off);
+        } else if (req->body_case == MQCHAT__V1__REQUEST__BODY_PRESENCE_WATCH) {
+            presence_watch(d->pres, c, req->request_id, req->presence_watch);
+        } else {
+            presence_settings(d->pres, c, req->request_id, req->presence_settings);
+        }
+        return;
     default: {
         /* The group requests; anything else is UNSUPPORTED from the rule. */
         chat_written w;

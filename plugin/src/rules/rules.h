@@ -131,4 +131,33 @@ int chat_receipt(chat *c, const chat_caller *who, const Mqchat__V1__Receipt *rc,
 int chat_typing(chat *c, const chat_caller *who, const Mqchat__V1__Typing *t,
                 mqstore_member_list *members, chat_status *st);
 
+/* ---- presence privacy ------------------------------------------------- */
+
+/* A user's presence privacy (stored with mqstore_user_prefs_*). */
+typedef struct chat_presence_prefs {
+    Mqchat__V1__PresenceVisibility visibility; /* never UNSPECIFIED */
+    int hide_last_seen;
+} chat_presence_prefs;
+
+/* The user's settings; the defaults (CONTACTS, last seen shown) when none
+ * are stored. */
+int chat_presence_prefs_get(chat *c, const char *user, chat_presence_prefs *out, chat_status *st);
+
+/* Store the caller's new settings (visibility UNSPECIFIED keeps the old
+ * one); *out gets the settings now in force. */
+int chat_presence_settings(chat *c, const chat_caller *who, const Mqchat__V1__PresenceSettings *ps,
+                           chat_presence_prefs *out, chat_status *st);
+
+/* May `watcher` watch `target`, whose settings are *p? 0 with *allowed set
+ * (1: yes; 0: PERMISSION_DENIED for the watcher), or -1 on a store error.
+ * Yourself always; EVERYONE and NOBODY always (NOBODY shows UNKNOWN);
+ * CONTACTS only for users sharing a conversation with the target. */
+int chat_presence_may_watch(chat *c, const char *watcher, const char *target,
+                            const chat_presence_prefs *p, int *allowed, chat_status *st);
+
+/* 1 if a and b share a conversation (a 1:1 holding at least one message,
+ * or a group), 0 if not, -1 on a store error. Costs one lookup per
+ * conversation of a. */
+int chat_contacts(chat *c, const char *a, const char *b);
+
 #endif
