@@ -4,7 +4,8 @@
 Run by scripts/demo.sh against the stack scripts/run.sh started: two users,
 three devices; a 1:1 message delivered live, a retried send deduplicated, an
 offline device catching up with sync, a group with an event, history, and
-refused input (a forged token, a non-member send).
+refused input (a forged token, a non-member send), and presence (bob
+watches alice go offline and come back).
 Usage: demo.py PORT SECRET_FILE PB_DIR (PB_DIR holds the generated mqchat_pb2).
 """
 import base64, hashlib, hmac, json, sys, threading, time
@@ -144,5 +145,25 @@ ack = eve.send("d:alice:bob", "let me in", f"m3-{RUN}")
 print(f"   eve sends into alice and bob's chat: {pb.ErrorCode.Name(ack.error.code)} ({ack.error.message})")
 forged = Device("alice", "evil", tok=token("alice", "evil", secret=b"x" * 32))
 print(f"   a token signed with the wrong key: CONNACK code {forged.rc} (refused)")
+print("6. presence: bob watches alice; she leaves and comes back")
+w = bob.request(f"p1-{RUN}", presence_watch=pb.PresenceWatch(user_ids=["alice"]))
+if w.WhichOneof("body") == "error":
+    print(f"   presence: {pb.ErrorCode.Name(w.error.code)} ({w.error.message})")
+else:
+    state = lambda u: pb.PresenceState.Name(u.state).replace("PRESENCE_STATE_", "")
+    print(f"   now: alice is {state(w.presence.users[0])}")
+    seen = len(bob.events)
+    alice.close()
+    bob._wait(lambda: any(e.WhichOneof("body") == "presence" for e in bob.events[seen:]),
+              "presence OFFLINE", timeout=15)
+    up = [e.presence for e in bob.events[seen:] if e.WhichOneof("body") == "presence"][-1]
+    print(f"   alice's phone disconnected: bob's phone got {state(up)}, "
+          f"last seen {time.strftime('%H:%M:%S', time.localtime(up.last_seen_ms / 1000))}")
+    seen = len(bob.events)
+    alice = Device("alice", "phone")
+    bob._wait(lambda: any(e.WhichOneof("body") == "presence" for e in bob.events[seen:]),
+              "presence ONLINE")
+    up = [e.presence for e in bob.events[seen:] if e.WhichOneof("body") == "presence"][-1]
+    print(f"   alice reconnected: bob's phone got {state(up)}")
 for d in (alice, bob, laptop, eve, forged):
     d.close()

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install what is needed, build, and start mqchat with working defaults:
-# mosquitto with the mqchat plugin on 127.0.0.1 (port 1883, or the next free
-# one), a dev JWT secret, a store in .run/store — then run the demo.
+# redis-server on a unix socket in .run/ (presence), mosquitto with the
+# mqchat plugin on 127.0.0.1 (port 1883, or the next free one), a dev JWT
+# secret, a store in .run/store — then run the demo.
 # State lives in .run/ (delete it to start over); stop with scripts/stop.sh.
-# Presence (Redis) and push (pushd) join this script as their issues land.
+# Push (pushd) joins this script with its issue.
 # Usage: scripts/run.sh          env: MQCHAT_PORT, MQCHAT_DURABILITY (sync|os)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,17 @@ scripts/stop.sh >/dev/null 2>&1 || true
 if [ ! -s "$RUN/jwt.secret" ]; then
   (umask 077; openssl rand -hex 32 > "$RUN/jwt.secret")
 fi
+
+# Redis for presence: loopback only (a unix socket, no TCP port), no
+# persistence (presence is rebuilt from the live connections).
+redis-server --port 0 --unixsocket "$RUN/redis.sock" --unixsocketperm 700 \
+  --save "" --appendonly no --daemonize yes --pidfile "$RUN/redis.pid" \
+  --logfile "$RUN/redis.log" --dir "$RUN"
+for _ in $(seq 1 50); do
+  [ -S "$RUN/redis.sock" ] && break
+  sleep 0.1
+done
+[ -S "$RUN/redis.sock" ] || { echo "run: redis-server did not start; see $RUN/redis.log" >&2; exit 1; }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 PORT=${MQCHAT_PORT:-}
@@ -53,6 +65,9 @@ plugin_opt_durability ${MQCHAT_DURABILITY:-sync}
 plugin_opt_jwt_hs256_secret_file $RUN/jwt.secret
 plugin_opt_jwt_issuer mqchat-dev
 plugin_opt_jwt_audience mqchat
+plugin_opt_redis unix:$RUN/redis.sock
+plugin_opt_node_id dev1
+plugin_opt_presence_debounce_ms 1000
 CONF
 echo "$PORT" > "$RUN/port"
 
@@ -66,8 +81,9 @@ if port_free "$PORT"; then
   tail -5 "$RUN/mosquitto.log" >&2 || true
   exit 1
 fi
-echo "mqchat is running: mosquitto + mqchat plugin on 127.0.0.1:$PORT (store $RUN/store)"
-echo "  log: $RUN/mosquitto.log    stop: scripts/stop.sh"
+echo "mqchat is running: mosquitto + mqchat plugin on 127.0.0.1:$PORT (store $RUN/store),"
+echo "  redis-server on $RUN/redis.sock (presence)"
+echo "  logs: $RUN/mosquitto.log $RUN/redis.log    stop: scripts/stop.sh"
 echo "  a token: build/plugin/mqchat-token --secret-file $RUN/jwt.secret --iss mqchat-dev --aud mqchat --user alice --device phone"
 echo
 scripts/demo.sh

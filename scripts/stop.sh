@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Stop what scripts/run.sh started (state in .run/ is kept).
+# Stop what scripts/run.sh started: mosquitto, then redis-server (state in
+# .run/ is kept).
 set -u
 cd "$(dirname "$0")/.."
-pidfile=.run/mosquitto.pid
-if [ -s "$pidfile" ]; then
+stop() { # name pidfile
+  local pidfile=$2 pid
+  [ -s "$pidfile" ] || return 0
   pid=$(cat "$pidfile")
   if kill "$pid" 2>/dev/null; then
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
-    echo "stopped mosquitto ($pid)"
+    echo "stopped $1 ($pid)"
   fi
   rm -f "$pidfile"
-fi
+}
+stop mosquitto .run/mosquitto.pid
+stop redis-server .run/redis.pid
