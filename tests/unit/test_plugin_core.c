@@ -1473,6 +1473,54 @@ static void test_config_bad_options(void **state)
     assert_int_equal(try_opt("jwt_hs256_secret", fill(s31, 's', 31)), -1);
 }
 
+/* The options added for hardening and presence: each refused value names
+ * its option; the parsed forms are right. */
+static void test_config_presence_and_policies(void **state)
+{
+    (void)state;
+    mqc_config c;
+    char err[ERRLEN];
+    assert_int_equal(parse3(&c, "store_dir", "/tmp/x", err), 0);
+    assert_null(c.redis); /* presence off by default */
+    assert_int_equal(c.outside_namespace, OUTSIDE_DEFER);
+    assert_true(c.reply_max_bytes >= c.max_body + WIRE_ENVELOPE_SLACK + MQC_REPLY_SLACK);
+    assert_string_equal(c.node_id, "node1");
+    mqc_config_free(&c);
+    assert_int_equal(parse3(&c, "redis", "127.0.0.1:6380", err), 0);
+    assert_string_equal(c.redis_host, "127.0.0.1");
+    assert_int_equal(c.redis_port, 6380);
+    assert_null(c.redis_socket);
+    mqc_config_free(&c);
+    assert_int_equal(parse3(&c, "redis", "unix:/run/redis.sock", err), 0);
+    assert_string_equal(c.redis_socket, "/run/redis.sock");
+    assert_null(c.redis_host);
+    mqc_config_free(&c);
+    assert_int_equal(parse3(&c, "outside_namespace", "allow", err), 0);
+    assert_int_equal(c.outside_namespace, OUTSIDE_ALLOW);
+    mqc_config_free(&c);
+    const char *bad[][2] = {{"redis", "localhost"},
+                            {"redis", "host:0"},
+                            {"redis", "host:65536"},
+                            {"redis", ":6379"},
+                            {"redis", "unix:relative"},
+                            {"redis", "host:12x"},
+                            {"redis_prefix", "a b"},
+                            {"redis_prefix", "{x}"},
+                            {"node_id", "n/1"},
+                            {"node_id", "a:b"},
+                            {"node_ttl_s", "2"},
+                            {"presence_debounce_ms", "-1"},
+                            {"presence_watch_max", "0"},
+                            {"redis_timeout_ms", "99"},
+                            {"outside_namespace", "open"},
+                            {"reply_max_bytes", "50000"},
+                            {"log_summary_interval_s", "0"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (try_opt(bad[i][0], bad[i][1]) != -1) fail_msg("%s=%s accepted", bad[i][0], bad[i][1]);
+    assert_int_equal(try_opt("redis_prefix", "chat:v1:"), 0);
+    assert_int_equal(try_opt("node_id", "eu-1.b"), 0);
+}
+
 static void test_config_numbers(void **state)
 {
     (void)state;
@@ -1631,6 +1679,7 @@ int main(void)
         cmocka_unit_test(test_config_numbers),
         cmocka_unit_test(test_config_required),
         cmocka_unit_test(test_config_topic_prefix),
+        cmocka_unit_test(test_config_presence_and_policies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
