@@ -16,6 +16,9 @@ Fixtures:
   make_broker     factory: make_broker(opts={...}, start=True, extra_conf=[...])
   connect         factory: connect(user, device="phone", broker=None, **Device kw)
   durability      "sync" (parametrize it to change)
+  redis           a started redis-server (mqchat_harness.Redis) on a free
+                  loopback port, no persistence; stopped at teardown (after
+                  the brokers), failing the test if it died on its own
 
 The helpers (Device, Broker, tokens, pb) live in mqchat_harness.py.
 """
@@ -108,6 +111,30 @@ def connect(request, make_broker):
                     pytrace=False)
 
 
+@pytest.fixture
+def redis(request):
+    root = Path(tempfile.mkdtemp(prefix="mqchat-it-redis-"))
+    r = H.Redis(root)
+    request.node._mqchat_redis = [r]
+    try:
+        r.start()
+    except BaseException:
+        r.kill9()
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    yield r
+    r.stop()
+    problems = list(r.problems)
+    tail = r.log_tail(40) if problems else ""
+    if os.environ.get("MQCHAT_IT_KEEP") == "1":
+        print(f"redis dir kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    if problems:
+        pytest.fail("redis problems:\n  " + "\n  ".join(problems) + "\n" + tail,
+                    pytrace=False)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -116,3 +143,5 @@ def pytest_runtest_makereport(item, call):
         for b in getattr(item, "_mqchat_brokers", []):
             rep.sections.append((f"broker {b.dir.name} (port {b.port}, {b.status()})",
                                  b.log_tail(80)))
+        for r in getattr(item, "_mqchat_redis", []):
+            rep.sections.append((f"redis (port {r.port}, {r.status()})", r.log_tail(30)))

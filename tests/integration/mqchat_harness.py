@@ -1,6 +1,7 @@
 """Harness for the mqchat integration tests: a real mosquitto broker with the
-mqchat plugin, JWT minting, the generated protobuf module and a `Device`
-client over paho-mqtt.
+mqchat plugin, JWT minting, the generated protobuf module, a `Device`
+client over paho-mqtt and a real redis-server (`Redis`, presence) with a
+raw RESP client.
 
 Used by conftest.py (fixtures) and imported by the test modules.
 Everything here talks to 127.0.0.1 only, and every wait is bounded.
@@ -345,6 +346,255 @@ class Broker:
 
 
 # ---------------------------------------------------------------------------
+# Redis (presence registry): a real redis-server and a raw RESP client
+# ---------------------------------------------------------------------------
+
+REDIS_SERVER = os.environ.get("MQCHAT_REDIS_SERVER", "/usr/bin/redis-server")
+
+
+class RedisReplyError(Exception):
+    """An error reply (-ERR ...) from Redis."""
+
+
+class RespConn:
+    """One RESP2 connection to a Redis server: cmd(*args) sends a command and
+    returns the decoded reply (bulk strings as str, or bytes with raw=True;
+    arrays as lists; nil as None; an error reply raises RedisReplyError)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=WAIT):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.f = self.sock.makefile("rb")
+
+    @staticmethod
+    def encode(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if isinstance(a, str):
+                a = a.encode()
+            elif isinstance(a, int):
+                a = str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def _line(self):
+        ln = self.f.readline()
+        if not ln.endswith(b"\r\n"):
+            raise ConnectionError("Redis closed the connection")
+        return ln[:-2]
+
+    def read(self, raw=False):
+        ln = self._line()
+        kind, rest = ln[:1], ln[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisReplyError(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)
+            if len(data) != n + 2:
+                raise ConnectionError("Redis closed the connection")
+            return data[:-2] if raw else data[:-2].decode(errors="replace")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read(raw) for _ in range(n)]
+        raise ConnectionError(f"unexpected RESP line {ln[:80]!r}")
+
+    def cmd(self, *args, raw=False):
+        self.sock.sendall(self.encode(args))
+        return self.read(raw)
+
+    def close(self):
+        try:
+            self.f.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Redis:
+    """One redis-server on a free loopback port, in its own temp dir, no
+    persistence (`--save ""`, `--appendonly no`): a kill -9 and start()
+    loses every key, as a real Redis crash without persistence would.
+
+    start() / stop() / kill9() / restart() (same port) / freeze() and thaw()
+    (SIGSTOP / SIGCONT); cmd(*args) runs one command on a fresh connection;
+    conn() opens a separate one."""
+
+    def __init__(self, workdir, port=None, extra_args=()):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.log_path = self.dir / "redis.log"
+        self.stderr_path = self.dir / "redis-stderr.log"
+        self.proc = None
+        self.expect_exit = False
+        self.problems = []
+        self.starts = 0
+        self.frozen = False
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wait=True, timeout=WAIT):
+        if self.alive():
+            raise AssertionError("redis-server already running")
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+                "--daemonize", "no", "--logfile", str(self.log_path),
+                "--enable-debug-command", "local"] + self.extra_args
+        self.starts += 1
+        with open(self.stderr_path, "ab") as err:
+            err.write(f"---- start #{self.starts} at {time.time():.3f}\n".encode())
+            err.flush()
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err,
+                                         stderr=err, cwd=str(self.dir),
+                                         start_new_session=True)
+        self.expect_exit = False
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise AssertionError(f"redis-server exited with {rc} during start-up\n"
+                                     f"{self.log_tail()}")
+            try:
+                if self.cmd("PING", timeout=0.5) == "PONG":
+                    return
+            except (OSError, ConnectionError, RedisReplyError) as e:
+                last = e
+            if time.monotonic() > deadline:
+                raise AssertionError(f"redis-server did not answer PING on {self.address} "
+                                     f"within {timeout} s ({last!r})\n{self.log_tail()}")
+            time.sleep(0.02)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self):
+        self.expect_exit = True
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(WAIT)
+        self.frozen = False
+
+    def restart(self, timeout=WAIT):
+        """kill -9 and start again on the same port (every key is gone)."""
+        self.kill9()
+        return self.start(timeout=timeout)
+
+    def freeze(self):
+        """SIGSTOP: the server stops answering, connections stay open (as in
+        a network partition); thaw() resumes it with every key intact."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGSTOP)
+            self.frozen = True
+
+    def thaw(self):
+        if self.alive() and self.frozen:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.frozen = False
+
+    def stop(self, timeout=WAIT):
+        """SIGTERM, then SIGKILL; records a problem if it had died on its own."""
+        if self.proc is None:
+            return
+        self.thaw()
+        rc = self.proc.poll()
+        if rc is not None:
+            if not self.expect_exit:
+                self.problems.append(f"redis-server died during the test (exit {rc})")
+            return
+        self.expect_exit = True
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.problems.append(f"redis-server did not exit within {timeout} s of SIGTERM")
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(WAIT)
+
+    # -- commands -------------------------------------------------------
+
+    def conn(self, timeout=WAIT):
+        return RespConn(self.port, timeout=timeout)
+
+    def cmd(self, *args, raw=False, timeout=WAIT):
+        c = RespConn(self.port, timeout=timeout)
+        try:
+            return c.cmd(*args, raw=raw)
+        finally:
+            c.close()
+
+    def hgetall(self, key):
+        flat = self.cmd("HGETALL", key) or []
+        return dict(zip(flat[0::2], flat[1::2]))
+
+    def smembers(self, key):
+        return set(self.cmd("SMEMBERS", key) or [])
+
+    def command_calls(self):
+        """{command: calls} from INFO commandstats (subcommands as 'client|setname')."""
+        out = {}
+        for ln in self.cmd("INFO", "commandstats").splitlines():
+            if not ln.startswith("cmdstat_"):
+                continue
+            name, _, stats = ln[len("cmdstat_"):].partition(":")
+            fields = dict(kv.split("=", 1) for kv in stats.split(",") if "=" in kv)
+            out[name] = int(fields.get("calls", 0))
+        return out
+
+    def log_tail(self, n=40):
+        out = []
+        for p in (self.log_path, self.stderr_path):
+            try:
+                lines = p.read_text(errors="replace").splitlines()
+            except FileNotFoundError:
+                continue
+            out.append(f"== {p.name} (last {min(n, len(lines))} of {len(lines)} lines)")
+            out.extend(lines[-n:])
+        return "\n".join(out)
+
+    def status(self):
+        if self.proc is None:
+            return "redis not started"
+        rc = self.proc.poll()
+        return "redis running" if rc is None else f"redis EXITED with {rc}"
+
+
+def wait_until(fn, timeout=WAIT, interval=0.05, what="a condition"):
+    """Polls fn() until it returns something truthy (returned) or raises
+    AssertionError after timeout seconds, naming the last value seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = fn()
+        except (OSError, ConnectionError, RedisReplyError) as e:
+            last = e
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} "
+                                 f"(last: {last!r})")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------
 # Device
 # ---------------------------------------------------------------------------
 
@@ -382,6 +632,13 @@ def _summ_event(ev):
         return f"receipt({r.conversation_id} {r.user_id} d={r.delivered_seq} r={r.read_seq})"
     if which == "typing":
         return f"typing({ev.typing.conversation_id} {ev.typing.user_id} {ev.typing.typing})"
+    if which == "presence":
+        p = ev.presence
+        try:
+            state = pb.PresenceState.Name(p.state)
+        except ValueError:
+            state = str(p.state)
+        return f"presence({p.user_id} {state} last_seen={p.last_seen_ms})"
     return f"{which}"
 
 
@@ -401,8 +658,9 @@ class Device:
 
     def __init__(self, broker, user, device="phone", *, v5=False, token=None,
                  username=None, client_id=None, subscribe_inbox=True, connect=True,
-                 timeout=WAIT):
+                 keepalive=60, timeout=WAIT):
         self.broker = broker
+        self.keepalive = keepalive
         self.user = user
         self.device = device
         self.v5 = v5
@@ -500,9 +758,10 @@ class Device:
 
     def connect(self, timeout=WAIT):
         if self.v5:
-            self.client.connect("127.0.0.1", self.broker.port, keepalive=60, clean_start=True)
+            self.client.connect("127.0.0.1", self.broker.port, keepalive=self.keepalive,
+                                clean_start=True)
         else:
-            self.client.connect("127.0.0.1", self.broker.port, keepalive=60)
+            self.client.connect("127.0.0.1", self.broker.port, keepalive=self.keepalive)
         self.client.loop_start()
         self._loop_started = True
         with self.cv:

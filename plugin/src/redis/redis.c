@@ -23,6 +23,9 @@
 
 #include "mqc_id.h"
 
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 30000
 /* Writes queued while the thread is behind; beyond it they are dropped
@@ -72,6 +75,8 @@ struct mqc_redis {
     job *done, *done_tail;
     int stop;
     int up_event;
+    int down_event;        /* down_reason changed: log it */
+    char down_reason[160]; /* why Redis is unusable ("" while up) */
     _Atomic int up;
     _Atomic unsigned long commands;
     job *pass, *pass_tail; /* main thread only */
@@ -133,7 +138,16 @@ static void on_async(void *data)
     r->done = r->done_tail = NULL;
     int up = r->up_event;
     r->up_event = 0;
+    char why[sizeof(r->down_reason)] = "";
+    if (r->down_event) snprintf(why, sizeof(why), "%s", r->down_reason);
+    r->down_event = 0;
     pthread_mutex_unlock(&r->lock);
+    /* Broker logging happens here, on the main thread, once per change. */
+    if (why[0])
+        mosquitto_log_printf(MOSQ_LOG_WARNING,
+                             "mqchat: Redis unavailable (%s); presence reads UNKNOWN until it is "
+                             "back, messages are not affected",
+                             why);
     if (up && r->cfg.on_up) r->cfg.on_up(r->cfg.data);
     while (done) {
         job *next = done->next;
@@ -365,6 +379,18 @@ static int write_cmds(mqc_redis *r, redisContext *ctx, const job *j)
     return n;
 }
 
+/* Remember why Redis is unusable, for the main thread to log once. */
+static void set_down(mqc_redis *r, const char *why)
+{
+    pthread_mutex_lock(&r->lock);
+    if (strcmp(r->down_reason, why) != 0) {
+        snprintf(r->down_reason, sizeof(r->down_reason), "%s", why);
+        r->down_event = 1;
+    }
+    pthread_mutex_unlock(&r->lock);
+    mqc_async_send(r->async);
+}
+
 static int liveness(mqc_redis *r, redisContext *ctx)
 {
     cmd c;
@@ -380,7 +406,19 @@ static int liveness(mqc_redis *r, redisContext *ctx)
     cmd_arg(&c, "%snodeseen:%s", r->prefix, r->node);
     cmd_arg(&c, "%lld", (long long)now_ms());
     n += send_cmd(r, ctx, &c) == 0;
-    return replies(ctx, (size_t)n, NULL);
+    redisReply *rep[2] = {NULL, NULL};
+    if (replies(ctx, (size_t)n, rep)) return -1;
+    /* An error reply (NOAUTH, READONLY, OOM, ...) is an unusable Redis:
+     * treat it as down, say why once, and retry with backoff. */
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        if (!rc && rep[i] && rep[i]->type == REDIS_REPLY_ERROR) {
+            set_down(r, rep[i]->str);
+            rc = -1;
+        }
+        if (rep[i]) freeReplyObject(rep[i]);
+    }
+    return rc;
 }
 
 /* This node's last liveness refresh as Redis has it (0: none). */
@@ -626,6 +664,7 @@ static redisContext *connect_redis(mqc_redis *r)
     redisContext *ctx = r->socket ? redisConnectUnixWithTimeout(r->socket, tv)
                                   : redisConnectWithTimeout(r->host, r->cfg.port, tv);
     if (!ctx || ctx->err || redisSetTimeout(ctx, tv) != REDIS_OK) {
+        set_down(r, ctx && ctx->err ? ctx->errstr : "cannot connect");
         if (ctx) redisFree(ctx);
         return NULL;
     }
@@ -633,6 +672,7 @@ static redisContext *connect_redis(mqc_redis *r)
         const char *argv[2] = {"AUTH", r->password};
         redisReply *rep = redisCommandArgv(ctx, 2, argv, NULL);
         int ok = rep && rep->type == REDIS_REPLY_STATUS;
+        if (!ok) set_down(r, rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "AUTH failed");
         if (rep) freeReplyObject(rep);
         if (!ok) {
             redisFree(ctx);
@@ -710,6 +750,7 @@ static void *redis_main(void *arg)
             next_live = now_ms() + r->cfg.node_ttl_s * 1000 / 3;
             atomic_store(&r->up, 1);
             r->up_event = 1;
+            r->down_reason[0] = '\0'; /* the next failure is news again */
             mqc_async_send(r->async);
         }
         int64_t now = now_ms();
@@ -730,6 +771,10 @@ static void *redis_main(void *arg)
             bad = run_batch(r, ctx, batch);
         pthread_mutex_lock(&r->lock);
         if (bad) {
+            /* Unlocked below: set_down takes the lock itself. */
+            pthread_mutex_unlock(&r->lock);
+            if (ctx->err) set_down(r, ctx->errstr);
+            pthread_mutex_lock(&r->lock);
             redisFree(ctx);
             ctx = NULL;
             atomic_store(&r->up, 0);
