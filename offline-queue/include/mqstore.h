@@ -58,7 +58,8 @@ typedef enum mqstore_err {
     MQSTORE_OK = 0,
     MQSTORE_ERR_INVAL = 1,     /* bad argument: id syntax, NULL, out of range */
     MQSTORE_ERR_NOTFOUND = 2,  /* no such conversation / member / record */
-    MQSTORE_ERR_EXISTS = 3,    /* conversation or member already exists */
+    MQSTORE_ERR_EXISTS = 3,    /* conversation or member already exists; a client
+                                  message id already used for another conversation */
     MQSTORE_ERR_NOTMEMBER = 4, /* sender is not a member of the conversation */
     MQSTORE_ERR_TOOBIG = 5,    /* payload over max_payload, or job over max_job */
     MQSTORE_ERR_IO = 6,        /* RocksDB I/O error; nothing was applied */
@@ -262,7 +263,8 @@ typedef struct mqstore_append {
  * dedup key, an inbox entry for every member (sender included, so the
  * sender's other devices see it) and the jobs — one batch. A retried
  * append with the same dedup key returns the first result with
- * duplicate = 1 and writes nothing. Errors: INVAL, NOTFOUND (no such
+ * duplicate = 1 and writes nothing; the same dedup key for another
+ * conversation (within the retention) is MQSTORE_ERR_EXISTS. Errors: INVAL, NOTFOUND (no such
  * conversation), NOTMEMBER, TOOBIG, IO, NOSPC, READONLY, CORRUPT, NOMEM. */
 mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_result *out);
 

@@ -576,13 +576,23 @@ static void dedup_key(key *k, const mqstore_append *a)
 }
 
 /* A live dedup record for this append, if any (expired ones do not count). */
-static mqstore_err dedup_lookup(mqstore *s, const key *k, mqstore_result *out, int *hit)
+/* A retry of the same send (same sender device and client message id)
+ * within the retention: its first result, and *hit = 1. The same id for
+ * another conversation is not a retry but a client bug: answering it as a
+ * duplicate would acknowledge, for the new conversation, a seq that is not
+ * the client's there, so it is MQSTORE_ERR_EXISTS and nothing is written. */
+static mqstore_err dedup_lookup(mqstore *s, const key *k, const char *conv, mqstore_result *out,
+                                int *hit)
 {
     *hit = 0;
     mqstore_err e;
     Mqstore__Rec__DedupRecord *d = codec_get(s, CF_DEDUP, k, REC_DEDUP, &e);
     if (!d) return e;
     if (d->server_time_ms + s->opt.dedup_retention_ms >= store_now(s)) {
+        if (strcmp(d->conv, conv) != 0) {
+            codec_free(d);
+            return MQSTORE_ERR_EXISTS;
+        }
         *hit = 1;
         out->seq = d->seq;
         out->inbox_seq = d->inbox_seq;
@@ -618,7 +628,7 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
     mqstore_err e = MQSTORE_OK;
     if (a->client_msg_id) {
         dedup_key(&dk, a);
-        e = dedup_lookup(s, &dk, out, &hit);
+        e = dedup_lookup(s, &dk, a->conv, out, &hit);
         if (e || hit) {
             pthread_mutex_unlock(&s->write_lock);
             rocksdb_writebatch_destroy(b);

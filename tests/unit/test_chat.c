@@ -983,26 +983,27 @@ static void test_conversations(void **state)
     chat_conv_list_free(&l);
 }
 
-/* ODDITY (reported): dedup is keyed on (user, device, client_msg_id)
- * only, so reusing an id in another conversation is answered as a
- * duplicate of the first message: the ACK names the new conversation with
- * the old one's seq, and nothing is stored there. A client that follows
- * docs/PROTOCOL.md never reuses an id, but the ACK then states something
- * false. This test pins today's behaviour. */
-static void test_oddity_dedup_ignores_conversation(void **state)
+/* Dedup is keyed on (user, device, client_msg_id); reusing an id in
+ * another conversation within the retention is not a retry: it is refused
+ * (INVALID_ARGUMENT), nothing is stored, and a real retry still works. */
+static void test_dedup_id_reused_for_another_conversation(void **state)
 {
     fx *f = *state;
     chat_written w;
     chat_status st;
     send_ok(f, &ALICE, "d:alice:bob", "m1");
     send_ok(f, &ALICE, "d:alice:bob", "m2");
-    assert_int_equal(send_msg(f, &ALICE, "d:alice:carol", "m1", "x", &w, &st), 0);
-    assert_int_equal(w.r.duplicate, 1);
-    assert_int_equal(w.r.seq, 1); /* bob's conversation's seq */
+    expect_refusal(send_msg(f, &ALICE, "d:alice:carol", "m1", "x", &w, &st), &st,
+                   EC(INVALID_ARGUMENT));
+    assert_non_null(strstr(st.msg, "another conversation"));
     chat_written_clear(&w);
     uint64_t h = 0;
     assert_int_equal(mqstore_conv_head(f->store, "d:alice:carol", &h), MQSTORE_OK);
     assert_int_equal(h, 0); /* not stored */
+    assert_int_equal(send_msg(f, &ALICE, "d:alice:bob", "m1", "x", &w, &st), 0);
+    assert_int_equal(w.r.duplicate, 1);
+    assert_int_equal(w.r.seq, 1);
+    chat_written_clear(&w);
 }
 
 /* The rules' contract (rules.h): a send needs the sending device, because
@@ -1682,7 +1683,7 @@ int main(void)
         T(test_history, setup_os),
         T(test_cursor_ack, setup_os),
         T(test_conversations, setup_os),
-        T(test_oddity_dedup_ignores_conversation, setup_os),
+        T(test_dedup_id_reused_for_another_conversation, setup_os),
         T(test_send_needs_a_device, setup_os),
         /* device layer */
         T(test_conn_registry, setup_os),

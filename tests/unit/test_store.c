@@ -1112,6 +1112,33 @@ static void test_dedup_expiry(void **state)
     assert_int_equal(chead(f, "c"), 2);
 }
 
+/* The same dedup key for another conversation is not a retry: EXISTS,
+ * nothing written there; past the retention the key is free again. */
+static void test_dedup_key_other_conversation(void **state)
+{
+    fx *f = *state;
+    f->opt.dedup_retention_ms = 1000;
+    fx_open(f);
+    const char *const mem[] = {"a", "b"};
+    conv_make(f, "c", mem, NULL, 2, NULL);
+    conv_make(f, "c2", mem, NULL, 2, NULL);
+    mqstore_result r;
+    EXPECT_OK(send_raw(f, "c", "a", "d", "k", "one", 3, NULL, 0, &r));
+    mqstore_result_clear(&r);
+    assert_int_equal(send_raw(f, "c2", "a", "d", "k", "two", 3, NULL, 0, &r), MQSTORE_ERR_EXISTS);
+    mqstore_result_clear(&r);
+    assert_int_equal(chead(f, "c2"), 0);
+    /* Another device of the same user has its own keys. */
+    EXPECT_OK(send_raw(f, "c2", "a", "d2", "k", "two", 3, NULL, 0, &r));
+    assert_int_equal(r.duplicate, 0);
+    mqstore_result_clear(&r);
+    fx_advance(f, 2000);
+    EXPECT_OK(send_raw(f, "c2", "a", "d", "k", "three", 5, NULL, 0, &r));
+    assert_int_equal(r.duplicate, 0);
+    assert_int_equal(r.seq, 2);
+    mqstore_result_clear(&r);
+}
+
 static void test_dedup_survives_reopen(void **state)
 {
     fx *f = *state;
@@ -2957,6 +2984,7 @@ int main(void)
         T(test_dedup_basic),
         T(test_dedup_expiry),
         T(test_dedup_survives_reopen),
+        T(test_dedup_key_other_conversation),
         T(test_inbox_paging),
         T(test_inbox_max_bytes),
         T(test_inbox_interleave),

@@ -59,6 +59,12 @@ int chat_send(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *re
                         .payload = out->stored,
                         .payload_len = stored_len};
     mqstore_err e = append(c, &a, &out->r);
+    if (e == MQSTORE_ERR_EXISTS) {
+        free(out->stored);
+        out->stored = NULL;
+        return chat_fail(st, EC(INVALID_ARGUMENT),
+                         "client_msg_id was already used for another conversation");
+    }
     if (e) {
         chat_store_fail(st, e, EC(UNKNOWN_CONVERSATION));
         chat_fail(st, st->code, "%s: %s",
