@@ -730,3 +730,21 @@ def test_redis_password(redis, make_broker, connect):
     finally:
         c.cmd("CONFIG", "SET", "requirepass", "")
         c.close()
+
+
+def test_clean_broker_stop_marks_its_users_offline(redis, make_broker, connect):
+    """mosquitto fires no DISCONNECT at shutdown: the plugin's cleanup marks
+    the node's users offline itself and removes its liveness key, so
+    readers do not wait node_ttl_s."""
+    b = make_broker(opts=popts(redis, node_id="n1", node_ttl_s=60))
+    connect("alice", broker=b)
+    H.wait_until(lambda: redis.hgetall(KEY + "pres:alice").get("state") == "online",
+                 timeout=3, what="alice online in Redis")
+    assert redis.cmd("EXISTS", KEY + "node:n1") == 1
+    t_stop = now_ms()
+    b.stop()
+    p = redis.hgetall(KEY + "pres:alice")
+    assert p.get("state") == "offline", p
+    assert t_stop - 1000 <= int(p["last_seen"]) <= now_ms()
+    assert redis.cmd("EXISTS", KEY + "node:n1") == 0
+    assert redis.hgetall(KEY + "sess:alice") == {}

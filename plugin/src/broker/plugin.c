@@ -32,7 +32,9 @@ static int fail(const char *msg)
 static void teardown(mqc *m)
 {
     /* Stop the threads first: they may still send wake-ups. The Redis
-     * thread before presence (it answers presence's reads). */
+     * thread before presence (it answers presence's reads), after
+     * presence told it the node is going. */
+    if (m->pres) presence_shutdown(m->pres);
     mqc_redis_free(m->redis);
     m->redis = NULL;
     presence_free(m->pres);

@@ -32,7 +32,7 @@
  * and the next reconnect's rebuild puts Redis right. */
 #define QUEUE_MAX 200000
 
-typedef enum { J_SESS, J_PRES, J_READ, J_REBUILD } job_kind;
+typedef enum { J_SESS, J_PRES, J_READ, J_REBUILD, J_BYE } job_kind;
 
 typedef struct rb_sess {
     char user[MQC_ID_BUF];
@@ -261,6 +261,12 @@ void mqc_redis_rebuild_end(mqc_redis *r)
     r->rebuild = NULL;
 }
 
+void mqc_redis_bye(mqc_redis *r)
+{
+    job *j = job_new(J_BYE);
+    if (j) queue_pass(r, j);
+}
+
 void mqc_redis_flush(mqc_redis *r)
 {
     if (!r->pass) return;
@@ -347,11 +353,24 @@ static void key_sess(mqc_redis *r, cmd *c, const char *user)
     cmd_arg(c, "%ssess:%s", r->prefix, user);
 }
 
-/* The commands of one write job (J_SESS, J_PRES); returns how many. */
+/* The commands of one write job (J_SESS, J_PRES, J_BYE); returns how many. */
 static int write_cmds(mqc_redis *r, redisContext *ctx, const job *j)
 {
     cmd c;
     int n = 0;
+    if (j->kind == J_BYE) {
+        /* A clean stop: the node is gone now, not when its key expires. */
+        cmd_init(&c);
+        cmd_arg(&c, "SET");
+        cmd_arg(&c, "%snodeseen:%s", r->prefix, r->node);
+        cmd_arg(&c, "%lld", (long long)now_ms());
+        n += send_cmd(r, ctx, &c) == 0;
+        cmd_init(&c);
+        cmd_arg(&c, "DEL");
+        cmd_arg(&c, "%snode:%s", r->prefix, r->node);
+        n += send_cmd(r, ctx, &c) == 0;
+        return n;
+    }
     if (j->kind == J_SESS) {
         cmd_init(&c);
         cmd_arg(&c, j->present ? "HSET" : "HDEL");
@@ -635,7 +654,7 @@ static int run_batch(mqc_redis *r, redisContext *ctx, job *batch)
     job *sent = NULL, *sent_tail = NULL;
     for (job *j = batch, *next; j; j = next) {
         next = j->next;
-        if (j->kind == J_SESS || j->kind == J_PRES) {
+        if (j->kind == J_SESS || j->kind == J_PRES || j->kind == J_BYE) {
             if (failed) {
                 keep_or_free(r, j);
                 continue;
@@ -780,9 +799,15 @@ static void *redis_main(void *arg)
             atomic_store(&r->up, 0);
         }
     }
+    /* Stopping: what the main thread queued last (a clean stop's offline
+     * transitions and goodbye) is sent if Redis is there, within the
+     * command timeout; otherwise dropped. */
     job *b = take(r);
     pthread_mutex_unlock(&r->lock);
-    list_free(b);
+    if (ctx && b)
+        run_batch(r, ctx, b);
+    else
+        list_free(b);
     list_free(r->missed);
     r->missed = r->missed_tail = NULL;
     if (ctx) redisFree(ctx);

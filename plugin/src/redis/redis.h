@@ -54,8 +54,9 @@ typedef struct mqc_pres {
 typedef void (*mqc_redis_read_cb)(void *data, const mqc_pres *res, size_t n);
 
 mqc_redis *mqc_redis_new(const mqc_redis_config *cfg, mqc_wake *wake, char *err, size_t errlen);
-/* Stop the thread (within about one timeout) and free everything queued;
- * read callbacks not yet run are dropped. */
+/* Stop the thread: what was flushed before is still sent if Redis is
+ * there (within about one timeout); then free everything left; read
+ * callbacks not yet run are dropped. */
 void mqc_redis_free(mqc_redis *r);
 
 /* 1 while the thread holds a working connection. Any thread. */
@@ -81,6 +82,10 @@ void mqc_redis_rebuild_session(mqc_redis *r, const char *user, const char *devic
                                int64_t connect_ms, const char *transport);
 void mqc_redis_rebuild_online(mqc_redis *r, const char *user, int64_t since_ms);
 void mqc_redis_rebuild_end(mqc_redis *r);
+
+/* A clean stop: the node's liveness key goes now (queue it after the
+ * node's last offline transitions, then flush and free). */
+void mqc_redis_bye(mqc_redis *r);
 
 /* TICK: hand this pass's queued work to the thread. */
 void mqc_redis_flush(mqc_redis *r);

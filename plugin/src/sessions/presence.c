@@ -361,8 +361,7 @@ void presence_watch(presence *p, conn *c, const char *rid, const Mqchat__V1__Pre
             ok = 0;
         } else if (!allowed) {
             refuse(p, c, rid, EC(PERMISSION_DENIED),
-                   "%.64s shows presence to contacts only: you share no conversation",
-                   t[i]->user);
+                   "%.64s shows presence to contacts only: you share no conversation", t[i]->user);
             ok = 0;
         }
     }
@@ -501,6 +500,22 @@ void presence_redis_up(void *data)
     mqc_redis_flush(p->r);
     mosquitto_log_printf(MOSQ_LOG_NOTICE, "mqchat: Redis connected; presence of %u users written",
                          HASH_COUNT(p->users));
+}
+
+void presence_shutdown(presence *p)
+{
+    if (!p->r) return;
+    /* The broker stops: mosquitto fires no DISCONNECT now, so everyone
+     * connected here goes offline (and everyone in the debounce, at the
+     * time they left), and the node says goodbye. */
+    int64_t now = wall_ms();
+    for (puser *u = p->users; u; u = u->hh.next) {
+        for (dev_cnt *dc = u->devices; dc; dc = dc->hh.next)
+            mqc_redis_session(p->r, u->user, dc->device, 0, 0, NULL);
+        if (u->online) mqc_redis_presence(p->r, u->user, 0, u->leaving ? u->left_ms : now);
+    }
+    mqc_redis_bye(p->r);
+    mqc_redis_flush(p->r);
 }
 
 void presence_attach_redis(presence *p, mqc_redis *r)

@@ -49,6 +49,10 @@ void presence_settings(presence *p, conn *c, const char *request_id,
 /* TICK: debounced offline transitions whose time came. */
 void presence_tick(presence *p, int64_t now_ms);
 
+/* The broker stops (cleanup): mark this node's users offline in Redis and
+ * drop its liveness key; call before mqc_redis_free. */
+void presence_shutdown(presence *p);
+
 /* Redis is back: rewrite this node's state there. */
 void presence_redis_up(void *p);
 
