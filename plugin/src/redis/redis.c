@@ -31,6 +31,10 @@
 /* Writes queued while the thread is behind; beyond it they are dropped
  * and the next reconnect's rebuild puts Redis right. */
 #define QUEUE_MAX 200000
+/* Queued writes are handed to the thread at most every FLUSH_MS, or once
+ * FLUSH_JOBS are waiting (mqc_redis_flush). */
+#define FLUSH_MS 5
+#define FLUSH_JOBS 256
 
 typedef enum { J_SESS, J_PRES, J_READ, J_REBUILD, J_BYE } job_kind;
 
@@ -79,9 +83,12 @@ struct mqc_redis {
     char down_reason[160]; /* why Redis is unusable ("" while up) */
     _Atomic int up;
     _Atomic unsigned long commands;
-    job *pass, *pass_tail; /* main thread only */
-    job *rebuild;          /* main thread: being filled */
-    unsigned seed;         /* thread: jitter */
+    job *pass, *pass_tail; /* main thread only, with the next three */
+    size_t n_pass;
+    int urgent; /* a read, rebuild or goodbye waits in pass */
+    int64_t last_flush_ms;
+    job *rebuild;  /* main thread: being filled */
+    unsigned seed; /* thread: jitter */
     /* Thread only: offline transitions that could not be written (Redis
      * was away), replayed by the next rebuild with their real last seen;
      * and this node's last liveness refresh before the current connection
@@ -95,6 +102,13 @@ static int64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -167,6 +181,8 @@ static job *job_new(job_kind kind)
 static void queue_pass(mqc_redis *r, job *j)
 {
     append(&r->pass, &r->pass_tail, j);
+    r->n_pass++;
+    if (j->kind != J_SESS && j->kind != J_PRES) r->urgent = 1;
 }
 
 void mqc_redis_session(mqc_redis *r, const char *user, const char *device, int present,
@@ -270,6 +286,15 @@ void mqc_redis_bye(mqc_redis *r)
 void mqc_redis_flush(mqc_redis *r)
 {
     if (!r->pass) return;
+    /* Coalesce: under connection churn mosquitto runs a pass for nearly
+     * every packet, and a hand-over per pass cost a thread wake-up and a
+     * Redis round trip per event. Writes wait up to FLUSH_MS (or until
+     * FLUSH_JOBS are queued); reads, rebuilds and a stop go at once. */
+    int64_t now = mono_ms();
+    if (!r->urgent && r->n_pass < FLUSH_JOBS && now - r->last_flush_ms < FLUSH_MS) return;
+    r->last_flush_ms = now;
+    r->urgent = 0;
+    r->n_pass = 0;
     pthread_mutex_lock(&r->lock);
     for (job *j = r->pass, *next; j; j = next) {
         next = j->next;

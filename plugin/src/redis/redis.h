@@ -2,12 +2,13 @@
  *
  * The main thread never talks to Redis. It queues writes (a session came
  * or went, a user went online or offline) and reads (the presence of some
- * users) here; at the end of each event-loop pass mqc_redis_flush() hands
- * everything queued in that pass to the thread at once, and the thread
- * sends it as one pipeline. Read results come back to the main thread
- * through the wake facility (worker/wake.h). The thread also refreshes
- * this node's liveness key every node_ttl_s / 3 — the only steady-state
- * Redis traffic, whatever the number of connected devices.
+ * users) here; at the end of an event-loop pass mqc_redis_flush() hands
+ * what was queued to the thread at once — writes coalesced over passes for
+ * up to 5 ms, so that a connection storm costs a pipeline per few ms, not
+ * a round trip per event — and the thread sends it as one pipeline. Read results come back to the
+ * main thread through the wake facility (worker/wake.h). The thread also refreshes this node's
+ * liveness key every node_ttl_s / 3 — the only steady-state Redis traffic, whatever the number of
+ * connected devices.
  *
  * When Redis is unreachable the thread reconnects with exponential backoff
  * and full jitter (100 ms doubling to 30 s), drops queued writes, and
@@ -87,7 +88,8 @@ void mqc_redis_rebuild_end(mqc_redis *r);
  * node's last offline transitions, then flush and free). */
 void mqc_redis_bye(mqc_redis *r);
 
-/* TICK: hand this pass's queued work to the thread. */
+/* TICK: hand the queued work to the thread — writes at most every few
+ * milliseconds (coalesced over passes), reads and rebuilds at once. */
 void mqc_redis_flush(mqc_redis *r);
 
 /* Commands sent so far (statistics and tests). Any thread. */
