@@ -309,6 +309,11 @@ mqstore_err mqstore_inbox_head(mqstore *s, const char *user, uint64_t *head);
 mqstore_err mqstore_history_read(mqstore *s, const char *conv, uint64_t before, size_t limit,
                                  mqstore_page *out);
 
+/* The same, stopping once about `max_bytes` of payload are read (always at
+ * least one message; `more` set when it stopped early). */
+mqstore_err mqstore_history_read_bytes(mqstore *s, const char *conv, uint64_t before, size_t limit,
+                                       size_t max_bytes, mqstore_page *out);
+
 /* ---- cursors and trimming ------------------------------------------------ */
 
 /* Record that `device` of `user` has processed the inbox up to inbox_seq.

@@ -7,6 +7,7 @@
 #include "codec.h"
 
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 void mqstore_page_free(mqstore_page *p)
@@ -161,7 +162,7 @@ mqstore_err mqstore_inbox_head(mqstore *s, const char *user, uint64_t *head)
 /* mqstore_history_read's scan: the page being filled, newest first. */
 typedef struct history_scan {
     mqstore_page *out;
-    size_t cap, limit;
+    size_t cap, limit, max_bytes, bytes;
     const char *conv;
     size_t plen; /* conv \0 */
 } history_scan;
@@ -172,7 +173,7 @@ static int history_row(void *data, const char *k, size_t klen, const char *v, si
 {
     history_scan *hs = data;
     mqstore_page *out = hs->out;
-    if (out->n >= hs->limit) {
+    if (out->n >= hs->limit || (out->n > 0 && hs->bytes >= hs->max_bytes)) {
         out->more = 1;
         return SCAN_STOP;
     }
@@ -183,11 +184,18 @@ static int history_row(void *data, const char *k, size_t klen, const char *v, si
     if (!r) return MQSTORE_ERR_CORRUPT;
     e = page_put(out, hs->conv, get_be64(k + hs->plen), 0, r);
     codec_free(r);
+    if (!e) hs->bytes += out->items[out->n - 1].payload_len;
     return e;
 }
 
 mqstore_err mqstore_history_read(mqstore *s, const char *conv, uint64_t before, size_t limit,
                                  mqstore_page *out)
+{
+    return mqstore_history_read_bytes(s, conv, before, limit, SIZE_MAX, out);
+}
+
+mqstore_err mqstore_history_read_bytes(mqstore *s, const char *conv, uint64_t before, size_t limit,
+                                       size_t max_bytes, mqstore_page *out)
 {
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
@@ -200,7 +208,7 @@ mqstore_err mqstore_history_read(mqstore *s, const char *conv, uint64_t before, 
     key_prefix_end(&lo, &hi);
     from = lo;
     key_u64(&from, before ? before - 1 : UINT64_MAX);
-    history_scan hs = {out, 0, limit, conv, lo.len};
+    history_scan hs = {out, 0, limit, max_bytes, 0, conv, lo.len};
     mqstore_err e = store_scan(s, CF_MSGS, &lo, &hi, &from, SCAN_BACKWARD, history_row, &hs);
     if (e) mqstore_page_free(out);
     return e;

@@ -2068,6 +2068,43 @@ static void receipt_expect(fx *f, const char *conv, const char *user, uint64_t d
     assert_int_equal(gr, r);
 }
 
+/* History pages stop at about max_bytes of payload: at least one
+ * message, `more` when cut, and paging by seq reaches everything. */
+static void test_history_bytes(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    const char *const mem[] = {"a", "b"};
+    conv_make(f, "c", mem, NULL, 2, NULL);
+    static char body[1000];
+    mqstore_result r;
+    for (int i = 0; i < 10; i++) {
+        EXPECT_OK(send_raw(f, "c", "a", "d", NULL, body, sizeof(body), NULL, 0, &r));
+        mqstore_result_clear(&r);
+    }
+    mqstore_page p;
+    EXPECT_OK(mqstore_history_read_bytes(f->s, "c", 0, 100, 2500, &p));
+    assert_int_equal(p.n, 3); /* 1000 + 1000 < 2500, the third crosses it */
+    assert_true(p.more);
+    assert_int_equal(p.items[0].seq, 10);
+    mqstore_page_free(&p);
+    EXPECT_OK(mqstore_history_read_bytes(f->s, "c", 0, 100, 1, &p));
+    assert_int_equal(p.n, 1); /* always one */
+    assert_true(p.more);
+    mqstore_page_free(&p);
+    uint64_t before = 0;
+    size_t total = 0;
+    for (int pages = 0; pages < 20; pages++) {
+        EXPECT_OK(mqstore_history_read_bytes(f->s, "c", before, 100, 2500, &p));
+        total += p.n;
+        int more = p.more;
+        if (p.n) before = p.items[p.n - 1].seq;
+        mqstore_page_free(&p);
+        if (!more) break;
+    }
+    assert_int_equal(total, 10);
+}
+
 /* Per-user preferences: opaque bytes, replaced whole, kept across a
  * reopen, bounded, and independent of the user's other records. */
 static void test_user_prefs(void **state)
@@ -3006,6 +3043,7 @@ int main(void)
         T(test_trim_no_device),
         T(test_receipts),
         T(test_user_prefs),
+        T(test_history_bytes),
         T(test_outbox),
         T(test_outbox_job_limits),
         T(test_durability_os),

@@ -49,8 +49,9 @@ int chat_history(chat *c, const chat_caller *who, const Mqchat__V1__HistoryReque
     memset(out, 0, sizeof(*out));
     if (chat_require_member(c, who, h->conversation_id, &self, st)) return -1;
     mqstore_err e =
-        mqstore_history_read(c->store, h->conversation_id, h->before_seq,
-                             page_limit(h->limit, HISTORY_DEFAULT, c->cfg->history_page_max), out);
+        mqstore_history_read_bytes(c->store, h->conversation_id, h->before_seq,
+                                   page_limit(h->limit, HISTORY_DEFAULT, c->cfg->history_page_max),
+                                   c->cfg->reply_max_bytes - MQC_REPLY_SLACK, out);
     return e ? chat_store_fail(st, e, EC(INTERNAL)) : 0;
 }
 
