@@ -70,6 +70,10 @@ int on_basic_auth(int event, void *event_data, void *userdata)
     if (rc == MQJWT_OK)
         rc = mqjwt_check_identity(&claims, ev->username, client_id, err, sizeof(err));
     if (rc != MQJWT_OK) return refuse(m, ev->client, who, err);
+    /* conn_add replaces an entry this connection already has; presence
+     * must let go of it first (it holds watchers of that entry). */
+    conn *old = conn_find(&m->dev, ev->client);
+    if (old && m->pres) presence_disconnect(m->pres, old);
     conn *c = conn_add(&m->dev, ev->client, claims.sub, claims.did);
     if (!c) return MOSQ_ERR_NOMEM;
     if (m->pres) presence_connect(m->pres, c, transport(ev->client));

@@ -380,7 +380,13 @@ void presence_watch(presence *p, conn *c, const char *rid, const Mqchat__V1__Pre
         q->users = calloc(n ? n : 1, sizeof(*q->users));
         q->need = calloc(n ? n : 1, sizeof(*q->need));
     }
-    if (!ws || !ws->w || !q || !q->ups || !q->users || !q->need) {
+    /* Every watcher entry first, so that attaching cannot fail halfway. */
+    int short_of_memory = !ws || !ws->w;
+    for (size_t i = 0; !short_of_memory && i < n; i++)
+        if (!(ws->w[i] = calloc(1, sizeof(*ws->w[i])))) short_of_memory = 1;
+    if (short_of_memory || !q || !q->ups || !q->users || !q->need) {
+        for (size_t i = 0; ws && ws->w && i < n; i++)
+            free(ws->w[i]);
         if (ws) free(ws->w);
         free(ws);
         if (q) pending_free(q);
@@ -393,13 +399,12 @@ void presence_watch(presence *p, conn *c, const char *rid, const Mqchat__V1__Pre
     /* Attach the new list before dropping the old one, so that targets on
      * both lists are not freed in between. */
     for (size_t i = 0; i < n; i++) {
-        watcher *x = calloc(1, sizeof(*x));
-        if (!x) continue;
+        watcher *x = ws->w[i];
         x->c = c;
         x->target = t[i];
         DL_APPEND(t[i]->watchers, x);
-        ws->w[ws->n++] = x;
     }
+    ws->n = n;
     unwatch_all(p, c);
     c->presence = ws;
     /* The answer: from memory where this broker knows, else from Redis. */
