@@ -547,28 +547,40 @@ static int do_read(mqc_redis *r, redisContext *ctx, job *j)
     return rc;
 }
 
+/* The snapshot is sorted once (by user, then device) so that each member
+ * of nodesess:N is found by binary search: a rebuild of 100k sessions is
+ * O(n log n), not O(n^2). */
+static int rb_cmp(const void *a, const void *b)
+{
+    const rb_sess *x = a, *y = b;
+    int c = strcmp(x->user, y->user);
+    return c ? c : strcmp(x->device, y->device);
+}
+
 static int live_has(const job *j, const char *member)
 {
-    for (size_t i = 0; i < j->n_sess; i++) {
-        size_t ul = strlen(j->sess[i].user);
-        if (strncmp(member, j->sess[i].user, ul) == 0 && member[ul] == ':' &&
-            strcmp(member + ul + 1, j->sess[i].device) == 0)
-            return 1;
-    }
-    return 0;
+    const char *colon = strchr(member, ':');
+    if (!colon || (size_t)(colon - member) > MQC_ID_MAX || strlen(colon + 1) > MQC_ID_MAX) return 0;
+    rb_sess key;
+    snprintf(key.user, sizeof(key.user), "%.*s", (int)(colon - member), member);
+    snprintf(key.device, sizeof(key.device), "%s", colon + 1);
+    return bsearch(&key, j->sess, j->n_sess, sizeof(*j->sess), rb_cmp) != NULL;
 }
 
 static int online_has(const job *j, const char *user)
 {
-    for (size_t i = 0; i < j->n_online; i++)
-        if (strcmp(j->online[i].user, user) == 0) return 1;
-    return 0;
+    rb_sess key;
+    snprintf(key.user, sizeof(key.user), "%s", user);
+    key.device[0] = '\0'; /* online entries have an empty device */
+    return bsearch(&key, j->online, j->n_online, sizeof(*j->online), rb_cmp) != NULL;
 }
 
 /* Replace what Redis holds for this node with the main thread's snapshot. */
 static int do_rebuild(mqc_redis *r, redisContext *ctx, job *j)
 {
     cmd c;
+    if (j->n_sess) qsort(j->sess, j->n_sess, sizeof(*j->sess), rb_cmp);
+    if (j->n_online) qsort(j->online, j->n_online, sizeof(*j->online), rb_cmp);
     redisReply *members = NULL;
     cmd_init(&c);
     cmd_arg(&c, "SMEMBERS");
@@ -731,7 +743,7 @@ static redisContext *connect_redis(mqc_redis *r)
 static void nap(mqc_redis *r, int64_t ms, int for_work)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* the condition variable's clock */
     ts.tv_sec += ms / 1000;
     ts.tv_nsec += (ms % 1000) * 1000000;
     if (ts.tv_nsec >= 1000000000) {
@@ -791,23 +803,25 @@ static void *redis_main(void *arg)
                 continue;
             }
             backoff = BACKOFF_MIN_MS;
-            next_live = now_ms() + r->cfg.node_ttl_s * 1000 / 3;
+            next_live = mono_ms() + r->cfg.node_ttl_s * 1000 / 3;
             atomic_store(&r->up, 1);
             r->up_event = 1;
             r->down_reason[0] = '\0'; /* the next failure is news again */
             mqc_async_send(r->async);
         }
-        int64_t now = now_ms();
+        /* Deadlines on the monotonic clock: a wall-clock step must not
+         * delay the liveness refresh (the node would read as dead). */
+        int64_t now = mono_ms();
         if (!r->queue && now < next_live) {
             nap(r, next_live - now, 1);
-            if (!r->queue && !r->stop && now_ms() < next_live) continue;
+            if (!r->queue && !r->stop && mono_ms() < next_live) continue;
         }
         job *batch = take(r);
         pthread_mutex_unlock(&r->lock);
         int bad = 0;
-        if (now_ms() >= next_live) {
+        if (mono_ms() >= next_live) {
             bad = liveness(r, ctx);
-            next_live = now_ms() + r->cfg.node_ttl_s * 1000 / 3;
+            next_live = mono_ms() + r->cfg.node_ttl_s * 1000 / 3;
         }
         if (bad)
             drop(r, batch);
@@ -861,7 +875,11 @@ mqc_redis *mqc_redis_new(const mqc_redis_config *cfg, mqc_wake *wake, char *err,
     r->wake = wake;
     r->seed = (unsigned)now_ms() ^ (unsigned)(uintptr_t)r;
     pthread_mutex_init(&r->lock, NULL);
-    pthread_cond_init(&r->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cond, &ca);
+    pthread_condattr_destroy(&ca);
     r->async = mqc_async_new(wake, on_async, r);
     int rc =
         r->async && r->prefix && r->node ? mqc_thread_start(&r->thread, redis_main, r) : ENOMEM;

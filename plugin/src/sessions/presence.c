@@ -43,8 +43,9 @@ typedef struct puser {
     int online; /* as announced to watchers and Redis */
     int64_t since_ms;
     int leaving;
-    int64_t left_ms;
-    int known_offline; /* went offline here: last_seen_ms is right */
+    int64_t left_ms;      /* wall time: the last seen shown */
+    int64_t left_mono_ms; /* monotonic: the debounce deadline */
+    int known_offline;    /* went offline here: last_seen_ms is right */
     int64_t last_seen_ms;
     struct puser *lv_prev, *lv_next;
     watcher *watchers;
@@ -79,6 +80,13 @@ struct presence {
     puser *leaving;
     pwait *pendings;
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int64_t wall_ms(void)
 {
@@ -236,15 +244,18 @@ void presence_disconnect(presence *p, conn *c)
     if (--u->conns > 0) return;
     u->leaving = 1;
     u->left_ms = wall_ms();
+    u->left_mono_ms = mono_ms();
     DL_APPEND2(p->leaving, u, lv_prev, lv_next);
     if (p->d->cfg->presence_debounce_ms == 0) go_offline(p, u);
 }
 
 void presence_tick(presence *p, int64_t now)
 {
-    (void)now; /* the debounce runs on wall time, like last_seen */
-    int64_t wall = wall_ms();
-    while (p->leaving && p->leaving->left_ms + p->d->cfg->presence_debounce_ms <= wall)
+    (void)now;
+    /* Monotonic, so the leaving list stays in deadline order whatever the
+     * wall clock does. */
+    int64_t mono = mono_ms();
+    while (p->leaving && p->leaving->left_mono_ms + p->d->cfg->presence_debounce_ms <= mono)
         go_offline(p, p->leaving);
 }
 
@@ -263,6 +274,20 @@ static void unwatch_all(presence *p, conn *c)
     free(ws->w);
     free(ws);
     c->presence = NULL;
+}
+
+/* Drop the targets of a refused watch that nothing else holds; a user
+ * listed twice (the wire layer refuses that, other callers might not) is
+ * released once. */
+static void free_targets(presence *p, puser **t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = t[k] == t[i];
+        if (t[i] && !seen) maybe_free(p, t[i]);
+    }
+    free(t);
 }
 
 static void refuse(presence *p, conn *c, const char *rid, wire_code code, const char *fmt,
@@ -314,8 +339,16 @@ static void on_read(void *data, const mqc_pres *res, size_t n)
         Mqchat__V1__PresenceState st = res[k].state == MQC_PRES_ONLINE    ? ST(ONLINE)
                                        : res[k].state == MQC_PRES_OFFLINE ? ST(OFFLINE)
                                                                           : ST(UNKNOWN);
-        if (u) /* still watched: the privacy of the target applies */
+        chat_status cst;
+        if (u && !u->prefs_loaded &&
+            chat_presence_prefs_get(&p->d->chat, u->user, &u->prefs, &cst) == 0)
+            u->prefs_loaded = 1;
+        if (u && u->prefs_loaded) /* the privacy of the target applies */
             visible(u, q->c->user, st, res[k].last_seen_ms, &q->ups[i]);
+        else { /* cannot tell what may be shown: nothing */
+            q->ups[i].state = ST(UNKNOWN);
+            q->ups[i].last_seen_ms = 0;
+        }
         q->ups[i].user_id = q->users[i];
     }
     if (q->c) respond(p, q->c, q->request_id, q->ups, q->n);
@@ -366,9 +399,7 @@ void presence_watch(presence *p, conn *c, const char *rid, const Mqchat__V1__Pre
         }
     }
     if (!ok) {
-        for (size_t i = 0; i < n; i++)
-            if (t[i]) maybe_free(p, t[i]);
-        free(t);
+        free_targets(p, t, n);
         return;
     }
     /* Replace the device's watch list. */
@@ -390,9 +421,7 @@ void presence_watch(presence *p, conn *c, const char *rid, const Mqchat__V1__Pre
         if (ws) free(ws->w);
         free(ws);
         if (q) pending_free(q);
-        for (size_t i = 0; i < n; i++)
-            maybe_free(p, t[i]);
-        free(t);
+        free_targets(p, t, n);
         refuse(p, c, rid, EC(INTERNAL), "%s", "out of memory");
         return;
     }
