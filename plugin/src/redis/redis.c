@@ -564,7 +564,7 @@ static int live_has(const job *j, const char *member)
     rb_sess key;
     snprintf(key.user, sizeof(key.user), "%.*s", (int)(colon - member), member);
     snprintf(key.device, sizeof(key.device), "%s", colon + 1);
-    return bsearch(&key, j->sess, j->n_sess, sizeof(*j->sess), rb_cmp) != NULL;
+    return j->n_sess && bsearch(&key, j->sess, j->n_sess, sizeof(*j->sess), rb_cmp) != NULL;
 }
 
 static int online_has(const job *j, const char *user)
@@ -572,7 +572,7 @@ static int online_has(const job *j, const char *user)
     rb_sess key;
     snprintf(key.user, sizeof(key.user), "%s", user);
     key.device[0] = '\0'; /* online entries have an empty device */
-    return bsearch(&key, j->online, j->n_online, sizeof(*j->online), rb_cmp) != NULL;
+    return j->n_online && bsearch(&key, j->online, j->n_online, sizeof(*j->online), rb_cmp) != NULL;
 }
 
 /* Replace what Redis holds for this node with the main thread's snapshot. */
