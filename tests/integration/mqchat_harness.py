@@ -168,6 +168,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def log_tail(paths, n):
+    """The last n lines of each existing file in paths, each under a header."""
+    out = []
+    for p in paths:
+        try:
+            lines = p.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            continue
+        out.append(f"== {p.name} (last {min(n, len(lines))} of {len(lines)} lines)")
+        out.extend(lines[-n:])
+    return "\n".join(out)
+
+
 class BrokerError(AssertionError):
     pass
 
@@ -324,15 +337,7 @@ class Broker:
         return "\n".join(parts)
 
     def log_tail(self, n=60):
-        out = []
-        for p in (self.log_path, self.stderr_path):
-            try:
-                lines = p.read_text(errors="replace").splitlines()
-            except FileNotFoundError:
-                continue
-            out.append(f"== {p.name} (last {min(n, len(lines))} of {len(lines)} lines)")
-            out.extend(lines[-n:])
-        return "\n".join(out)
+        return log_tail((self.log_path, self.stderr_path), n)
 
     def sanitizer_reports(self):
         return [ln for ln in self.log_text().splitlines()
@@ -558,15 +563,7 @@ class Redis:
         return out
 
     def log_tail(self, n=40):
-        out = []
-        for p in (self.log_path, self.stderr_path):
-            try:
-                lines = p.read_text(errors="replace").splitlines()
-            except FileNotFoundError:
-                continue
-            out.append(f"== {p.name} (last {min(n, len(lines))} of {len(lines)} lines)")
-            out.extend(lines[-n:])
-        return "\n".join(out)
+        return log_tail((self.log_path, self.stderr_path), n)
 
     def status(self):
         if self.proc is None:

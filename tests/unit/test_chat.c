@@ -36,6 +36,7 @@
 #include "broker_stubs.h"
 #include "config.h"
 #include "device.h"
+#include "mqc_clock.h"
 #include "mqc_id.h"
 #include "mqchat.pb-c.h"
 #include "mqstore.h"
@@ -1612,10 +1613,10 @@ static void test_presence_live(void **state)
     assert_int_equal(st[0], PST(ONLINE));
     stub_reset();
     presence_disconnect(pr, f->a_laptop);
-    presence_tick(pr, 0);
+    presence_tick(pr, mqc_mono_ms());
     assert_int_equal(updates_to("bob:phone", st, 8), 0); /* the phone is still there */
     presence_disconnect(pr, f->a_phone);
-    presence_tick(pr, 0);
+    presence_tick(pr, mqc_mono_ms());
     assert_int_equal(updates_to("bob:phone", st, 8), 1);
     assert_int_equal(st[0], PST(OFFLINE));
     /* A watch now answers from memory: OFFLINE with a last seen. */
@@ -1648,7 +1649,7 @@ static void test_presence_live(void **state)
     conn_remove(&f->d, CLIENT(3));
     presence_disconnect(pr, f->a_phone);
     presence_disconnect(pr, f->b_phone);
-    presence_tick(pr, 0);
+    presence_tick(pr, mqc_mono_ms());
     presence_free(pr);
     f->d.pres = NULL;
 }

@@ -11,6 +11,7 @@
  * epoll_wait at once (instead of up to 100 ms later) and the pass's TICK
  * drains the queue. */
 #include "broker.h"
+#include "mqc_clock.h"
 
 void on_durable(void *data, uint64_t ticket)
 {
@@ -31,9 +32,10 @@ int on_tick(int event, void *event_data, void *userdata)
     mqc_wake_run(m->wake);
     out_drain(&m->dev);
     mqstore_sync_request(m->store);
-    refusals_tick(&m->dev, now_ms());
+    int64_t now = mqc_mono_ms();
+    refusals_tick(&m->dev, now);
     if (m->pres) {
-        presence_tick(m->pres, now_ms());
+        presence_tick(m->pres, now);
         mqc_redis_flush(m->redis); /* this pass's Redis writes, one pipeline */
     }
     return MOSQ_ERR_SUCCESS;

@@ -5,19 +5,12 @@
  * leaves at DISCONNECT (which also fires for failed connects).
  * Main thread only. */
 #include "device.h"
+#include "mqc_clock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utlist.h>
-#include <time.h>
-
-int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 conn *conn_find(dev *d, const struct mosquitto *client)
 {
@@ -36,7 +29,7 @@ conn *conn_add(dev *d, struct mosquitto *client, const char *user, const char *d
     snprintf(c->device, sizeof(c->device), "%s", device);
     snprintf(c->client_id, sizeof(c->client_id), "%s:%s", user, device);
     c->tokens = d->cfg->rate_burst;
-    c->refill_ms = now_ms();
+    c->refill_ms = mqc_mono_ms();
     user_conns *u;
     HASH_FIND_STR(d->users, c->user, u);
     if (!u) {
@@ -110,7 +103,7 @@ int to_user(dev *d, pubs *out, const char *user, const conn *skip, const Protobu
 
 int64_t conn_rate_take(dev *d, conn *c)
 {
-    int64_t now = now_ms();
+    int64_t now = mqc_mono_ms();
     c->tokens += (double)(now - c->refill_ms) * d->cfg->rate_msgs_per_s / 1000.0;
     if (c->tokens > d->cfg->rate_burst) c->tokens = d->cfg->rate_burst;
     c->refill_ms = now;

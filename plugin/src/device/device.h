@@ -135,7 +135,6 @@ int64_t conn_rate_take(dev *d, conn *c);
  * by client id on {p}/u/{user}/inbox. -1 on out of memory. */
 int to_user(dev *d, pubs *out, const char *user, const conn *skip, const ProtobufCMessage *msg,
             int qos);
-int64_t now_ms(void);
 
 /* ---- outq.c: the durability-ordered queue ---- */
 /* Append a publish of message `msg` (packed now). -1 on out of memory. */

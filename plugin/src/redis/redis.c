@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mqc_clock.h"
 #include "mqc_id.h"
 
 #include <mosquitto.h>
@@ -97,20 +98,6 @@ struct mqc_redis {
     size_t n_missed;
     int64_t prev_seen;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void job_free(job *j)
 {
@@ -290,7 +277,7 @@ void mqc_redis_flush(mqc_redis *r)
      * every packet, and a hand-over per pass cost a thread wake-up and a
      * Redis round trip per event. Writes wait up to FLUSH_MS (or until
      * FLUSH_JOBS are queued); reads, rebuilds and a stop go at once. */
-    int64_t now = mono_ms();
+    int64_t now = mqc_mono_ms();
     if (!r->urgent && r->n_pass < FLUSH_JOBS && now - r->last_flush_ms < FLUSH_MS) return;
     r->last_flush_ms = now;
     r->urgent = 0;
@@ -388,7 +375,7 @@ static int write_cmds(mqc_redis *r, redisContext *ctx, const job *j)
         cmd_init(&c);
         cmd_arg(&c, "SET");
         cmd_arg(&c, "%snodeseen:%s", r->prefix, r->node);
-        cmd_arg(&c, "%lld", (long long)now_ms());
+        cmd_arg(&c, "%lld", (long long)mqc_wall_ms());
         n += send_cmd(r, ctx, &c) == 0;
         cmd_init(&c);
         cmd_arg(&c, "DEL");
@@ -448,7 +435,7 @@ static int liveness(mqc_redis *r, redisContext *ctx)
     cmd_init(&c);
     cmd_arg(&c, "SET");
     cmd_arg(&c, "%snodeseen:%s", r->prefix, r->node);
-    cmd_arg(&c, "%lld", (long long)now_ms());
+    cmd_arg(&c, "%lld", (long long)mqc_wall_ms());
     n += send_cmd(r, ctx, &c) == 0;
     redisReply *rep[2] = {NULL, NULL};
     if (replies(ctx, (size_t)n, rep)) return -1;
@@ -587,7 +574,7 @@ static int do_rebuild(mqc_redis *r, redisContext *ctx, job *j)
     cmd_arg(&c, "%snodesess:%s", r->prefix, r->node);
     send_cmd(r, ctx, &c);
     if (replies(ctx, 1, &members)) return -1;
-    int64_t now = now_ms();
+    int64_t now = mqc_wall_ms();
     size_t n = 0;
     for (size_t i = 0; members && members->type == REDIS_REPLY_ARRAY && i < members->elements;
          i++) {
@@ -803,7 +790,7 @@ static void *redis_main(void *arg)
                 continue;
             }
             backoff = BACKOFF_MIN_MS;
-            next_live = mono_ms() + r->cfg.node_ttl_s * 1000 / 3;
+            next_live = mqc_mono_ms() + r->cfg.node_ttl_s * 1000 / 3;
             atomic_store(&r->up, 1);
             r->up_event = 1;
             r->down_reason[0] = '\0'; /* the next failure is news again */
@@ -811,17 +798,17 @@ static void *redis_main(void *arg)
         }
         /* Deadlines on the monotonic clock: a wall-clock step must not
          * delay the liveness refresh (the node would read as dead). */
-        int64_t now = mono_ms();
+        int64_t now = mqc_mono_ms();
         if (!r->queue && now < next_live) {
             nap(r, next_live - now, 1);
-            if (!r->queue && !r->stop && mono_ms() < next_live) continue;
+            if (!r->queue && !r->stop && mqc_mono_ms() < next_live) continue;
         }
         job *batch = take(r);
         pthread_mutex_unlock(&r->lock);
         int bad = 0;
-        if (mono_ms() >= next_live) {
+        if (mqc_mono_ms() >= next_live) {
             bad = liveness(r, ctx);
-            next_live = mono_ms() + r->cfg.node_ttl_s * 1000 / 3;
+            next_live = mqc_mono_ms() + r->cfg.node_ttl_s * 1000 / 3;
         }
         if (bad)
             drop(r, batch);
@@ -873,7 +860,7 @@ mqc_redis *mqc_redis_new(const mqc_redis_config *cfg, mqc_wake *wake, char *err,
     r->prefix = dup_or_null(cfg->prefix);
     r->node = dup_or_null(cfg->node);
     r->wake = wake;
-    r->seed = (unsigned)now_ms() ^ (unsigned)(uintptr_t)r;
+    r->seed = (unsigned)mqc_wall_ms() ^ (unsigned)(uintptr_t)r;
     pthread_mutex_init(&r->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

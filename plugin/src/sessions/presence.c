@@ -9,6 +9,7 @@
  * and is on the leaving list, which is in left_ms order (the debounce is
  * the same for everyone, so appending keeps it sorted). */
 #include "presence.h"
+#include "mqc_clock.h"
 
 #include <assert.h>
 #include <mosquitto.h>
@@ -16,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <utlist.h>
 
 #define ST(x) MQCHAT__V1__PRESENCE_STATE__PRESENCE_STATE_##x
@@ -80,20 +80,6 @@ struct presence {
     puser *leaving;
     pwait *pendings;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 presence *presence_new(dev *d, mqc_redis *r)
 {
@@ -201,7 +187,7 @@ void presence_connect(presence *p, conn *c, const char *transport)
         if (u) maybe_free(p, u);
         return;
     }
-    int64_t now = wall_ms();
+    int64_t now = mqc_wall_ms();
     c->presence_counted = 1;
     if (dc->n++ == 0) {
         dc->since_ms = now;
@@ -243,19 +229,17 @@ void presence_disconnect(presence *p, conn *c)
     }
     if (--u->conns > 0) return;
     u->leaving = 1;
-    u->left_ms = wall_ms();
-    u->left_mono_ms = mono_ms();
+    u->left_ms = mqc_wall_ms();
+    u->left_mono_ms = mqc_mono_ms();
     DL_APPEND2(p->leaving, u, lv_prev, lv_next);
     if (p->d->cfg->presence_debounce_ms == 0) go_offline(p, u);
 }
 
 void presence_tick(presence *p, int64_t now)
 {
-    (void)now;
     /* Monotonic, so the leaving list stays in deadline order whatever the
      * wall clock does. */
-    int64_t mono = mono_ms();
-    while (p->leaving && p->leaving->left_mono_ms + p->d->cfg->presence_debounce_ms <= mono)
+    while (p->leaving && p->leaving->left_mono_ms + p->d->cfg->presence_debounce_ms <= now)
         go_offline(p, p->leaving);
 }
 
@@ -542,7 +526,7 @@ void presence_shutdown(presence *p)
     /* The broker stops: mosquitto fires no DISCONNECT now, so everyone
      * connected here goes offline (and everyone in the debounce, at the
      * time they left), and the node says goodbye. */
-    int64_t now = wall_ms();
+    int64_t now = mqc_wall_ms();
     for (puser *u = p->users; u; u = u->hh.next) {
         for (dev_cnt *dc = u->devices; dc; dc = dc->hh.next)
             mqc_redis_session(p->r, u->user, dc->device, 0, 0, NULL);

@@ -46,7 +46,7 @@ void presence_watch(presence *p, conn *c, const char *request_id,
 void presence_settings(presence *p, conn *c, const char *request_id,
                        const Mqchat__V1__PresenceSettings *ps);
 
-/* TICK: debounced offline transitions whose time came. */
+/* TICK: debounced offline transitions whose time came (now: mqc_mono_ms()). */
 void presence_tick(presence *p, int64_t now_ms);
 
 /* The broker stops (cleanup): mark this node's users offline in Redis and
