@@ -59,20 +59,16 @@ int chat_send(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *re
                         .payload = out->stored,
                         .payload_len = stored_len};
     mqstore_err e = append(c, &a, &out->r);
-    if (e == MQSTORE_ERR_EXISTS) {
+    if (e) {
         free(out->stored);
         out->stored = NULL;
-        return chat_fail(st, EC(INVALID_ARGUMENT),
-                         "client_msg_id was already used for another conversation");
-    }
-    if (e) {
-        chat_store_fail(st, e, EC(UNKNOWN_CONVERSATION));
-        chat_fail(st, st->code, "%s: %s",
+        if (e == MQSTORE_ERR_EXISTS)
+            return chat_fail(st, EC(INVALID_ARGUMENT),
+                             "client_msg_id was already used for another conversation");
+        chat_fail(st, chat_store_code(e, EC(UNKNOWN_CONVERSATION)), "%s: %s",
                   e == MQSTORE_ERR_NOTFOUND ? "unknown conversation" : "not stored",
                   mqstore_strerror(e));
         if (st->code == EC(UNAVAILABLE)) st->retry_ms = 1000;
-        free(out->stored);
-        out->stored = NULL;
         return -1;
     }
     /* The envelope, as members receive the message. */
