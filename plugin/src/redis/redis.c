@@ -83,7 +83,6 @@ struct mqc_redis {
     int down_event;        /* down_reason changed: log it */
     char down_reason[160]; /* why Redis is unusable ("" while up) */
     _Atomic int up;
-    _Atomic unsigned long commands;
     job *pass, *pass_tail; /* main thread only, with the next three */
     size_t n_pass;
     int urgent; /* a read, rebuild or goodbye waits in pass */
@@ -302,11 +301,6 @@ int mqc_redis_up(const mqc_redis *r)
     return r && atomic_load(&r->up);
 }
 
-unsigned long mqc_redis_commands(const mqc_redis *r)
-{
-    return atomic_load(&r->commands);
-}
-
 /* ---- the thread ------------------------------------------------------------ */
 
 /* A command as an argv of strings. */
@@ -335,7 +329,6 @@ static void cmd_arg(cmd *c, const char *fmt, ...)
 /* Append one command to the pipeline; -1 on a client-side failure. */
 static int send_cmd(mqc_redis *r, redisContext *ctx, cmd *c)
 {
-    atomic_fetch_add(&r->commands, 1);
     return redisAppendCommandArgv(ctx, c->argc, c->argv, NULL) == REDIS_OK ? 0 : -1;
 }
 

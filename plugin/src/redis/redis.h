@@ -92,7 +92,4 @@ void mqc_redis_bye(mqc_redis *r);
  * milliseconds (coalesced over passes), reads and rebuilds at once. */
 void mqc_redis_flush(mqc_redis *r);
 
-/* Commands sent so far (statistics and tests). Any thread. */
-unsigned long mqc_redis_commands(const mqc_redis *r);
-
 #endif
