@@ -16,6 +16,19 @@
  * (mqchat's plugin stores the serialized wire message there) and opaque push
  * jobs; the store owns keys, ordering, dedup, cursors and durability.
  *
+ * Small and large conversations. A small conversation fans out on write: an
+ * inbox entry per member per message. A large one (the caller decides when,
+ * mqstore_event.mode) stores each message once — message, dedup key, no
+ * per-member write — and its members pull it: each user has a pull record
+ * per large conversation (where the user's pulling starts and, once they
+ * left, ends), each device a position in it (mqstore_positions(),
+ * mqstore_conv_pull(), mqstore_position_ack()). A membership event of a
+ * large conversation goes only into the added or removed users' inboxes; an
+ * event that switches the mode goes into every member's. A message keeps
+ * the mode it was written in (MsgRecord.pulled), so a conversation may
+ * switch back and forth and a device that slept through it all still pulls
+ * exactly the messages its inbox did not get.
+ *
  * Durability. Every write goes to the RocksDB write-ahead log before the call
  * returns, so it survives a crash of the process. Each write gets a ticket
  * (1, 2, 3, ...). In MQSTORE_DURABILITY_OS mode a ticket is durable as soon
@@ -67,6 +80,7 @@ typedef enum mqstore_err {
     MQSTORE_ERR_CORRUPT = 8,   /* a stored value failed to decode */
     MQSTORE_ERR_NOMEM = 9,
     MQSTORE_ERR_READONLY = 10, /* the store hit a background error and refuses writes */
+    MQSTORE_ERR_DENIED = 11,   /* the conversation lets only admins post */
 } mqstore_err;
 
 /* A static, human-readable name for an error code. */
@@ -161,12 +175,26 @@ void mqstore_member_list_free(mqstore_member_list *l);
 /* An event written into a conversation's log by a membership change: the
  * store gives it a seq like any message and an inbox entry for every member
  * (old and new, so removed users learn they were removed). */
+typedef enum mqstore_mode {
+    MQSTORE_MODE_KEEP = 0, /* in mqstore_event: leave the mode as it is */
+    MQSTORE_MODE_SMALL = 1,
+    MQSTORE_MODE_LARGE = 2,
+} mqstore_mode;
+
+/* Conversation flags (mqstore_event.flags). */
+#define MQSTORE_CONV_ADMINS_POST 1u /* only admins and the owner append messages */
+#define MQSTORE_CONV_FLAGS_ALL 1u
+
 typedef struct mqstore_event {
     const char *actor_user;   /* who did it */
     const char *actor_device; /* may be NULL */
     uint32_t kind;            /* opaque to the store (mqchat: MESSAGE_KIND_EVENT) */
     const void *payload;      /* opaque bytes, at most max_payload */
     size_t payload_len;
+    /* Applied in the same batch as the event. */
+    mqstore_mode mode; /* KEEP, or the mode from this event on */
+    int set_flags;     /* 1: the conversation's flags become `flags` */
+    uint32_t flags;
 } mqstore_event;
 
 /* What a write produced. `ticket` is durable once mqstore_durable() >= it. */
@@ -175,7 +203,11 @@ typedef struct mqstore_result {
     uint64_t inbox_seq; /* its inbox_seq in the sender's/actor's inbox */
     int64_t server_time_ms;
     uint64_t ticket;
-    int duplicate; /* 1: an earlier append with this dedup key; nothing written */
+    int duplicate;    /* 1: an earlier append with this dedup key; nothing written */
+    int large;        /* the conversation's mode after the write */
+    int pulled;       /* the entry is not in every member's inbox: members pull it
+                         (deliver it live to the online members besides the fan-out) */
+    uint64_t members; /* member count after the write (0 for duplicates) */
     /* Inbox fan-out, for live delivery: every user that got an inbox entry,
      * with the entry's inbox_seq. Empty for duplicates. Owned by the result;
      * release with mqstore_result_clear(). */
@@ -189,11 +221,33 @@ void mqstore_result_clear(mqstore_result *r);
 /* Create a conversation with `members` (roles in `roles`, or all MEMBER when
  * roles is NULL) and write `ev` as its first entry (seq 1) with an inbox
  * entry for every member; with ev NULL nothing is logged (head stays 0, as
- * for implicit 1:1 conversations). n_members 1..100000, no duplicates.
+ * for implicit 1:1 conversations). ev->mode LARGE creates it large (the
+ * members' pulling starts after seq 1), ev->flags its flags.
+ * n_members 1..100000, no duplicates.
  * MQSTORE_ERR_EXISTS if the conversation exists. */
 mqstore_err mqstore_conv_create(mqstore *s, const char *conv, const char *const *members,
                                 const mqstore_role *roles, size_t n_members,
                                 const mqstore_event *ev, mqstore_result *out);
+
+/* Write `ev` into the conversation's log without a membership change (a
+ * settings change: ev->mode, ev->set_flags). Fan-out: every member when the
+ * conversation is small or the event switches its mode; nobody (members
+ * pull it) when it stays large. */
+mqstore_err mqstore_conv_update(mqstore *s, const char *conv, const mqstore_event *ev,
+                                mqstore_result *out);
+
+typedef struct mqstore_conv_info {
+    uint64_t head;        /* highest seq (0: empty) */
+    uint64_t members;     /* member count */
+    int large;            /* messages are stored once and pulled */
+    uint64_t pull_end;    /* last seq members may have to pull (the head while large;
+                             0: never large) */
+    uint32_t flags;       /* MQSTORE_CONV_* */
+    int64_t last_time_ms; /* server time of the head entry (0: empty) */
+} mqstore_conv_info;
+
+/* A conversation's state; MQSTORE_ERR_NOTFOUND if it does not exist. */
+mqstore_err mqstore_conv_info_get(mqstore *s, const char *conv, mqstore_conv_info *out);
 
 /* 1 if the conversation exists, 0 if not (or on error: *err set). */
 int mqstore_conv_exists(mqstore *s, const char *conv, mqstore_err *err);
@@ -202,7 +256,10 @@ int mqstore_conv_exists(mqstore *s, const char *conv, mqstore_err *err);
 mqstore_err mqstore_conv_head(mqstore *s, const char *conv, uint64_t *head);
 
 /* Add users (role each) and write `ev` — one batch. MQSTORE_ERR_EXISTS if any
- * is already a member (nothing written). */
+ * is already a member (nothing written). Fan-out of the membership
+ * functions: every member before or after the change while the
+ * conversation is small or the event switches its mode (ev->mode); only the
+ * added or removed users while it stays large. */
 mqstore_err mqstore_members_add(mqstore *s, const char *conv, const char *const *users,
                                 const mqstore_role *roles, size_t n, const mqstore_event *ev,
                                 mqstore_result *out);
@@ -227,7 +284,8 @@ typedef struct mqstore_conv_list {
     size_t n;
     int more; /* further conversations after the last one */
     char (*conv)[MQC_ID_BUF];
-    mqstore_role *role; /* the user's role in each */
+    mqstore_role *role;   /* the user's role in each */
+    uint64_t *joined_seq; /* the seq of the event that added the user */
 } mqstore_conv_list;
 
 void mqstore_conv_list_free(mqstore_conv_list *l);
@@ -261,7 +319,8 @@ typedef struct mqstore_append {
 /* Append a message: check the sender is a member, dedup on (sender_user,
  * sender_device, client_msg_id), assign the next seq, write the message, the
  * dedup key, an inbox entry for every member (sender included, so the
- * sender's other devices see it) and the jobs — one batch. A retried
+ * sender's other devices see it; none in a large conversation) and the
+ * jobs — one batch. DENIED: the conversation lets only admins post. A retried
  * append with the same dedup key returns the first result with
  * duplicate = 1 and writes nothing; the same dedup key for another
  * conversation (within the retention) is MQSTORE_ERR_EXISTS. Errors: INVAL, NOTFOUND (no such
@@ -314,6 +373,67 @@ mqstore_err mqstore_history_read(mqstore *s, const char *conv, uint64_t before, 
 mqstore_err mqstore_history_read_bytes(mqstore *s, const char *conv, uint64_t before, size_t limit,
                                        size_t max_bytes, mqstore_page *out);
 
+/* ---- large conversations: pulling ------------------------------------------ */
+
+typedef struct mqstore_position {
+    char conv[MQC_ID_BUF];
+    uint64_t position; /* the device's position: every message up to it is accounted
+                          for (acked, or where the user's pulling starts) */
+    uint64_t end;      /* messages up to here wait to be pulled */
+    int member;        /* 0: the user left; end is where their window closed */
+} mqstore_position;
+
+typedef struct mqstore_position_list {
+    size_t n;
+    int more; /* further conversations (by id) after the last one */
+    mqstore_position *items;
+} mqstore_position_list;
+
+void mqstore_position_list_free(mqstore_position_list *l);
+
+/* The large conversations (and formerly large ones) in which `device` of
+ * `user` has messages to pull — end > position — ordered by conversation id,
+ * after `after` ("" or NULL: from the first), at most `limit` (1..10000).
+ * Costs one row per large conversation of the user, whatever their sizes. */
+mqstore_err mqstore_positions(mqstore *s, const char *user, const char *device, const char *after,
+                              size_t limit, mqstore_position_list *out);
+
+/* A page of what `user` has to pull from `conv` after seq `after`: the
+ * messages written while the conversation was large, within the user's
+ * window (after they joined; before they left), ascending, at most `limit`
+ * (1..10000) and about max_bytes of payload. *through gets the seq up to
+ * which the page accounts for the log (the device may set its position
+ * there); out->more is set while messages up to the window's end remain.
+ * MQSTORE_ERR_NOTMEMBER if the user never had a window in conv. */
+mqstore_err mqstore_conv_pull(mqstore *s, const char *conv, const char *user, uint64_t after,
+                              size_t limit, size_t max_bytes, mqstore_page *out, uint64_t *through);
+
+/* Move the device's position in conv up to seq (never down; a lower value
+ * is ignored). INVAL above the conversation's head, NOTMEMBER if the user
+ * has no window in conv. *stored (may be NULL) gets the stored position. */
+mqstore_err mqstore_position_ack(mqstore *s, const char *user, const char *device, const char *conv,
+                                 uint64_t seq, uint64_t *stored);
+
+/* ---- group read state ------------------------------------------------------ */
+
+typedef struct mqstore_read_state {
+    uint64_t members;   /* members who can have seq: joined at or before it, not `exclude` */
+    uint64_t delivered; /* of them, how many have delivered >= seq */
+    uint64_t read;      /* of them, how many have read >= seq */
+    size_t n;           /* readers (read >= seq) after `after`, by user id */
+    int more;           /* more readers after the last one */
+    char (*readers)[MQC_ID_BUF];
+} mqstore_read_state;
+
+void mqstore_read_state_free(mqstore_read_state *r);
+
+/* How far the members of conv got with seq, from their receipt watermarks
+ * (no row per member per message: one scan of the members and the
+ * receipts). `exclude` (may be NULL): a user not to count, e.g. the sender.
+ * At most `limit` (0..10000) reader ids. */
+mqstore_err mqstore_read_state_get(mqstore *s, const char *conv, uint64_t seq, const char *exclude,
+                                   const char *after, size_t limit, mqstore_read_state *out);
+
 /* ---- cursors and trimming ------------------------------------------------ */
 
 /* Record that `device` of `user` has processed the inbox up to inbox_seq.
@@ -334,7 +454,8 @@ mqstore_err mqstore_cursor_get(mqstore *s, const char *user, const char *device,
  * inbox_retention_ms) ago. */
 mqstore_err mqstore_device_touch(mqstore *s, const char *user, const char *device);
 
-/* Forget a device (its cursor no longer holds trimming back). */
+/* Forget a device (its cursor no longer holds trimming back; its
+ * positions in large conversations are deleted). */
 mqstore_err mqstore_device_forget(mqstore *s, const char *user, const char *device);
 
 /* Delete the user's inbox entries that every known device has acked, and

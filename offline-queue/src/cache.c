@@ -14,6 +14,12 @@ typedef struct head_ent {
     char k[];
 } head_ent;
 
+typedef struct conv_ent {
+    UT_hash_handle hh;
+    conv_state cs;
+    char conv[MQC_ID_BUF];
+} conv_ent;
+
 typedef struct members_ent {
     UT_hash_handle hh;
     mqstore_member_list list;
@@ -24,8 +30,9 @@ void cache_init(mqstore *s)
 {
     pthread_mutex_init(&s->cache_lock, NULL);
     s->heads = NULL;
+    s->convs = NULL;
     s->members = NULL;
-    s->n_heads = s->n_member_rows = 0;
+    s->n_heads = s->n_convs = s->n_member_rows = 0;
 }
 
 static void heads_clear(mqstore *s)
@@ -37,6 +44,17 @@ static void heads_clear(mqstore *s)
         free(e);
     }
     s->n_heads = 0;
+}
+
+static void convs_clear(mqstore *s)
+{
+    conv_ent *e, *t;
+    HASH_ITER(hh, s->convs, e, t)
+    {
+        HASH_DEL(s->convs, e);
+        free(e);
+    }
+    s->n_convs = 0;
 }
 
 static void members_free(members_ent *e)
@@ -65,6 +83,7 @@ static void members_clear(mqstore *s)
 void cache_free(mqstore *s)
 {
     heads_clear(s);
+    convs_clear(s);
     members_clear(s);
     pthread_mutex_destroy(&s->cache_lock);
 }
@@ -99,6 +118,40 @@ void cache_head_set(mqstore *s, const key *k, uint64_t v)
             memcpy(e->k, k->buf, k->len);
             HASH_ADD_KEYPTR(hh, s->heads, e->k, e->klen, e);
             s->n_heads++;
+        }
+    }
+    pthread_mutex_unlock(&s->cache_lock);
+}
+
+int cache_conv_get(mqstore *s, const char *conv, conv_state *out)
+{
+    conv_ent *e;
+    pthread_mutex_lock(&s->cache_lock);
+    HASH_FIND_STR(s->convs, conv, e);
+    if (e) *out = e->cs;
+    pthread_mutex_unlock(&s->cache_lock);
+    return e != NULL;
+}
+
+void cache_conv_set(mqstore *s, const char *conv, const conv_state *cs)
+{
+    /* Only a writer (write_lock held) changes the cache (cache.h). */
+    assert(store_write_locked(s));
+    conv_ent *e;
+    pthread_mutex_lock(&s->cache_lock);
+    HASH_FIND_STR(s->convs, conv, e);
+    if (e) {
+        /* Heads only grow: seqs are never reused. */
+        assert(cs->head >= e->cs.head);
+        e->cs = *cs;
+    } else {
+        if (s->n_convs >= CACHE_MAX_HEADS) convs_clear(s);
+        e = malloc(sizeof(*e));
+        if (e) {
+            e->cs = *cs;
+            strcpy(e->conv, conv);
+            HASH_ADD_STR(s->convs, conv, e);
+            s->n_convs++;
         }
     }
     pthread_mutex_unlock(&s->cache_lock);

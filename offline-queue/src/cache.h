@@ -9,7 +9,7 @@
  * by the time it inserted it. cache_lock protects the hash tables
  * themselves; it is held only for a lookup or a copy.
  *
- * Bounded: past CACHE_MAX_HEADS heads or CACHE_MAX_MEMBER_ROWS member rows
+ * Bounded: past CACHE_MAX_HEADS heads (or conversation states) or CACHE_MAX_MEMBER_ROWS member rows
  * the table is emptied and refills from RocksDB on demand. */
 #ifndef MQSTORE_CACHE_H
 #define MQSTORE_CACHE_H
@@ -24,8 +24,14 @@ struct mqstore;
 void cache_init(struct mqstore *s);
 void cache_free(struct mqstore *s);
 
-/* Heads, keyed by 'c' conv (the conversation's key in the heads CF) or
- * 'i' user (a key of the cache only). 1 on a hit. */
+/* Conversation states (head, mode, member count, flags) by conversation
+ * id. 1 on a hit. */
+struct conv_state;
+int cache_conv_get(struct mqstore *s, const char *conv, struct conv_state *out);
+void cache_conv_set(struct mqstore *s, const char *conv,
+                    const struct conv_state *cs); /* writers only */
+
+/* Inbox heads, keyed by 'i' user (a key of the cache only). 1 on a hit. */
 int cache_head_get(struct mqstore *s, const key *k, uint64_t *v);
 void cache_head_set(struct mqstore *s, const key *k, uint64_t v); /* writers only */
 

@@ -12,6 +12,8 @@ static const ProtobufCMessageDescriptor *const descriptors[REC_KINDS] = {
     [REC_MEMBER] = &mqstore__rec__member_record__descriptor,
     [REC_CURSOR] = &mqstore__rec__cursor_record__descriptor,
     [REC_RECEIPT] = &mqstore__rec__receipt_record__descriptor,
+    [REC_CONV] = &mqstore__rec__conv_record__descriptor,
+    [REC_PULL] = &mqstore__rec__pull_record__descriptor,
 };
 
 /* Encode a record into a malloc'ed buffer; NULL on out of memory. */
@@ -56,6 +58,14 @@ static int rec_valid(rec_kind kind, const ProtobufCMessage *rec)
     case REC_RECEIPT: {
         const Mqstore__Rec__ReceiptRecord *r = (const Mqstore__Rec__ReceiptRecord *)rec;
         return r->read <= r->delivered;
+    }
+    case REC_CONV: {
+        const Mqstore__Rec__ConvRecord *c = (const Mqstore__Rec__ConvRecord *)rec;
+        return (c->flags & ~MQSTORE_CONV_FLAGS_ALL) == 0;
+    }
+    case REC_PULL: {
+        const Mqstore__Rec__PullRecord *p = (const Mqstore__Rec__PullRecord *)rec;
+        return p->left_seq == 0 || p->left_seq > p->from_seq;
     }
     case REC_KINDS:
         break;

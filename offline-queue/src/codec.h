@@ -19,6 +19,8 @@ typedef enum rec_kind {
     REC_MEMBER,  /* Mqstore__Rec__MemberRecord */
     REC_CURSOR,  /* Mqstore__Rec__CursorRecord */
     REC_RECEIPT, /* Mqstore__Rec__ReceiptRecord */
+    REC_CONV,    /* Mqstore__Rec__ConvRecord */
+    REC_PULL,    /* Mqstore__Rec__PullRecord */
     REC_KINDS
 } rec_kind;
 

@@ -11,7 +11,7 @@
  *   CF        key                           value
  *   default   "outbox_last"                 be64 last outbox job id
  *   msgs      conv \0 be64(seq)             MsgRecord
- *   heads     'c' conv                      be64 0: the conversation exists (its head is
+ *   heads     'c' conv                      ConvRecord: the conversation exists (its head is
  *                                           the last seq in msgs, cached in memory)
  *             't' user                      be64 inbox trimmed up to (the inbox head is
  *                                           the higher of this and the last entry)
@@ -20,8 +20,10 @@
  *   inbox     user \0 be64(inbox_seq)       InboxEntry
  *   members   'm' conv \0 user              MemberRecord
  *             'u' user \0 conv              MemberRecord
+ *             'l' user \0 conv              PullRecord (large conversations, pull.c)
  *   cursors   user \0 device                CursorRecord
  *   receipts  conv \0 user                  ReceiptRecord
+ *   positions user \0 device \0 conv        be64 the device's position in a large conversation
  *   outbox    be64(id)                      job bytes
  *
  * msgs, inbox and dedup insert with a hint per conversation, inbox and

@@ -133,36 +133,11 @@ mqstore_err mqstore_members_list(mqstore *s, const char *conv, mqstore_member_li
     return members_get(s, conv, out, 0);
 }
 
-/* qsort/bsearch order of members: by user id. */
-static int cmp_member(const void *a, const void *b)
-{
-    return strcmp(((const mqstore_member *)a)->user, ((const mqstore_member *)b)->user);
-}
-
-/* The member entry of `user` in a sorted list, or NULL. */
-static const mqstore_member *list_find(const mqstore_member_list *l, const char *user)
-{
-    mqstore_member probe;
-    strcpy(probe.user, user);
-    return bsearch(&probe, l->items, l->n, sizeof(probe), cmp_member);
-}
-
 mqstore_err mqstore_member_get(mqstore *s, const char *conv, const char *user, mqstore_member *out)
 {
     if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !mqc_id_valid(MQC_ID_KEY, user) || !out)
         return MQSTORE_ERR_INVAL;
-    int hit = cache_member_find(s, conv, user, out);
-    if (hit >= 0) return hit ? MQSTORE_OK : MQSTORE_ERR_NOTFOUND;
-    key k;
-    member_key(&k, 'm', conv, user);
-    mqstore_err e;
-    Mqstore__Rec__MemberRecord *m = codec_get(s, CF_MEMBERS, &k, REC_MEMBER, &e);
-    if (!m) return e ? e : MQSTORE_ERR_NOTFOUND;
-    strcpy(out->user, user);
-    out->role = (mqstore_role)m->role;
-    out->joined_seq = m->joined_seq;
-    codec_free(m);
-    return MQSTORE_OK;
+    return member_lookup(s, conv, user, out);
 }
 
 /* last_seq's scan: the prefix length and the seq found. */
@@ -193,31 +168,93 @@ static mqstore_err last_seq(mqstore *s, int cf, const key *prefix, uint64_t *seq
     return e;
 }
 
-/* A conversation's head. Heads are not stored: the head is the highest seq
- * in the conversation's log (messages are never deleted), remembered in
- * the cache. A conversation exists iff its 'c' marker does. */
-static mqstore_err conv_head_get(mqstore *s, const char *conv, uint64_t *head, int *exists,
-                                 int writer)
+/* members_count's scan. */
+static int count_row(void *data, const char *k, size_t klen, const char *v, size_t vlen)
 {
+    (void)k, (void)klen, (void)v, (void)vlen;
+    (*(uint64_t *)data)++;
+    return SCAN_NEXT;
+}
+
+/* The number of 'm' conv \0 user rows (stores written before ConvRecord). */
+static mqstore_err members_count(mqstore *s, const char *conv, uint64_t *n)
+{
+    key lo, hi;
+    key_reset(&lo);
+    key_tag(&lo, 'm');
+    key_id(&lo, conv);
+    key_prefix_end(&lo, &hi);
+    *n = 0;
+    return store_scan(s, CF_MEMBERS, &lo, &hi, &lo, SCAN_FORWARD, count_row, n);
+}
+
+/* A conversation's state. The head is not stored: it is the highest seq in
+ * the conversation's log (messages are never deleted). The rest is the
+ * ConvRecord at 'c' conv, whose presence says the conversation exists. */
+mqstore_err conv_state_get(mqstore *s, const char *conv, conv_state *cs, int writer)
+{
+    memset(cs, 0, sizeof(*cs));
+    if (cache_conv_get(s, conv, cs)) return MQSTORE_OK;
     key k;
     conv_head_key(&k, conv);
-    *head = 0;
-    *exists = 0;
-    if (cache_head_get(s, &k, head)) {
-        *exists = 1;
-        return MQSTORE_OK;
-    }
     char *val;
     size_t len;
     mqstore_err e = store_get(s, CF_HEADS, &k, &val, &len);
     if (e || !val) return e;
-    rocksdb_free(val);
-    *exists = 1;
+    static const char legacy[8] = {0};
+    if (len == 8 && memcmp(val, legacy, 8) == 0) {
+        /* Written before conversations had a record: small, count members. */
+        rocksdb_free(val);
+        if ((e = members_count(s, conv, &cs->members))) return e;
+    } else {
+        Mqstore__Rec__ConvRecord *r = codec_decode(REC_CONV, val, len);
+        rocksdb_free(val);
+        if (!r) return MQSTORE_ERR_CORRUPT;
+        cs->large = r->large;
+        cs->members = r->members;
+        cs->pull_end = r->pull_end;
+        cs->flags = r->flags;
+        codec_free(r);
+    }
+    cs->exists = 1;
     key p;
     key_reset(&p);
     key_id(&p, conv);
-    if ((e = last_seq(s, CF_MSGS, &p, head))) return e;
-    if (writer) cache_head_set(s, &k, *head);
+    if ((e = last_seq(s, CF_MSGS, &p, &cs->head))) return e;
+    if (writer) cache_conv_set(s, conv, cs);
+    return MQSTORE_OK;
+}
+
+/* Add the conversation's record (everything of cs but the head) to the batch. */
+static void batch_conv(mqstore *s, rocksdb_writebatch_t *b, const char *conv, const conv_state *cs)
+{
+    Mqstore__Rec__ConvRecord r = MQSTORE__REC__CONV_RECORD__INIT;
+    r.large = cs->large;
+    r.members = cs->members;
+    r.pull_end = cs->pull_end;
+    r.flags = cs->flags;
+    uint8_t buf[64];
+    /* The record fits buf: a bool and three varints. */
+    assert(mqstore__rec__conv_record__get_packed_size(&r) <= sizeof(buf));
+    size_t len = mqstore__rec__conv_record__pack(&r, buf);
+    key k;
+    conv_head_key(&k, conv);
+    rocksdb_writebatch_put_cf(b, s->cf[CF_HEADS], k.buf, k.len, (const char *)buf, len);
+}
+
+mqstore_err member_lookup(mqstore *s, const char *conv, const char *user, mqstore_member *out)
+{
+    int hit = cache_member_find(s, conv, user, out);
+    if (hit >= 0) return hit ? MQSTORE_OK : MQSTORE_ERR_NOTFOUND;
+    key k;
+    member_key(&k, 'm', conv, user);
+    mqstore_err e;
+    Mqstore__Rec__MemberRecord *m = codec_get(s, CF_MEMBERS, &k, REC_MEMBER, &e);
+    if (!m) return e ? e : MQSTORE_ERR_NOTFOUND;
+    strcpy(out->user, user);
+    out->role = (mqstore_role)m->role;
+    out->joined_seq = m->joined_seq;
+    codec_free(m);
     return MQSTORE_OK;
 }
 
@@ -245,19 +282,47 @@ mqstore_err inbox_head_get(mqstore *s, const char *user, uint64_t *head, int wri
 
 int mqstore_conv_exists(mqstore *s, const char *conv, mqstore_err *err)
 {
-    uint64_t head;
-    int exists = 0;
+    conv_state cs = {0};
     mqstore_err e = MQSTORE_ERR_INVAL;
-    if (s && mqc_id_valid(MQC_ID_KEY, conv)) e = conv_head_get(s, conv, &head, &exists, 0);
+    if (s && mqc_id_valid(MQC_ID_KEY, conv)) e = conv_state_get(s, conv, &cs, 0);
     if (err) *err = e;
-    return e ? 0 : exists;
+    return e ? 0 : cs.exists;
 }
 
 mqstore_err mqstore_conv_head(mqstore *s, const char *conv, uint64_t *head)
 {
     if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !head) return MQSTORE_ERR_INVAL;
-    int exists;
-    return conv_head_get(s, conv, head, &exists, 0);
+    conv_state cs;
+    mqstore_err e = conv_state_get(s, conv, &cs, 0);
+    *head = cs.head;
+    return e;
+}
+
+mqstore_err mqstore_conv_info_get(mqstore *s, const char *conv, mqstore_conv_info *out)
+{
+    if (!out) return MQSTORE_ERR_INVAL;
+    memset(out, 0, sizeof(*out));
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv)) return MQSTORE_ERR_INVAL;
+    conv_state cs;
+    mqstore_err e = conv_state_get(s, conv, &cs, 0);
+    if (e) return e;
+    if (!cs.exists) return MQSTORE_ERR_NOTFOUND;
+    out->head = cs.head;
+    out->members = cs.members;
+    out->large = cs.large;
+    out->pull_end = conv_pull_end(&cs);
+    out->flags = cs.flags;
+    if (cs.head) {
+        key k;
+        key_reset(&k);
+        key_id(&k, conv);
+        key_u64(&k, cs.head);
+        Mqstore__Rec__MsgRecord *r = codec_get(s, CF_MSGS, &k, REC_MSG, &e);
+        if (!r) return e ? e : MQSTORE_ERR_CORRUPT;
+        out->last_time_ms = r->server_time_ms;
+        codec_free(r);
+    }
+    return MQSTORE_OK;
 }
 
 /* One log entry being written: the message record plus its fan-out. */
@@ -271,6 +336,7 @@ typedef struct entry {
     uint32_t kind;
     const void *payload;
     size_t payload_len;
+    int pulled; /* not in every member's inbox (a large conversation's) */
 } entry;
 
 /* Add to the batch: the message at (conv, seq) and an inbox entry for each
@@ -288,6 +354,7 @@ static mqstore_err batch_entry(mqstore *s, rocksdb_writebatch_t *b, const entry 
     rec.kind = en->kind;
     rec.payload.data = (uint8_t *)en->payload;
     rec.payload.len = en->payload_len;
+    rec.pulled = en->pulled;
     size_t vlen;
     uint8_t *val = codec_pack(&rec.base, &vlen);
     if (!val) return MQSTORE_ERR_NOMEM;
@@ -300,6 +367,7 @@ static mqstore_err batch_entry(mqstore *s, rocksdb_writebatch_t *b, const entry 
 
     res->seq = en->seq;
     res->server_time_ms = en->time_ms;
+    res->pulled = en->pulled;
     res->fanout_user = malloc((n_users ? n_users : 1) * sizeof(*res->fanout_user));
     res->fanout_inbox_seq = malloc((n_users ? n_users : 1) * sizeof(uint64_t));
     if (!res->fanout_user || !res->fanout_inbox_seq) return MQSTORE_ERR_NOMEM;
@@ -329,19 +397,23 @@ static mqstore_err batch_entry(mqstore *s, rocksdb_writebatch_t *b, const entry 
     return MQSTORE_OK;
 }
 
-/* Validate a membership event: actor ids and payload size. */
+/* Validate an event: actor ids, payload size, mode and flags. */
 static mqstore_err check_event(mqstore *s, const mqstore_event *ev)
 {
     if (!mqc_id_valid(MQC_ID_KEY, ev->actor_user)) return MQSTORE_ERR_INVAL;
     if (ev->actor_device && !mqc_id_valid(MQC_ID_KEY, ev->actor_device)) return MQSTORE_ERR_INVAL;
     if (ev->payload_len && !ev->payload) return MQSTORE_ERR_INVAL;
+    if (ev->mode != MQSTORE_MODE_KEEP && ev->mode != MQSTORE_MODE_SMALL &&
+        ev->mode != MQSTORE_MODE_LARGE)
+        return MQSTORE_ERR_INVAL;
+    if (ev->set_flags && (ev->flags & ~MQSTORE_CONV_FLAGS_ALL)) return MQSTORE_ERR_INVAL;
     if (ev->payload_len > s->opt.max_payload) return MQSTORE_ERR_TOOBIG;
     return MQSTORE_OK;
 }
 
-/* The log entry of a membership event at (conv, seq). */
+/* The log entry of an event at (conv, seq). */
 static void event_entry(entry *en, const char *conv, uint64_t seq, int64_t now,
-                        const mqstore_event *ev)
+                        const mqstore_event *ev, int pulled)
 {
     en->conv = conv;
     en->seq = seq;
@@ -352,12 +424,29 @@ static void event_entry(entry *en, const char *conv, uint64_t seq, int64_t now,
     en->kind = ev->kind;
     en->payload = ev->payload;
     en->payload_len = ev->payload_len;
+    en->pulled = pulled;
 }
 
-/* qsort order of C strings. */
+/* qsort/bsearch order of C strings. */
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A sorted copy of `users` (pointers into it); NULL on out of memory. */
+static const char **sorted_copy(const char *const *users, size_t n)
+{
+    const char **sorted = malloc((n ? n : 1) * sizeof(*sorted));
+    if (!sorted) return NULL;
+    if (n) memcpy(sorted, users, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), cmp_str);
+    return sorted;
+}
+
+/* 1 if user is in the sorted array. */
+static int in_sorted(const char **sorted, size_t n, const char *user)
+{
+    return n && bsearch(&user, sorted, n, sizeof(*sorted), cmp_str) != NULL;
 }
 
 /* Valid ids, no duplicates, 1..100000 of them. */
@@ -366,10 +455,8 @@ static mqstore_err check_users(const char *const *users, size_t n)
     if (!users || n < 1 || n > 100000) return MQSTORE_ERR_INVAL;
     for (size_t i = 0; i < n; i++)
         if (!mqc_id_valid(MQC_ID_KEY, users[i])) return MQSTORE_ERR_INVAL;
-    const char **sorted = malloc(n * sizeof(*sorted));
+    const char **sorted = sorted_copy(users, n);
     if (!sorted) return MQSTORE_ERR_NOMEM;
-    memcpy(sorted, users, n * sizeof(*sorted));
-    qsort(sorted, n, sizeof(*sorted), cmp_str);
     mqstore_err e = MQSTORE_OK;
     for (size_t i = 1; i < n; i++)
         if (strcmp(sorted[i - 1], sorted[i]) == 0) e = MQSTORE_ERR_INVAL;
@@ -412,24 +499,27 @@ static const char **member_names(const mqstore_member_list *l)
 }
 
 /* Write the batch (unless e), release write_lock, and on success move the
- * cached heads of conv and of the fanned-out users, drop conv's cached
- * members if they changed, and advance the outbox id to new_outbox_last
- * (0: no jobs were added). */
+ * cached state of conv to *ns and the heads of the fanned-out users, drop
+ * conv's cached members if they changed, and advance the outbox id to
+ * new_outbox_last (0: no jobs were added). */
 static mqstore_err finish(mqstore *s, rocksdb_writebatch_t *b, mqstore_err e, mqstore_result *out,
-                          const char *conv, int members_changed, uint64_t new_outbox_last)
+                          const char *conv, const conv_state *ns, int members_changed,
+                          uint64_t new_outbox_last)
 {
     if (!e) e = store_write(s, b, &out->ticket);
     if (!e) {
         /* Written: now, and only now, the cached state moves with it. */
         if (new_outbox_last) s->outbox_last = new_outbox_last;
+        assert(ns->exists && ns->head == out->seq);
+        cache_conv_set(s, conv, ns);
         key k;
-        conv_head_key(&k, conv);
-        cache_head_set(s, &k, out->seq);
         for (size_t i = 0; i < out->n_fanout; i++) {
             inbox_head_key(&k, out->fanout_user[i]);
             cache_head_set(s, &k, out->fanout_inbox_seq[i]);
         }
         if (members_changed) cache_members_drop(s, conv);
+        out->large = ns->large;
+        out->members = ns->members;
     }
     pthread_mutex_unlock(&s->write_lock);
     rocksdb_writebatch_destroy(b);
@@ -453,30 +543,70 @@ mqstore_err mqstore_conv_create(mqstore *s, const char *conv, const char *const 
 
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     pthread_mutex_lock(&s->write_lock);
-    uint64_t head;
-    int exists;
-    e = conv_head_get(s, conv, &head, &exists, 1);
-    if (!e && exists) e = MQSTORE_ERR_EXISTS;
+    conv_state cs;
+    e = conv_state_get(s, conv, &cs, 1);
+    if (!e && cs.exists) e = MQSTORE_ERR_EXISTS;
     uint64_t seq = ev ? 1 : 0;
-    for (size_t i = 0; !e && i < n_members; i++)
-        batch_member(s, b, conv, members[i], roles ? roles[i] : MQSTORE_ROLE_MEMBER, seq);
-    if (!e) {
-        key k;
-        conv_head_key(&k, conv); /* the conversation's existence marker */
-        put_u64(b, s, CF_HEADS, &k, 0);
+    conv_state ns = {.exists = 1, .head = seq, .members = n_members};
+    if (ev) {
+        ns.large = ev->mode == MQSTORE_MODE_LARGE;
+        if (ev->set_flags) ns.flags = ev->flags;
     }
+    for (size_t i = 0; !e && i < n_members; i++) {
+        batch_member(s, b, conv, members[i], roles ? roles[i] : MQSTORE_ROLE_MEMBER, seq);
+        /* Large from the start: every member pulls what follows the creation. */
+        if (ns.large) pull_row_put(s, b, members[i], conv, seq, 0);
+    }
+    if (!e) batch_conv(s, b, conv, &ns);
     if (!e && ev) {
+        /* Everyone is added by the creation: it is in every inbox. */
         entry en;
-        event_entry(&en, conv, 1, store_now(s), ev);
+        event_entry(&en, conv, 1, store_now(s), ev, 0);
         e = batch_entry(s, b, &en, members, n_members, out);
     }
-    return finish(s, b, e, out, conv, 1, 0);
+    return finish(s, b, e, out, conv, &ns, 1, 0);
 }
 
-/* Shared by add / remove / set_role: under write_lock, check the
- * conversation and each user's membership (want_member), then write the
- * event to every member in `fanout` — computed by the caller's mode. */
-enum change { ADD, REMOVE, SET_ROLE };
+/* Shared by add / remove / set_role / update: under write_lock, check the
+ * conversation and each user's membership, work out the mode after the
+ * event, and write the event, the membership rows, the pull rows and the
+ * conversation's record in one batch. */
+enum change { ADD, REMOVE, SET_ROLE, UPDATE };
+
+/* The pull rows a membership event writes (members CF 'l' user \0 conv).
+ * `removed`: the users this event removes, sorted. */
+static mqstore_err batch_pull_rows(mqstore *s, rocksdb_writebatch_t *b, const char *conv,
+                                   const conv_state *cs, const conv_state *ns, uint64_t seq,
+                                   enum change what, const char *const *users, size_t n,
+                                   const mqstore_member_list *old, const char **removed,
+                                   size_t n_removed)
+{
+    mqstore_err e = MQSTORE_OK;
+    uint64_t from, left;
+    int found;
+    if (ns->large && !cs->large) {
+        /* Small -> large: every member from now on pulls what follows this
+         * event. A member who stayed through an earlier large time keeps
+         * their row (what they have not pulled of it is still theirs). */
+        for (size_t i = 0; !e && i < old->n; i++) {
+            const char *u = old->items[i].user;
+            if (in_sorted(removed, n_removed, u)) continue;
+            if ((e = pull_row_get(s, u, conv, &from, &left, &found))) break;
+            if (!found || left) pull_row_put(s, b, u, conv, seq, 0);
+        }
+        for (size_t i = 0; !e && what == ADD && i < n; i++)
+            pull_row_put(s, b, users[i], conv, seq, 0);
+    } else if (ns->large && what == ADD) {
+        for (size_t i = 0; i < n; i++)
+            pull_row_put(s, b, users[i], conv, seq, 0);
+    }
+    /* A removed user's window closes before this event, whatever the mode. */
+    for (size_t i = 0; !e && i < n_removed; i++) {
+        if ((e = pull_row_get(s, removed[i], conv, &from, &left, &found))) break;
+        if (found && !left) pull_row_put(s, b, removed[i], conv, from, seq);
+    }
+    return e;
+}
 
 static mqstore_err change_members(mqstore *s, const char *conv, const char *const *users,
                                   const mqstore_role *roles, size_t n, mqstore_role set_role,
@@ -485,8 +615,9 @@ static mqstore_err change_members(mqstore *s, const char *conv, const char *cons
     if (!out) return MQSTORE_ERR_INVAL;
     memset(out, 0, sizeof(*out));
     if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !ev) return MQSTORE_ERR_INVAL;
-    mqstore_err e = check_users(users, n);
+    mqstore_err e = what == UPDATE ? MQSTORE_OK : check_users(users, n);
     if (e) return e;
+    if (what == UPDATE) n = 0;
     if ((e = check_event(s, ev))) return e;
     if (what == ADD && roles)
         for (size_t i = 0; i < n; i++)
@@ -495,39 +626,57 @@ static mqstore_err change_members(mqstore *s, const char *conv, const char *cons
 
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     pthread_mutex_lock(&s->write_lock);
-    uint64_t head = 0;
-    int exists = 0;
-    mqstore_member_list members = {0};
-    e = conv_head_get(s, conv, &head, &exists, 1);
-    if (!e && !exists) e = MQSTORE_ERR_NOTFOUND;
-    if (!e) e = members_get(s, conv, &members, 1);
+    conv_state cs, ns;
+    mqstore_member_list old = {0};
+    mqstore_member *self = calloc(n ? n : 1, sizeof(*self));
+    const char **fanout = NULL, **removed = NULL, **names = NULL;
+    size_t n_fanout = 0, n_removed = what == REMOVE ? n : 0;
+    e = self ? conv_state_get(s, conv, &cs, 1) : MQSTORE_ERR_NOMEM;
+    if (!e && !cs.exists) e = MQSTORE_ERR_NOTFOUND;
+    /* One lookup per named user, not a copy of a large member list. */
     for (size_t i = 0; !e && i < n; i++) {
-        int is_member = list_find(&members, users[i]) != NULL;
-        if (is_member && what == ADD)
+        mqstore_err le = member_lookup(s, conv, users[i], &self[i]);
+        if (le && le != MQSTORE_ERR_NOTFOUND)
+            e = le;
+        else if (!le && what == ADD)
             e = MQSTORE_ERR_EXISTS;
-        else if (!is_member && what != ADD)
+        else if (le && what != ADD)
             e = MQSTORE_ERR_NOTFOUND;
     }
-    const char **fanout = NULL;
-    size_t n_fanout = 0;
-    if (!e) {
-        /* Everyone who is a member before or after the change sees the event. */
-        fanout = malloc((members.n + n) * sizeof(*fanout));
-        const char **names = member_names(&members);
-        if (!fanout || !names) e = MQSTORE_ERR_NOMEM;
-        for (size_t i = 0; !e && i < members.n; i++)
-            fanout[n_fanout++] = names[i];
-        for (size_t i = 0; !e && what == ADD && i < n; i++)
-            fanout[n_fanout++] = users[i];
-        free(names);
+    uint64_t seq = cs.head + 1;
+    ns = cs;
+    ns.head = seq;
+    if (what == ADD) ns.members += n;
+    if (what == REMOVE) {
+        assert(ns.members >= n);
+        ns.members -= n;
     }
-    uint64_t seq = head + 1;
+    if (ev->mode != MQSTORE_MODE_KEEP) ns.large = ev->mode == MQSTORE_MODE_LARGE;
+    if (ev->set_flags) ns.flags = ev->flags;
+    /* Large -> small: what was written up to now is pulled, what follows
+     * is in the inboxes again. */
+    if (cs.large && !ns.large) ns.pull_end = cs.head;
+    int fan_all = !ns.large || ns.large != cs.large;
+    if (!e && !(removed = sorted_copy(users, n_removed))) e = MQSTORE_ERR_NOMEM;
+    if (!e && (fan_all || (ns.large && !cs.large))) {
+        /* Everyone who is a member before or after the change sees it. */
+        e = members_get(s, conv, &old, 1);
+        if (!e && !(names = member_names(&old))) e = MQSTORE_ERR_NOMEM;
+    }
+    if (!e && !(fanout = malloc((old.n + n + 1) * sizeof(*fanout)))) e = MQSTORE_ERR_NOMEM;
+    if (!e && fan_all)
+        for (size_t i = 0; i < old.n; i++)
+            fanout[n_fanout++] = names[i];
+    /* Added users are not in `old`; removed ones are. While the
+     * conversation stays large only they get the event in their inbox. */
+    for (size_t i = 0; !e && (what == ADD || (!fan_all && what == REMOVE)) && i < n; i++)
+        fanout[n_fanout++] = users[i];
     for (size_t i = 0; !e && i < n; i++) {
         key mk;
         if (what == ADD) {
             batch_member(s, b, conv, users[i], roles ? roles[i] : MQSTORE_ROLE_MEMBER, seq);
         } else if (what == SET_ROLE) {
-            batch_member(s, b, conv, users[i], set_role, list_find(&members, users[i])->joined_seq);
+            batch_member(s, b, conv, users[i], set_role, self[i].joined_seq);
         } else {
             member_key(&mk, 'm', conv, users[i]);
             rocksdb_writebatch_delete_cf(b, s->cf[CF_MEMBERS], mk.buf, mk.len);
@@ -535,14 +684,20 @@ static mqstore_err change_members(mqstore *s, const char *conv, const char *cons
             rocksdb_writebatch_delete_cf(b, s->cf[CF_MEMBERS], mk.buf, mk.len);
         }
     }
+    if (!e)
+        e = batch_pull_rows(s, b, conv, &cs, &ns, seq, what, users, n, &old, removed, n_removed);
     if (!e) {
+        batch_conv(s, b, conv, &ns);
         entry en;
-        event_entry(&en, conv, seq, store_now(s), ev);
+        event_entry(&en, conv, seq, store_now(s), ev, !fan_all);
         e = batch_entry(s, b, &en, fanout, n_fanout, out);
     }
     free(fanout);
-    mqstore_err r = finish(s, b, e, out, conv, 1, 0);
-    mqstore_member_list_free(&members);
+    free(names);
+    free(removed);
+    free(self);
+    mqstore_err r = finish(s, b, e, out, conv, &ns, what != UPDATE, 0);
+    mqstore_member_list_free(&old);
     return r;
 }
 
@@ -564,6 +719,12 @@ mqstore_err mqstore_members_set_role(mqstore *s, const char *conv, const char *c
                                      mqstore_result *out)
 {
     return change_members(s, conv, users, NULL, n, role, SET_ROLE, ev, out);
+}
+
+mqstore_err mqstore_conv_update(mqstore *s, const char *conv, const mqstore_event *ev,
+                                mqstore_result *out)
+{
+    return change_members(s, conv, NULL, NULL, 0, 0, UPDATE, ev, out);
 }
 
 /* dedup user \0 device \0 client_msg_id of an append. */
@@ -636,20 +797,26 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
             return e;
         }
     }
-    uint64_t head = 0;
-    int exists = 0;
+    conv_state cs, ns;
     key k;
+    mqstore_member self;
     mqstore_member_list members = {0};
     const char **names = NULL;
-    e = conv_head_get(s, a->conv, &head, &exists, 1);
-    if (!e && !exists) e = MQSTORE_ERR_NOTFOUND;
-    if (!e) e = members_get(s, a->conv, &members, 1);
-    if (!e && !list_find(&members, a->sender_user)) e = MQSTORE_ERR_NOTMEMBER;
+    e = conv_state_get(s, a->conv, &cs, 1);
+    if (!e && !cs.exists) e = MQSTORE_ERR_NOTFOUND;
+    if (!e && (e = member_lookup(s, a->conv, a->sender_user, &self)) == MQSTORE_ERR_NOTFOUND)
+        e = MQSTORE_ERR_NOTMEMBER;
+    if (!e && (cs.flags & MQSTORE_CONV_ADMINS_POST) && self.role < MQSTORE_ROLE_ADMIN)
+        e = MQSTORE_ERR_DENIED;
+    /* Small: an inbox entry per member. Large: the message alone. */
+    if (!e && !cs.large) e = members_get(s, a->conv, &members, 1);
     if (!e && !(names = member_names(&members))) e = MQSTORE_ERR_NOMEM;
     int64_t now = store_now(s);
+    ns = cs;
+    ns.head = cs.head + 1;
     if (!e) {
-        entry en = {a->conv,          head + 1, now,        a->sender_user, a->sender_device,
-                    a->client_msg_id, a->kind,  a->payload, a->payload_len};
+        entry en = {a->conv,          ns.head, now,        a->sender_user, a->sender_device,
+                    a->client_msg_id, a->kind, a->payload, a->payload_len, cs.large};
         e = batch_entry(s, b, &en, names, members.n, out);
     }
     if (!e && a->client_msg_id) {
@@ -678,7 +845,7 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
         key_raw(&k, "outbox_last");
         put_u64(b, s, CF_DEFAULT, &k, id);
     }
-    e = finish(s, b, e, out, a->conv, 0, id);
+    e = finish(s, b, e, out, a->conv, &ns, 0, id);
     free(names);
     mqstore_member_list_free(&members);
     return e;

@@ -24,11 +24,12 @@ void mqstore_conv_list_free(mqstore_conv_list *l)
     if (!l) return;
     free(l->conv);
     free(l->role);
+    free(l->joined_seq);
     memset(l, 0, sizeof(*l));
 }
 
 /* Make room for one more item in the page. */
-static mqstore_err page_grow(mqstore_page *p, size_t *cap)
+mqstore_err page_grow(mqstore_page *p, size_t *cap)
 {
     if (p->n < *cap) return MQSTORE_OK;
     size_t ncap = *cap ? *cap * 2 : 16;
@@ -56,8 +57,8 @@ static mqstore_err fill_msg(mqstore_msg *m, const Mqstore__Rec__MsgRecord *r)
 
 /* Append message (conv, seq) to the page from its decoded record; the page
  * has room (page_grow). */
-static mqstore_err page_put(mqstore_page *p, const char *conv, uint64_t seq, uint64_t inbox_seq,
-                            const Mqstore__Rec__MsgRecord *r)
+mqstore_err page_put(mqstore_page *p, const char *conv, uint64_t seq, uint64_t inbox_seq,
+                     const Mqstore__Rec__MsgRecord *r)
 {
     mqstore_msg *m = &p->items[p->n];
     memset(m, 0, sizeof(*m));
@@ -238,6 +239,7 @@ static int conv_row(void *data, const char *k, size_t klen, const char *v, size_
     memcpy(out->conv[out->n], k + cs->plen, clen);
     out->conv[out->n][clen] = '\0';
     out->role[out->n] = (mqstore_role)m->role;
+    out->joined_seq[out->n] = m->joined_seq;
     out->n++;
     codec_free(m);
     return SCAN_NEXT;
@@ -262,7 +264,8 @@ mqstore_err mqstore_user_convs(mqstore *s, const char *user, const char *after, 
     if (after && after[0]) key_id(&from, after);
     out->conv = malloc(limit * sizeof(*out->conv));
     out->role = malloc(limit * sizeof(*out->role));
-    if (!out->conv || !out->role) {
+    out->joined_seq = malloc(limit * sizeof(*out->joined_seq));
+    if (!out->conv || !out->role || !out->joined_seq) {
         mqstore_conv_list_free(out);
         return MQSTORE_ERR_NOMEM;
     }

@@ -137,6 +137,13 @@ mqstore_err mqstore_device_forget(mqstore *s, const char *user, const char *devi
     pair_key(&k, user, device);
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     rocksdb_writebatch_delete_cf(b, s->cf[CF_CURSORS], k.buf, k.len);
+    /* Its positions in large conversations: user \0 device \0 *. */
+    key lo, hi;
+    key_reset(&lo);
+    key_id(&lo, user);
+    key_id(&lo, device);
+    key_prefix_end(&lo, &hi);
+    rocksdb_writebatch_delete_range_cf(b, s->cf[CF_POSITIONS], lo.buf, lo.len, hi.buf, hi.len);
     return write_batch_alone(s, b);
 }
 

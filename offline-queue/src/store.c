@@ -14,8 +14,8 @@
 #include <string.h>
 #include <time.h>
 
-static const char *cf_names[CF_COUNT] = {"default", "msgs",    "heads",    "dedup", "inbox",
-                                         "members", "cursors", "receipts", "outbox"};
+static const char *cf_names[CF_COUNT] = {"default", "msgs",    "heads",    "dedup",  "inbox",
+                                         "members", "cursors", "receipts", "outbox", "positions"};
 
 const char *mqstore_strerror(mqstore_err err)
 {
@@ -42,6 +42,8 @@ const char *mqstore_strerror(mqstore_err err)
         return "out of memory";
     case MQSTORE_ERR_READONLY:
         return "store is read-only after a write error";
+    case MQSTORE_ERR_DENIED:
+        return "only admins may post here";
     }
     return "unknown error";
 }

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 
 struct head_ent;
+struct conv_ent;
 struct members_ent;
 
 enum cf_index {
@@ -23,6 +24,7 @@ enum cf_index {
     CF_CURSORS,
     CF_RECEIPTS,
     CF_OUTBOX,
+    CF_POSITIONS,
     CF_COUNT
 };
 
@@ -52,8 +54,9 @@ struct mqstore {
     /* In-memory heads and member lists (cache.c). */
     pthread_mutex_t cache_lock;
     struct head_ent *heads;
+    struct conv_ent *convs;
     struct members_ent *members;
-    size_t n_heads, n_member_rows;
+    size_t n_heads, n_convs, n_member_rows;
 
     /* Syncer thread (SYNC mode with the THREAD or REQUEST driver). */
     pthread_mutex_t fsync_lock; /* serialises fsyncs and durable updates */
@@ -94,8 +97,47 @@ mqstore_err store_scan(mqstore *s, int cf, const key *lo, const key *hi, const k
  * which thread does). */
 int store_write_locked(mqstore *s);
 
+/* What the store knows of a conversation (log.c), cached (cache.c). */
+typedef struct conv_state {
+    int exists;
+    int large;
+    uint64_t head;
+    uint64_t members;
+    uint64_t pull_end; /* as stored: the last seq written while large (see conv_pull_end) */
+    uint32_t flags;
+} conv_state;
+
+/* The last seq members may have to pull: the head while large. */
+static inline uint64_t conv_pull_end(const conv_state *c)
+{
+    return c->large ? c->head : c->pull_end;
+}
+
+/* A conversation's state (exists = 0 when it does not); writer = 1
+ * (write_lock held) caches it. */
+mqstore_err conv_state_get(mqstore *s, const char *conv, conv_state *cs, int writer);
+
+/* One member's record, from the cached list or a point read, without
+ * copying the member list; MQSTORE_ERR_NOTFOUND if not a member. */
+mqstore_err member_lookup(mqstore *s, const char *conv, const char *user, mqstore_member *out);
+
+/* The user's pull row of a large conversation (pull.c): from_seq,
+ * left_seq (0: still a member), *found = 0 when there is none. */
+mqstore_err pull_row_get(mqstore *s, const char *user, const char *conv, uint64_t *from,
+                         uint64_t *left, int *found);
+/* Add the pull row to a batch. INVARIANT: left == 0 || left > from. */
+void pull_row_put(mqstore *s, rocksdb_writebatch_t *b, const char *user, const char *conv,
+                  uint64_t from, uint64_t left);
+
 /* A user's inbox head (log.c); writer = 1 (write_lock held) caches it. */
 mqstore_err inbox_head_get(mqstore *s, const char *user, uint64_t *head, int writer);
+
+/* Pages (read.c): make room for one more item; append message (conv,
+ * seq) from its decoded record (the page has room). */
+struct Mqstore__Rec__MsgRecord;
+mqstore_err page_grow(mqstore_page *p, size_t *cap);
+mqstore_err page_put(mqstore_page *p, const char *conv, uint64_t seq, uint64_t inbox_seq,
+                     const struct Mqstore__Rec__MsgRecord *r);
 
 /* The syncer (syncer.c). */
 int syncer_start(mqstore *s);

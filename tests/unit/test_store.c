@@ -2356,10 +2356,10 @@ static void test_outbox_job_limits(void **state)
 /* The store's column families, in its order (offline-queue/src/store.c),
  * and the layouts of offline-queue/src/keys.h: a test that damages stored
  * values has to write them behind the store's back. */
-static const char *const RAW_CF_NAMES[] = {"default", "msgs",    "heads",    "dedup", "inbox",
-                                           "members", "cursors", "receipts", "outbox"};
-enum { RAW_MSGS = 1, RAW_DEDUP = 3, RAW_INBOX = 4, RAW_MEMBERS = 5, RAW_CURSORS = 6 };
-enum { RAW_RECEIPTS = 7, RAW_OUTBOX = 8, RAW_NCF = 9 };
+static const char *const RAW_CF_NAMES[] = {"default", "msgs",    "heads",    "dedup",  "inbox",
+                                           "members", "cursors", "receipts", "outbox", "positions"};
+enum { RAW_MSGS = 1, RAW_HEADS = 2, RAW_DEDUP = 3, RAW_INBOX = 4, RAW_MEMBERS = 5 };
+enum { RAW_CURSORS = 6, RAW_RECEIPTS = 7, RAW_OUTBOX = 8, RAW_NCF = 10 };
 
 typedef struct raw_db {
     rocksdb_options_t *opt;

@@ -28,6 +28,8 @@ wire_code chat_store_code(mqstore_err e, wire_code notfound)
         return notfound;
     case MQSTORE_ERR_NOTMEMBER:
         return EC(NOT_MEMBER);
+    case MQSTORE_ERR_DENIED:
+        return EC(PERMISSION_DENIED);
     case MQSTORE_ERR_TOOBIG:
         return EC(BODY_TOO_LARGE);
     case MQSTORE_ERR_IO:
