@@ -398,6 +398,12 @@ void mqstore_position_list_free(mqstore_position_list *l);
 mqstore_err mqstore_positions(mqstore *s, const char *user, const char *device, const char *after,
                               size_t limit, mqstore_position_list *out);
 
+/* The large conversations `user` is a member of now (pull rows of current
+ * members whose conversation is large), by id after `after`, at most
+ * limit (1..10000): where live deliveries go (the plugin's rooms). */
+mqstore_err mqstore_user_large_convs(mqstore *s, const char *user, const char *after, size_t limit,
+                                     mqstore_conv_list *out);
+
 /* A page of what `user` has to pull from `conv` after seq `after`: the
  * messages written while the conversation was large, within the user's
  * window (after they joined; before they left), ascending, at most `limit`

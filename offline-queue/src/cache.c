@@ -218,7 +218,8 @@ void cache_members_set(mqstore *s, const char *conv, const mqstore_member_list *
         free(e);
         return;
     }
-    memcpy(e->list.items, l->items, l->n * sizeof(*l->items));
+    /* An empty list (everyone left) may have no items array. */
+    if (l->n) memcpy(e->list.items, l->items, l->n * sizeof(*l->items));
     strcpy(e->conv, conv);
     pthread_mutex_lock(&s->cache_lock);
     members_ent *old = find_members(s, conv);

@@ -647,7 +647,9 @@ static mqstore_err change_members(mqstore *s, const char *conv, const char *cons
     ns = cs;
     ns.head = seq;
     if (what == ADD) ns.members += n;
-    if (what == REMOVE) {
+    if (what == REMOVE && !e) {
+        /* Only once every user was found a member (a failed call, e.g. a
+         * non-member named or no such conversation, may name more). */
         assert(ns.members >= n);
         ns.members -= n;
     }

@@ -172,6 +172,70 @@ mqstore_err mqstore_positions(mqstore *s, const char *user, const char *device, 
     return e;
 }
 
+/* mqstore_user_large_convs' scan over the user's pull rows. */
+typedef struct large_scan {
+    mqstore *s;
+    mqstore_conv_list *out;
+    size_t limit, plen;
+} large_scan;
+
+static int large_row(void *data, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    large_scan *ls = data;
+    mqstore_conv_list *out = ls->out;
+    size_t clen = klen - ls->plen;
+    if (clen < 1 || clen > MQC_ID_MAX) return MQSTORE_ERR_CORRUPT;
+    Mqstore__Rec__PullRecord *r = codec_decode(REC_PULL, v, vlen);
+    if (!r) return MQSTORE_ERR_CORRUPT;
+    uint64_t left = r->left_seq;
+    codec_free(r);
+    if (left) return SCAN_NEXT; /* no longer a member */
+    char conv[MQC_ID_BUF];
+    memcpy(conv, k + ls->plen, clen);
+    conv[clen] = '\0';
+    conv_state cs;
+    mqstore_err e = conv_state_get(ls->s, conv, &cs, 0);
+    if (e) return e;
+    if (!cs.large) return SCAN_NEXT;
+    if (out->n >= ls->limit) {
+        out->more = 1;
+        return SCAN_STOP;
+    }
+    strcpy(out->conv[out->n], conv);
+    out->role[out->n] = MQSTORE_ROLE_MEMBER; /* not looked up: see the member rows */
+    out->joined_seq[out->n] = 0;
+    out->n++;
+    return SCAN_NEXT;
+}
+
+mqstore_err mqstore_user_large_convs(mqstore *s, const char *user, const char *after, size_t limit,
+                                     mqstore_conv_list *out)
+{
+    if (!out) return MQSTORE_ERR_INVAL;
+    memset(out, 0, sizeof(*out));
+    if (!s || !mqc_id_valid(MQC_ID_KEY, user) || limit < 1 || limit > 10000 ||
+        (after && after[0] && !mqc_id_valid(MQC_ID_KEY, after)))
+        return MQSTORE_ERR_INVAL;
+    out->conv = malloc(limit * sizeof(*out->conv));
+    out->role = malloc(limit * sizeof(*out->role));
+    out->joined_seq = malloc(limit * sizeof(*out->joined_seq));
+    if (!out->conv || !out->role || !out->joined_seq) {
+        mqstore_conv_list_free(out);
+        return MQSTORE_ERR_NOMEM;
+    }
+    key lo, hi, from;
+    key_reset(&lo);
+    key_tag(&lo, 'l');
+    key_id(&lo, user);
+    key_prefix_end(&lo, &hi);
+    from = lo;
+    if (after && after[0]) key_id(&from, after);
+    large_scan ls = {s, out, limit, lo.len};
+    mqstore_err e = store_scan(s, CF_MEMBERS, &lo, &hi, &from, SCAN_FORWARD, large_row, &ls);
+    if (e) mqstore_conv_list_free(out);
+    return e;
+}
+
 /* mqstore_conv_pull's scan over the conversation's log. */
 typedef struct pull_scan {
     mqstore_page *out;

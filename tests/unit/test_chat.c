@@ -766,19 +766,20 @@ static void test_typing(void **state)
 {
     fx *f = *state;
     mqstore_member_list l;
+    int large = 0;
     chat_status st;
     char conv[MQC_ID_BUF];
     create_group(f, &ALICE, (char *[]){"bob"}, 1, conv);
     Mqchat__V1__Typing t = MQCHAT__V1__TYPING__INIT;
     t.conversation_id = conv;
     t.typing = 1;
-    expect_refusal(chat_typing(f->c, &CAROL, &t, &l, &st), &st, EC(NOT_MEMBER));
+    expect_refusal(chat_typing(f->c, &CAROL, &t, &l, &large, &st), &st, EC(NOT_MEMBER));
     assert_int_equal(l.n, 0);
     t.conversation_id = "d:alice:bob";
-    expect_refusal(chat_typing(f->c, &CAROL, &t, &l, &st), &st, EC(NOT_MEMBER));
+    expect_refusal(chat_typing(f->c, &CAROL, &t, &l, &large, &st), &st, EC(NOT_MEMBER));
     t.conversation_id = conv;
     uint64_t ticket = mqstore_last_ticket(f->store);
-    assert_int_equal(chat_typing(f->c, &BOB, &t, &l, &st), 0);
+    assert_int_equal(chat_typing(f->c, &BOB, &t, &l, &large, &st), 0);
     assert_int_equal(l.n, 2);
     assert_string_equal(l.items[0].user, "alice");
     assert_string_equal(l.items[1].user, "bob");
@@ -952,35 +953,35 @@ static void test_conversations(void **state)
     chat_conv_list l;
     chat_status st;
     assert_int_equal(chat_conversations(f->c, &ALICE, &lc, &l, &st), 0);
-    assert_int_equal(l.l.n, 3);
-    assert_int_equal(l.l.more, 0);
+    assert_int_equal(l.n, 3);
+    assert_int_equal(l.more, 0);
     /* Ordered by id: d:... < g:... */
-    assert_string_equal(l.l.conv[0], "d:alice:bob");
-    assert_int_equal(l.head[0], 3);
-    assert_int_equal(l.l.role[0], MQSTORE_ROLE_MEMBER);
-    assert_string_equal(l.l.conv[1], "d:alice:carol");
-    assert_int_equal(l.head[1], 1);
-    assert_string_equal(l.l.conv[2], conv);
-    assert_int_equal(l.head[2], 1);
-    assert_int_equal(l.l.role[2], MQSTORE_ROLE_OWNER);
+    assert_string_equal(l.items[0].conv, "d:alice:bob");
+    assert_int_equal(l.items[0].info.head, 3);
+    assert_int_equal(l.items[0].role, MQSTORE_ROLE_MEMBER);
+    assert_string_equal(l.items[1].conv, "d:alice:carol");
+    assert_int_equal(l.items[1].info.head, 1);
+    assert_string_equal(l.items[2].conv, conv);
+    assert_int_equal(l.items[2].info.head, 1);
+    assert_int_equal(l.items[2].role, MQSTORE_ROLE_OWNER);
     chat_conv_list_free(&l);
     /* Paging. */
     lc.limit = 1;
     lc.after_conversation_id = "d:alice:bob";
     assert_int_equal(chat_conversations(f->c, &ALICE, &lc, &l, &st), 0);
-    assert_int_equal(l.l.n, 1);
-    assert_int_equal(l.l.more, 1);
-    assert_string_equal(l.l.conv[0], "d:alice:carol");
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.more, 1);
+    assert_string_equal(l.items[0].conv, "d:alice:carol");
     chat_conv_list_free(&l);
     /* carol sees only hers; dave nothing. */
     lc.limit = 0;
     lc.after_conversation_id = "";
     assert_int_equal(chat_conversations(f->c, &CAROL, &lc, &l, &st), 0);
-    assert_int_equal(l.l.n, 1);
+    assert_int_equal(l.n, 1);
     chat_conv_list_free(&l);
     chat_caller dave = {"dave", "phone"};
     assert_int_equal(chat_conversations(f->c, &dave, &lc, &l, &st), 0);
-    assert_int_equal(l.l.n, 0);
+    assert_int_equal(l.n, 0);
     chat_conv_list_free(&l);
 }
 
@@ -1514,8 +1515,9 @@ static void test_presence_contacts(void **state)
     Mqchat__V1__Typing t = MQCHAT__V1__TYPING__INIT;
     t.conversation_id = "d:alice:bob";
     mqstore_member_list ml;
+    int large = 0;
     chat_status st;
-    assert_int_equal(chat_typing(f->c, &BOB, &t, &ml, &st), 0); /* creates it, head 0 */
+    assert_int_equal(chat_typing(f->c, &BOB, &t, &ml, &large, &st), 0); /* creates it, head 0 */
     mqstore_member_list_free(&ml);
     assert_int_equal(chat_contacts(f->c, "alice", "bob"), 0);
     send_ok(f, &BOB, "d:alice:bob", "hi");

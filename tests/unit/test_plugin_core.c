@@ -1033,7 +1033,10 @@ static void test_request_unsupported(void **state)
 static void test_request_garbage_and_size(void **state)
 {
     (void)state;
-    check_garbage_and_limit(dec_request, TEST_MAX_BODY + WIRE_ENVELOPE_SLACK);
+    /* A request may carry a full batch of the longest user ids. */
+    size_t batch = (size_t)WIRE_MAX_BATCH * (MQC_ID_MAX + 3);
+    check_garbage_and_limit(dec_request,
+                            (TEST_MAX_BODY > batch ? TEST_MAX_BODY : batch) + WIRE_ENVELOPE_SLACK);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1325,7 +1328,10 @@ static void test_config_defaults(void **state)
     assert_null(c.jwt_audience);
     assert_int_equal(c.jwt_leeway_s, 30);
     assert_int_equal(c.max_body, 65536);
-    assert_int_equal(c.group_max_members, 256);
+    assert_int_equal(c.group_max_members, 100000);
+    assert_int_equal(c.large_group_members, 256);
+    assert_int_equal(c.small_group_members, 192); /* 3/4 of large_group_members */
+    assert_int_equal(c.fanout_per_pass, 2000);
     assert_true(c.rate_msgs_per_s == 50.0);
     assert_true(c.rate_burst == 200.0);
     assert_int_equal(c.foreign_users, FOREIGN_DENY);
@@ -1540,9 +1546,18 @@ static void test_config_numbers(void **state)
         {"max_body", "inf", 0},
         {"max_body", "nan", 0},
         {"group_max_members", "2", 1},
-        {"group_max_members", "10000", 1},
+        {"group_max_members", "100000", 1},
         {"group_max_members", "1", 0},
-        {"group_max_members", "10001", 0},
+        {"group_max_members", "100001", 0},
+        {"large_group_members", "2", 1},
+        {"large_group_members", "1", 0},
+        {"large_group_members", "100001", 0},
+        {"small_group_members", "100", 1},
+        {"small_group_members", "256", 0}, /* not below large_group_members */
+        {"small_group_members", "0", 0},
+        {"fanout_per_pass", "100", 1},
+        {"fanout_per_pass", "99", 0},
+        {"fanout_per_pass", "1000001", 0},
         {"rate_msgs_per_s", "0.1", 1},
         {"rate_msgs_per_s", "1000000", 1},
         {"rate_msgs_per_s", "0.09", 0},

@@ -30,7 +30,7 @@ int on_tick(int event, void *event_data, void *userdata)
 {
     mqc *m = userdata;
     mqc_wake_run(m->wake);
-    out_drain(&m->dev);
+    dev_tick(&m->dev); /* a new pass: the lane's budget, then what is durable */
     mqstore_sync_request(m->store);
     int64_t now = mqc_mono_ms();
     refusals_tick(&m->dev, now);

@@ -42,7 +42,10 @@ static const opt_def opt_defs[] = {
     {"jwt_audience", T_STR, OFF(jwt_audience), 0, 0},
     {"jwt_leeway_s", T_INT, OFF(jwt_leeway_s), 0, 3600},
     {"max_body", T_SIZE, OFF(max_body), 1, 8 << 20},
-    {"group_max_members", T_SIZE, OFF(group_max_members), 2, 10000},
+    {"group_max_members", T_SIZE, OFF(group_max_members), 2, 100000},
+    {"large_group_members", T_SIZE, OFF(large_group_members), 2, 100000},
+    {"small_group_members", T_SIZE, OFF(small_group_members), 1, 100000},
+    {"fanout_per_pass", T_SIZE, OFF(fanout_per_pass), 100, 1000000},
     {"rate_msgs_per_s", T_DOUBLE, OFF(rate_msgs_per_s), 0.1, 1e6},
     {"rate_burst", T_DOUBLE, OFF(rate_burst), 1, 1e7},
     {"foreign_users", T_FOREIGN, OFF(foreign_users), 0, 0},
@@ -70,7 +73,10 @@ static void defaults(mqc_config *c)
     c->topic_prefix = strdup("mqchat/v1");
     c->jwt_leeway_s = 30;
     c->max_body = 65536;
-    c->group_max_members = 256;
+    c->group_max_members = 100000;
+    c->large_group_members = 256;
+    c->small_group_members = 0; /* 3/4 of large_group_members, after parsing */
+    c->fanout_per_pass = 2000;
     c->rate_msgs_per_s = 50;
     c->rate_burst = 200;
     c->foreign_users = FOREIGN_DENY;
@@ -269,6 +275,16 @@ int mqc_config_parse(mqc_config *c, struct mosquitto_opt *opts, int n, char *err
     if (!plain_chars(c->node_id, 64, "._-")) {
         snprintf(err, errlen, "plugin_opt_node_id: '%s' must be 1..64 of [A-Za-z0-9._-]",
                  c->node_id);
+        return -1;
+    }
+    /* Hysteresis: a group turns large at large_group_members and small
+     * again only below small_group_members, so one join and one leave
+     * near the line do not switch it twice. */
+    if (!c->small_group_members) c->small_group_members = c->large_group_members * 3 / 4;
+    if (c->small_group_members >= c->large_group_members) {
+        snprintf(err, errlen,
+                 "plugin_opt_small_group_members: %zu must be below large_group_members (%zu)",
+                 c->small_group_members, c->large_group_members);
         return -1;
     }
     /* One stored message (body, media, envelope) must fit in a reply. */

@@ -30,6 +30,12 @@ typedef struct mqc_config {
     int64_t jwt_leeway_s;
     size_t max_body;
     size_t group_max_members;
+    /* Large conversations (docs/OPERATIONS.md, "Large groups"): a group
+     * with at least large_group_members members stores each message once;
+     * it turns small again below small_group_members. */
+    size_t large_group_members;
+    size_t small_group_members;
+    size_t fanout_per_pass; /* live deliveries to large groups per loop pass */
     double rate_msgs_per_s;
     double rate_burst;
     mqc_foreign foreign_users;

@@ -75,7 +75,8 @@ static int check_users(char **ids, size_t n, size_t max, wire_err *err)
         return -1;
     }
     if (n > max) {
-        fail(err, EC(GROUP_FULL), "%zu users is more than the group limit of %zu", n, max);
+        fail(err, max < WIRE_MAX_BATCH ? EC(GROUP_FULL) : EC(INVALID_ARGUMENT),
+             "%zu users is more than %zu in one request", n, max);
         return -1;
     }
     for (size_t i = 0; i < n; i++)
@@ -134,10 +135,13 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
                                   wire_err *err)
 {
     memset(err, 0, sizeof(*err));
-    if (len > max_body + WIRE_ENVELOPE_SLACK) {
+    size_t batch_bytes = (size_t)WIRE_MAX_BATCH * (MQC_ID_MAX + 3);
+    if (len > (max_body > batch_bytes ? max_body : batch_bytes) + WIRE_ENVELOPE_SLACK) {
         fail(err, EC(BODY_TOO_LARGE), "request of %zu bytes is over the limit", len);
         return NULL;
     }
+    /* Per request; the group's own limit is checked against its size. */
+    if (max_members > WIRE_MAX_BATCH) max_members = WIRE_MAX_BATCH;
     Mqchat__V1__Request *r =
         (Mqchat__V1__Request *)decode(&mqchat__v1__request__descriptor, buf, len);
     if (!r) {
@@ -150,7 +154,31 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
     }
     switch (r->body_case) {
     case MQCHAT__V1__REQUEST__BODY_SYNC:
+        if (r->sync->positions_after[0] && !mqc_id_valid(MQC_ID_CONV, r->sync->positions_after))
+            fail(err, EC(INVALID_ARGUMENT), "positions_after is not a conversation id");
+        break;
     case MQCHAT__V1__REQUEST__BODY_CURSOR_ACK:
+        break;
+    case MQCHAT__V1__REQUEST__BODY_PULL:
+        check_conv(r->pull->conversation_id, err);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_POSITION_ACK:
+        check_conv(r->position_ack->conversation_id, err);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_READ_STATE:
+        if (check_conv(r->read_state->conversation_id, err))
+            ;
+        else if (r->read_state->seq == 0)
+            fail(err, EC(INVALID_ARGUMENT), "seq must be at least 1");
+        else if (r->read_state->after_user_id[0] &&
+                 !mqc_id_valid(MQC_ID_USER, r->read_state->after_user_id))
+            fail(err, EC(INVALID_ARGUMENT), "after_user_id is not a user id");
+        break;
+    case MQCHAT__V1__REQUEST__BODY_GROUP_SETTINGS:
+        if (!check_conv(r->group_settings->conversation_id, err) &&
+            (r->group_settings->posting < 0 ||
+             r->group_settings->posting > MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_ADMINS))
+            fail(err, EC(INVALID_ARGUMENT), "posting must be EVERYONE or ADMINS");
         break;
     case MQCHAT__V1__REQUEST__BODY_HISTORY:
         check_conv(r->history->conversation_id, err);
@@ -159,7 +187,11 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
         if (strlen(r->group_create->title) > WIRE_MAX_TITLE)
             fail(err, EC(INVALID_ARGUMENT), "title is longer than %d bytes", WIRE_MAX_TITLE);
         else if (r->group_create->n_member_ids > max_members)
-            fail(err, EC(GROUP_FULL), "more members than the group limit of %zu", max_members);
+            fail(err, max_members < WIRE_MAX_BATCH ? EC(GROUP_FULL) : EC(INVALID_ARGUMENT),
+                 "more than %zu member_ids in one request", max_members);
+        else if (r->group_create->posting < 0 ||
+                 r->group_create->posting > MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_ADMINS)
+            fail(err, EC(INVALID_ARGUMENT), "posting must be EVERYONE or ADMINS");
         for (size_t i = 0; !err->code && i < r->group_create->n_member_ids; i++)
             if (!mqc_id_valid(MQC_ID_USER, r->group_create->member_ids[i]))
                 fail(err, EC(INVALID_ARGUMENT), "member_ids[%zu] is not a valid user id", i);
@@ -192,6 +224,12 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
         if (r->list_conversations->after_conversation_id[0] &&
             !mqc_id_valid(MQC_ID_CONV, r->list_conversations->after_conversation_id))
             fail(err, EC(INVALID_ARGUMENT), "after_conversation_id is not a conversation id");
+        else if (r->list_conversations->order < 0 ||
+                 r->list_conversations->order >
+                     MQCHAT__V1__CONVERSATION_ORDER__CONVERSATION_ORDER_ACTIVITY)
+            fail(err, EC(INVALID_ARGUMENT), "order must be ID or ACTIVITY");
+        else if (r->list_conversations->after_activity_ms < 0)
+            fail(err, EC(INVALID_ARGUMENT), "after_activity_ms must not be negative");
         break;
     case MQCHAT__V1__REQUEST__BODY_PRESENCE_WATCH:
         /* The per-device limit is the presence layer's (an option); this

@@ -25,7 +25,10 @@ typedef struct wire_err {
 #define WIRE_MAX_TITLE 128
 /* Users in one PresenceWatch (the presence_watch_max option is lower). */
 #define WIRE_MAX_WATCH 1000
-/* Upstream payloads larger than max_body + this are refused undecoded. */
+/* User ids in one membership request (GroupCreate, add, remove, roles). */
+#define WIRE_MAX_BATCH 1000
+/* Upstream payloads larger than max_body + this are refused undecoded
+ * (requests: or than a full batch of the longest ids, if that is more). */
 #define WIRE_ENVELOPE_SLACK 65536
 /* Receipts are refused undecoded above WIRE_ENVELOPE_SLACK, typing
  * notices above this. */
@@ -40,6 +43,8 @@ typedef struct wire_err {
  * decoded but is invalid, and its client_msg_id / request_id (valid or not)
  * says whom to answer; the caller still frees it. */
 Mqchat__V1__SendRequest *wire_send(const void *buf, size_t len, size_t max_body, wire_err *err);
+/* max_members: the group member limit (group_max_members); one request
+ * names at most min(max_members, WIRE_MAX_BATCH) users. */
 Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, size_t max_members,
                                   wire_err *err);
 Mqchat__V1__Receipt *wire_receipt(const void *buf, size_t len, wire_err *err);

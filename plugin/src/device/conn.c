@@ -43,12 +43,14 @@ conn *conn_add(dev *d, struct mosquitto *client, const char *user, const char *d
     }
     DL_APPEND2(u->devices, c, dev_prev, dev_next);
     HASH_ADD_PTR(d->conns, client, c);
+    rooms_conn_added(d, c);
     return c;
 }
 
 static void conn_unlink(dev *d, conn *c)
 {
     refusals_flush(d, c);
+    rooms_conn_gone(d, c);
     HASH_DEL(d->conns, c);
     user_conns *u;
     HASH_FIND_STR(d->users, c->user, u);
@@ -73,6 +75,7 @@ void dev_init(dev *d, mqstore *store, const mqc_config *cfg)
     memset(d, 0, sizeof(*d));
     d->chat.store = d->store = store;
     d->chat.cfg = d->cfg = cfg;
+    d->lane_budget = cfg->fanout_per_pass;
 }
 
 void dev_free(dev *d)
@@ -83,6 +86,8 @@ void dev_free(dev *d)
         conn_unlink(d, c);
     }
     out_free_all(d);
+    lane_free_all(d); /* before the rooms its broadcasts hold */
+    rooms_free_all(d);
 }
 
 int to_user(dev *d, pubs *out, const char *user, const conn *skip, const ProtobufCMessage *msg,

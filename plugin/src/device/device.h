@@ -32,6 +32,14 @@
 #include "wire.h"
 
 struct mosquitto;
+struct room;
+struct lane_job;
+
+/* A connection's place in a room (rooms.c): the room and its index there. */
+typedef struct room_ref {
+    struct room *r;
+    size_t idx;
+} room_ref;
 
 /* Error codes are small (proto: ErrorCode); refusals are counted per code. */
 #define MQC_REFUSAL_KINDS 16
@@ -56,6 +64,8 @@ typedef struct conn {
     struct conn *sum_prev, *sum_next;
     int presence_counted;
     void *presence;
+    room_ref *rooms; /* the large conversations this connection gets live */
+    size_t n_rooms, cap_rooms;
 } conn;
 
 /* The connections of one user, for delivery to every device. */
@@ -103,7 +113,16 @@ typedef struct dev {
     conn *dirty;                               /* conns with suppressed refusals */
     uint64_t refused_total[MQC_REFUSAL_KINDS]; /* since start, per code */
     int64_t next_summary_ms;
-    struct presence *pres;         /* NULL: presence is off (no Redis configured) */
+    struct presence *pres; /* NULL: presence is off (no Redis configured) */
+    /* Large conversations (rooms.c, lane.c): the online devices of each,
+     * and the second FIFO that delivers to them, fanout_per_pass
+     * publishes per loop pass. INVARIANT: tickets never decrease along
+     * the lane either. */
+    struct room *rooms;
+    struct lane_job *lane_head, *lane_tail;
+    size_t lane_len;
+    size_t lane_budget;            /* publishes left in this pass */
+    uint64_t lane_sent;            /* publishes made by the lane since start */
     unsigned conn_refusals_logged; /* connection-less ones, this interval */
     unsigned long conn_refusals_suppressed;
 } dev;
@@ -145,11 +164,51 @@ void pubs_free(pubs *p);
  * is queued before it). Takes ownership of p's contents. */
 void out_after(dev *d, uint64_t ticket, pubs *p);
 /* Send everything whose ticket is durable (TICK, and the wake-up the
- * syncer sends after an fsync). */
+ * syncer sends after an fsync): the FIFO, then the lane within the pass's
+ * budget. */
 void out_drain(dev *d);
+/* TICK: a new pass; its lane budget, then out_drain. */
+void dev_tick(dev *d);
+/* Publish every entry of p now, and free p. */
+void pubs_send(pubs *p);
 /* 1 while publishes wait for durability. Any thread. */
 int dev_waiting(dev *d);
 void out_free_all(dev *d);
+
+/* ---- rooms.c: who gets a large conversation live ---- */
+/* A connection joins the rooms of its user's large conversations, or
+ * leaves all of its rooms. */
+void rooms_conn_added(dev *d, conn *c);
+void rooms_conn_gone(dev *d, conn *c);
+/* After a write to a group: rooms follow its mode and membership. */
+void rooms_after_write(dev *d, const chat_written *w);
+/* 1 if what is delivered for conv must go through the lane (the
+ * conversation is large, or broadcasts of it are still queued). */
+int rooms_route(dev *d, const char *conv);
+void rooms_free_all(dev *d);
+/* For lane.c: the open room of conv or NULL; a broadcast holds the room
+ * while queued (room_hold / room_release) and walks room_at(0..limit),
+ * limit being the room's size when it was queued (room_walk, 0 if there
+ * is nobody to walk); NULL entries are holes. */
+struct room *rooms_open(dev *d, const char *conv);
+void room_hold(struct room *r);
+void room_release(dev *d, struct room *r);
+int room_walk(struct room *r, size_t *limit, const char **conv);
+conn *room_at(struct room *r, size_t i);
+
+/* ---- lane.c: the deliveries of large conversations ---- */
+/* Queue w's deliveries behind its ticket: the fan-out users' copies (with
+ * their inbox_seq) and, for a pulled entry, one broadcast to the room's
+ * connections but `skip` and the fan-out users. Conversations that do not
+ * route through the lane go to *out (the FIFO) instead. -1: out of memory. */
+int lane_written(dev *d, pubs *out, chat_written *w, const conn *skip);
+/* Queue `ev` to the room of conv (if it has one), all but skip_user's
+ * devices, after `ticket`. */
+int lane_broadcast(dev *d, const char *conv, uint64_t ticket, const ProtobufCMessage *ev, int qos,
+                   const char *skip_user);
+/* Inside out_drain: run what is durable, within the budget. */
+void lane_run(dev *d);
+void lane_free_all(dev *d);
 
 /* ---- refusals.c: logging refusals without flooding the log ---- */
 /* Count a refusal of something `c` sent; log it if it is the first of its

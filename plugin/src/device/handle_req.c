@@ -41,15 +41,20 @@ static void views_free(size_t n, Mqchat__V1__Message **ptrs, Mqchat__V1__Message
  * of at most reply_max_bytes (MQC_REPLY_SLACK is kept for the envelope).
  * At least one: the options guarantee one stored message fits. A page cut
  * short sets `more`, so the device asks again after its last item. */
-static size_t fit(dev *d, void *const *items, size_t n)
+static size_t fit_after(dev *d, void *const *items, size_t n, size_t used)
 {
-    size_t budget = d->cfg->reply_max_bytes - MQC_REPLY_SLACK, used = 0, k = 0;
+    size_t budget = d->cfg->reply_max_bytes - MQC_REPLY_SLACK, k = 0;
     for (; k < n; k++) {
         /* a repeated field element: tag, length prefix, message */
         used += protobuf_c_message_get_packed_size(items[k]) + 1 + 5;
         if (used > budget && k > 0) break;
     }
     return k;
+}
+
+static size_t fit(dev *d, void *const *items, size_t n)
+{
+    return fit_after(d, items, n, 0);
 }
 
 static void fail(dev *d, conn *c, const char *rid, wire_code code, const char *msg)
@@ -59,9 +64,12 @@ static void fail(dev *d, conn *c, const char *rid, wire_code code, const char *m
     reply_error(d, c, rid, &st);
 }
 
-/* A sync (conv NULL) or history page as the Response. */
+/* Positions per sync answer at most (and half the reply budget). */
+#define POSITIONS_MAX 1000
+
+/* A history page as the Response. */
 static void respond_page(dev *d, conn *c, Mqchat__V1__Response *resp, const mqstore_page *p,
-                         uint64_t inbox_head, const char *conv)
+                         const char *conv)
 {
     Mqchat__V1__Message **ptrs = NULL, *views = NULL, **stored = NULL;
     if (page_views(p, &ptrs, &views, &stored)) {
@@ -69,25 +77,14 @@ static void respond_page(dev *d, conn *c, Mqchat__V1__Response *resp, const mqst
         fail(d, c, resp->request_id, EC(INTERNAL), "a stored message does not decode");
         return;
     }
-    Mqchat__V1__SyncResponse sync = MQCHAT__V1__SYNC_RESPONSE__INIT;
     Mqchat__V1__HistoryResponse hist = MQCHAT__V1__HISTORY_RESPONSE__INIT;
     size_t n = fit(d, (void *const *)ptrs, p->n);
-    int more = p->more || n < p->n;
-    if (!conv) {
-        sync.n_messages = n;
-        sync.messages = ptrs;
-        sync.more = more;
-        sync.inbox_head = inbox_head;
-        resp->body_case = MQCHAT__V1__RESPONSE__BODY_SYNC;
-        resp->sync = &sync;
-    } else {
-        hist.conversation_id = (char *)conv;
-        hist.n_messages = n;
-        hist.messages = ptrs;
-        hist.more = more;
-        resp->body_case = MQCHAT__V1__RESPONSE__BODY_HISTORY;
-        resp->history = &hist;
-    }
+    hist.conversation_id = (char *)conv;
+    hist.n_messages = n;
+    hist.messages = ptrs;
+    hist.more = p->more || n < p->n;
+    resp->body_case = MQCHAT__V1__RESPONSE__BODY_HISTORY;
+    resp->history = &hist;
     reply_response(d, c, resp);
     views_free(p->n, ptrs, views, stored);
 }
@@ -130,29 +127,148 @@ static void respond_members(dev *d, conn *c, Mqchat__V1__Response *resp, const c
 
 static void respond_convs(dev *d, conn *c, Mqchat__V1__Response *resp, const chat_conv_list *l)
 {
-    size_t n = l->l.n;
+    size_t n = l->n, k = 0;
     Mqchat__V1__ConversationSummary *sums = calloc(n ? n : 1, sizeof(*sums));
     Mqchat__V1__ConversationSummary **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
-    if (sums && ptrs) {
-        for (size_t i = 0; i < n; i++) {
-            mqchat__v1__conversation_summary__init(&sums[i]);
-            sums[i].conversation_id = (char *)l->l.conv[i];
-            sums[i].role = (Mqchat__V1__Role)l->l.role[i];
-            sums[i].head_seq = l->head[i];
-            ptrs[i] = &sums[i];
+    Mqchat__V1__Message *views = calloc(n ? n : 1, sizeof(*views));
+    Mqchat__V1__Message **stored = calloc(n ? n : 1, sizeof(*stored));
+    if (sums && ptrs && views && stored) {
+        for (; k < n; k++) {
+            const chat_conv_summary *sm = &l->items[k];
+            Mqchat__V1__ConversationSummary *o = &sums[k];
+            mqchat__v1__conversation_summary__init(o);
+            o->conversation_id = (char *)sm->conv;
+            o->role = (Mqchat__V1__Role)sm->role;
+            o->head_seq = sm->info.head;
+            o->read_seq = sm->read;
+            o->unread = sm->unread;
+            o->last_activity_ms = sm->info.last_time_ms;
+            o->mode = sm->info.large ? MQCHAT__V1__CONVERSATION_MODE__CONVERSATION_MODE_LARGE
+                                     : MQCHAT__V1__CONVERSATION_MODE__CONVERSATION_MODE_SMALL;
+            o->member_count = (uint32_t)sm->info.members;
+            o->posting = (sm->info.flags & MQSTORE_CONV_ADMINS_POST)
+                             ? MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_ADMINS
+                             : MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_EVERYONE;
+            /* A last entry that does not decode is left out (logged). */
+            if (sm->last.n && !message_view(&sm->last.items[0], &stored[k], &views[k]))
+                o->last_message = &views[k];
+            ptrs[k] = o;
         }
         Mqchat__V1__ListConversationsResponse r = MQCHAT__V1__LIST_CONVERSATIONS_RESPONSE__INIT;
         r.n_conversations = fit(d, (void *const *)ptrs, n);
         r.conversations = ptrs;
-        r.more = l->l.more || r.n_conversations < n;
+        r.more = l->more || r.n_conversations < n;
         resp->body_case = MQCHAT__V1__RESPONSE__BODY_CONVERSATIONS;
         resp->conversations = &r;
         reply_response(d, c, resp);
     } else {
         fail(d, c, resp->request_id, EC(INTERNAL), "out of memory");
     }
+    for (size_t i = 0; stored && i < k; i++)
+        if (stored[i]) mqchat__v1__message__free_unpacked(stored[i], NULL);
+    free(stored);
+    free(views);
     free(sums);
     free(ptrs);
+}
+
+/* A sync page, with the device's positions in large conversations when it
+ * asked: positions first (they are small), then messages within what is
+ * left of the budget. */
+static void respond_sync(dev *d, conn *c, Mqchat__V1__Response *resp,
+                         const Mqchat__V1__SyncRequest *req, const mqstore_page *p,
+                         uint64_t inbox_head, const mqstore_position_list *pl)
+{
+    Mqchat__V1__Message **ptrs = NULL, *views = NULL, **stored = NULL;
+    size_t np = pl ? pl->n : 0;
+    Mqchat__V1__ConversationPosition *pos = calloc(np ? np : 1, sizeof(*pos));
+    Mqchat__V1__ConversationPosition **pptrs = calloc(np ? np : 1, sizeof(*pptrs));
+    if (!pos || !pptrs || page_views(p, &ptrs, &views, &stored)) {
+        views_free(p->n, ptrs, views, stored);
+        free(pos);
+        free(pptrs);
+        fail(d, c, resp->request_id, EC(INTERNAL), "a stored message does not decode");
+        return;
+    }
+    for (size_t i = 0; i < np; i++) {
+        mqchat__v1__conversation_position__init(&pos[i]);
+        pos[i].conversation_id = (char *)pl->items[i].conv;
+        pos[i].position = pl->items[i].position;
+        pos[i].end_seq = pl->items[i].end;
+        pos[i].member = pl->items[i].member;
+        pptrs[i] = &pos[i];
+    }
+    Mqchat__V1__SyncResponse sync = MQCHAT__V1__SYNC_RESPONSE__INIT;
+    /* Positions take at most half the budget; one message always fits. */
+    size_t half = (d->cfg->reply_max_bytes - MQC_REPLY_SLACK) / 2, used = 0, k = 0;
+    for (; k < np; k++) {
+        used += protobuf_c_message_get_packed_size(&pos[k].base) + 6;
+        if (used > half) break;
+    }
+    sync.n_positions = k;
+    sync.positions = pptrs;
+    sync.positions_more = (pl && pl->more) || k < np;
+    size_t n = fit_after(d, (void *const *)ptrs, p->n, k ? used : 0);
+    sync.n_messages = n;
+    sync.messages = ptrs;
+    sync.more = p->more || n < p->n;
+    sync.inbox_head = inbox_head;
+    (void)req;
+    resp->body_case = MQCHAT__V1__RESPONSE__BODY_SYNC;
+    resp->sync = &sync;
+    reply_response(d, c, resp);
+    views_free(p->n, ptrs, views, stored);
+    free(pos);
+    free(pptrs);
+}
+
+static void respond_pull(dev *d, conn *c, Mqchat__V1__Response *resp, const char *conv,
+                         const mqstore_page *p, uint64_t through)
+{
+    Mqchat__V1__Message **ptrs = NULL, *views = NULL, **stored = NULL;
+    if (page_views(p, &ptrs, &views, &stored)) {
+        views_free(p->n, ptrs, views, stored);
+        fail(d, c, resp->request_id, EC(INTERNAL), "a stored message does not decode");
+        return;
+    }
+    Mqchat__V1__ConversationPullResponse pr = MQCHAT__V1__CONVERSATION_PULL_RESPONSE__INIT;
+    size_t n = fit(d, (void *const *)ptrs, p->n);
+    pr.conversation_id = (char *)conv;
+    pr.n_messages = n;
+    pr.messages = ptrs;
+    /* Cut short: the page accounts only for what it carries. */
+    pr.through_seq = n < p->n ? p->items[n - 1].seq : through;
+    pr.more = p->more || n < p->n;
+    resp->body_case = MQCHAT__V1__RESPONSE__BODY_PULL;
+    resp->pull = &pr;
+    reply_response(d, c, resp);
+    views_free(p->n, ptrs, views, stored);
+}
+
+static void respond_read_state(dev *d, conn *c, Mqchat__V1__Response *resp,
+                               const Mqchat__V1__ReadStateRequest *req,
+                               const mqstore_read_state *rs)
+{
+    char **ids = calloc(rs->n ? rs->n : 1, sizeof(*ids));
+    if (!ids) {
+        fail(d, c, resp->request_id, EC(INTERNAL), "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < rs->n; i++)
+        ids[i] = (char *)rs->readers[i];
+    Mqchat__V1__ReadStateResponse r = MQCHAT__V1__READ_STATE_RESPONSE__INIT;
+    r.conversation_id = req->conversation_id;
+    r.seq = req->seq;
+    r.members = (uint32_t)rs->members;
+    r.delivered = (uint32_t)rs->delivered;
+    r.read = (uint32_t)rs->read;
+    r.n_readers = rs->n; /* at most MEMBERS_MAX ids of <= 128 bytes: fits a reply */
+    r.readers = ids;
+    r.more = rs->more;
+    resp->body_case = MQCHAT__V1__RESPONSE__BODY_READ_STATE;
+    resp->read_state = &r;
+    reply_response(d, c, resp);
+    free(ids);
 }
 
 /* A group change was written: the event to every fanned-out user's
@@ -167,7 +283,10 @@ static void respond_group(dev *d, conn *c, Mqchat__V1__Response *resp, chat_writ
     resp->body_case = MQCHAT__V1__RESPONSE__BODY_GROUP;
     resp->group = &gr;
     char topic[512];
-    if (fanout_written(d, &out, w, NULL) ||
+    /* Rooms follow the change first: a member added to a large group is
+     * in its room for the next message. */
+    rooms_after_write(d, w);
+    if (lane_written(d, &out, w, NULL) ||
         topic_device(topic, sizeof(topic), d->cfg->topic_prefix, c->user, c->device, "resp") ||
         pubs_add(&out, c->client_id, topic, &resp->base, 1))
         mosquitto_log_printf(MOSQ_LOG_ERR, "mqchat: out of memory answering a group change");
@@ -182,18 +301,45 @@ static void run(dev *d, conn *c, const Mqchat__V1__Request *req, Mqchat__V1__Res
     mqstore_page page;
     uint64_t head = 0;
     switch (req->body_case) {
-    case MQCHAT__V1__REQUEST__BODY_SYNC:
-        if (chat_sync(&d->chat, &who, req->sync, &page, &head, &st)) break;
-        respond_page(d, c, resp, &page, head, NULL);
+    case MQCHAT__V1__REQUEST__BODY_SYNC: {
+        mqstore_position_list pl = {0};
+        if (req->sync->positions &&
+            chat_positions(&d->chat, &who, req->sync->positions_after, POSITIONS_MAX, &pl, &st))
+            break;
+        if (chat_sync(&d->chat, &who, req->sync, &page, &head, &st)) {
+            mqstore_position_list_free(&pl);
+            break;
+        }
+        respond_sync(d, c, resp, req->sync, &page, head, req->sync->positions ? &pl : NULL);
+        mqstore_page_free(&page);
+        mqstore_position_list_free(&pl);
+        return;
+    }
+    case MQCHAT__V1__REQUEST__BODY_PULL: {
+        uint64_t through;
+        if (chat_pull(&d->chat, &who, req->pull, &page, &through, &st)) break;
+        respond_pull(d, c, resp, req->pull->conversation_id, &page, through);
         mqstore_page_free(&page);
         return;
+    }
+    case MQCHAT__V1__REQUEST__BODY_POSITION_ACK:
+        if (chat_position_ack(&d->chat, &who, req->position_ack, &st)) break;
+        respond_ok(d, c, resp);
+        return;
+    case MQCHAT__V1__REQUEST__BODY_READ_STATE: {
+        mqstore_read_state rs;
+        if (chat_read_state(&d->chat, &who, req->read_state, &rs, &st)) break;
+        respond_read_state(d, c, resp, req->read_state, &rs);
+        mqstore_read_state_free(&rs);
+        return;
+    }
     case MQCHAT__V1__REQUEST__BODY_CURSOR_ACK:
         if (chat_cursor_ack(&d->chat, &who, req->cursor_ack->inbox_seq, &st)) break;
         respond_ok(d, c, resp);
         return;
     case MQCHAT__V1__REQUEST__BODY_HISTORY:
         if (chat_history(&d->chat, &who, req->history, &page, &st)) break;
-        respond_page(d, c, resp, &page, 0, req->history->conversation_id);
+        respond_page(d, c, resp, &page, req->history->conversation_id);
         mqstore_page_free(&page);
         return;
     case MQCHAT__V1__REQUEST__BODY_LIST_MEMBERS: {

@@ -62,8 +62,9 @@ int handle_send(dev *d, conn *c, const void *payload, size_t len)
     int bad = topic_device(topic, sizeof(topic), d->cfg->topic_prefix, c->user, c->device, "ack") ||
               pubs_add(&out, c->client_id, topic, &ack.base, SEND_ACK_QOS);
     /* A retried send was delivered the first time: only the ACK again. The
-     * sending device has the message in its SendAck, so it is skipped. */
-    if (!bad && !w.r.duplicate) bad = fanout_written(d, &out, &w, c);
+     * sending device has the message in its SendAck, so it is skipped. A
+     * large conversation's copies go through the lane (lane.c). */
+    if (!bad && !w.r.duplicate) bad = lane_written(d, &out, &w, c);
     if (bad) mosquitto_log_printf(MOSQ_LOG_ERR, "mqchat: out of memory delivering a message");
     out_after(d, w.r.ticket, &out);
     chat_written_clear(&w);
@@ -100,6 +101,7 @@ int handle_receipt(dev *d, conn *c, const void *payload, size_t len)
     ev.body_case = MQCHAT__V1__SERVER_EVENT__BODY_RECEIPT;
     ev.receipt = &up;
     pubs out = {0};
+    if (res.large) goto out; /* read state is asked for in large conversations */
     if (res.members.n == 0 || fanout_members(d, &out, &res.members, NULL, &ev, 1))
         mosquitto_log_printf(MOSQ_LOG_ERR, "mqchat: could not fan out a receipt");
     out_after(d, mqstore_last_ticket(d->store), &out);
@@ -121,8 +123,9 @@ int handle_typing(dev *d, conn *c, const void *payload, size_t len)
     chat_caller who = {c->user, c->device};
     mqstore_member_list members;
     memset(&members, 0, sizeof(members));
-    int ret = MOSQ_ERR_ACL_DENIED;
-    if (rate_limited(d, c, "messages", &st) || chat_typing(&d->chat, &who, t, &members, &st)) {
+    int ret = MOSQ_ERR_ACL_DENIED, large = 0;
+    if (rate_limited(d, c, "messages", &st) ||
+        chat_typing(&d->chat, &who, t, &members, &large, &st)) {
         reply_error(d, c, NULL, &st);
     } else {
         Mqchat__V1__Typing fwd = MQCHAT__V1__TYPING__INIT;
@@ -133,7 +136,8 @@ int handle_typing(dev *d, conn *c, const void *payload, size_t len)
         ev.body_case = MQCHAT__V1__SERVER_EVENT__BODY_TYPING;
         ev.typing = &fwd;
         pubs out = {0};
-        if (fanout_members(d, &out, &members, c->user, &ev, 0))
+        if (large ? lane_broadcast(d, t->conversation_id, 0, &ev.base, 0, c->user)
+                  : fanout_members(d, &out, &members, c->user, &ev, 0))
             mosquitto_log_printf(MOSQ_LOG_ERR, "mqchat: could not fan out typing");
         /* Ephemeral and not stored: no durability to wait for. */
         out_after(d, 0, &out);

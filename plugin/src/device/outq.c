@@ -65,7 +65,7 @@ void pubs_free(pubs *p)
 }
 
 /* mosquitto_broker_publish takes ownership of the payload on success. */
-static void pubs_send(pubs *p)
+void pubs_send(pubs *p)
 {
     for (size_t i = 0; i < p->n; i++) {
         pub *x = &p->items[i];
@@ -130,7 +130,15 @@ void out_drain(dev *d)
         pubs_send(&e->out);
         free(e);
     }
-    if (!d->head) atomic_store(&d->waiting, 0);
+    /* The lane after the FIFO (lane.c, "Order"). */
+    lane_run(d);
+    if (!d->head && !d->lane_head) atomic_store(&d->waiting, 0);
+}
+
+void dev_tick(dev *d)
+{
+    d->lane_budget = d->cfg->fanout_per_pass;
+    out_drain(d);
 }
 
 void out_free_all(dev *d)

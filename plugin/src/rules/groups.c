@@ -14,7 +14,19 @@
 typedef Mqchat__V1__ConversationEvent__Type ev_type;
 #define EVT(x) MQCHAT__V1__CONVERSATION_EVENT__TYPE__TYPE_##x
 
-enum op { OP_CREATE, OP_ADD, OP_REMOVE, OP_ROLE };
+enum op { OP_CREATE, OP_ADD, OP_REMOVE, OP_ROLE, OP_SETTINGS };
+#define MODE(x) MQCHAT__V1__CONVERSATION_MODE__CONVERSATION_MODE_##x
+#define POSTING(x) MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_##x
+
+/* The mode a group should have with `members` members, given its mode
+ * now (docs/PROTOCOL.md, "Large conversations"): large from
+ * large_group_members on, small again only below small_group_members. */
+static mqstore_mode mode_for(const mqc_config *cfg, int large, uint64_t members)
+{
+    if (!large && members >= cfg->large_group_members) return MQSTORE_MODE_LARGE;
+    if (large && members < cfg->small_group_members) return MQSTORE_MODE_SMALL;
+    return MQSTORE_MODE_KEEP;
+}
 
 /* The event's stored form is a Message{kind EVENT, event}. */
 static void event_init(chat_written *w, const chat_caller *who, const char *conv, ev_type type,
@@ -51,17 +63,26 @@ static int need_group(const char *conv, chat_status *st)
 /* Pack the event and make the store write for `op`: the one path every
  * group change takes. On success the event gets its envelope. */
 static int apply(chat *c, const chat_caller *who, chat_written *w, enum op op,
-                 const mqstore_role *roles, mqstore_role role, chat_status *st)
+                 const mqstore_role *roles, mqstore_role role, mqstore_mode mode, chat_status *st)
 {
     const char *const *u = (const char *const *)w->ev.user_ids;
     size_t n = w->ev.n_user_ids, len;
+    /* The event says when it switched the mode (the store then puts it in
+     * every member's inbox). */
+    if (mode == MQSTORE_MODE_LARGE) w->ev.mode = MODE(LARGE);
+    if (mode == MQSTORE_MODE_SMALL) w->ev.mode = MODE(SMALL);
     if (!(w->stored = wire_pack(&w->msg.base, &len, malloc)))
         return chat_fail(st, EC(INTERNAL), "out of memory");
     mqstore_event ev = {.actor_user = who->user,
                         .actor_device = who->device,
                         .kind = MQCHAT__V1__MESSAGE_KIND__MESSAGE_KIND_EVENT,
                         .payload = w->stored,
-                        .payload_len = len};
+                        .payload_len = len,
+                        .mode = mode};
+    if (w->ev.posting != POSTING(UNSPECIFIED)) {
+        ev.set_flags = 1;
+        ev.flags = w->ev.posting == POSTING(ADMINS) ? MQSTORE_CONV_ADMINS_POST : 0;
+    }
     mqstore_err e = MQSTORE_ERR_INVAL;
     switch (op) {
     case OP_CREATE:
@@ -76,6 +97,9 @@ static int apply(chat *c, const chat_caller *who, chat_written *w, enum op op,
     case OP_ROLE:
         e = mqstore_members_set_role(c->store, w->conv, u, n, role, &ev, &w->r);
         break;
+    case OP_SETTINGS:
+        e = mqstore_conv_update(c->store, w->conv, &ev, &w->r);
+        break;
     }
     if (e) return store_failed(st, e);
     w->msg.conversation_id = w->conv;
@@ -86,13 +110,14 @@ static int apply(chat *c, const chat_caller *who, chat_written *w, enum op op,
     return 0;
 }
 
-static size_t member_count(chat *c, const char *conv, mqstore_err *e)
+/* The conversation's member count and mode, without listing members. */
+static mqstore_err conv_size(chat *c, const char *conv, uint64_t *members, int *large)
 {
-    mqstore_member_list l;
-    *e = mqstore_members_list(c->store, conv, &l);
-    size_t n = *e ? 0 : l.n;
-    if (!*e) mqstore_member_list_free(&l);
-    return n;
+    mqstore_conv_info info;
+    mqstore_err e = mqstore_conv_info_get(c->store, conv, &info);
+    *members = info.members;
+    *large = info.large;
+    return e;
 }
 
 static int do_create(chat *c, const chat_caller *who, const Mqchat__V1__GroupCreate *g,
@@ -132,7 +157,9 @@ static int do_create(chat *c, const chat_caller *who, const Mqchat__V1__GroupCre
         snprintf(conv + 2 + 2 * i, 3, "%02x", rnd[i]);
     event_init(w, who, conv, EVT(CREATED), w->users, n);
     w->ev.title = g->title;
-    rc = apply(c, who, w, OP_CREATE, roles, 0, st);
+    w->ev.posting = g->posting;
+    /* A group created with a large member list starts large. */
+    rc = apply(c, who, w, OP_CREATE, roles, 0, mode_for(c->cfg, 0, n), st);
 out:
     free(roles);
     return rc;
@@ -148,12 +175,13 @@ static int do_add(chat *c, const chat_caller *who, const Mqchat__V1__GroupAddMem
         return -1;
     if (self.role < MQSTORE_ROLE_ADMIN)
         return chat_fail(st, EC(PERMISSION_DENIED), "only admins and the owner add members");
-    size_t have = member_count(c, g->conversation_id, &e);
-    if (e) return store_failed(st, e);
+    uint64_t have;
+    int large;
+    if ((e = conv_size(c, g->conversation_id, &have, &large))) return store_failed(st, e);
     if (have + g->n_user_ids > c->cfg->group_max_members)
         return chat_fail(st, EC(GROUP_FULL), "the group would exceed its member limit");
     event_init(w, who, g->conversation_id, EVT(MEMBERS_ADDED), g->user_ids, g->n_user_ids);
-    return apply(c, who, w, OP_ADD, NULL, 0, st);
+    return apply(c, who, w, OP_ADD, NULL, 0, mode_for(c->cfg, large, have + g->n_user_ids), st);
 }
 
 /* Remove `users` (a leave when it is just the caller). */
@@ -163,8 +191,9 @@ static int do_remove(chat *c, const chat_caller *who, const char *conv, char **u
     mqstore_member self;
     mqstore_err e;
     if (need_group(conv, st) || chat_require_member(c, who, conv, &self, st)) return -1;
-    size_t members = member_count(c, conv, &e);
-    if (e) return store_failed(st, e);
+    uint64_t members;
+    int large;
+    if ((e = conv_size(c, conv, &members, &large))) return store_failed(st, e);
     if (leave) {
         if (self.role == MQSTORE_ROLE_OWNER && members > 1)
             return chat_fail(st, EC(PERMISSION_DENIED),
@@ -182,7 +211,9 @@ static int do_remove(chat *c, const chat_caller *who, const char *conv, char **u
         }
     }
     event_init(w, who, conv, leave ? EVT(MEMBER_LEFT) : EVT(MEMBERS_REMOVED), users, n);
-    return apply(c, who, w, OP_REMOVE, NULL, 0, st);
+    /* The store checks each is a member; if one is not, nothing is written. */
+    uint64_t after = members >= n ? members - n : 0;
+    return apply(c, who, w, OP_REMOVE, NULL, 0, mode_for(c->cfg, large, after), st);
 }
 
 static int do_set_role(chat *c, const chat_caller *who, const Mqchat__V1__GroupSetRole *g,
@@ -199,7 +230,23 @@ static int do_set_role(chat *c, const chat_caller *who, const Mqchat__V1__GroupS
             return chat_fail(st, EC(PERMISSION_DENIED), "the owner's role cannot change");
     event_init(w, who, g->conversation_id, EVT(ROLE_CHANGED), g->user_ids, g->n_user_ids);
     w->ev.role = g->role;
-    return apply(c, who, w, OP_ROLE, NULL, (mqstore_role)g->role, st);
+    return apply(c, who, w, OP_ROLE, NULL, (mqstore_role)g->role, MQSTORE_MODE_KEEP, st);
+}
+
+static int do_settings(chat *c, const chat_caller *who, const Mqchat__V1__GroupSettings *g,
+                       chat_written *w, chat_status *st)
+{
+    mqstore_member self;
+    if (need_group(g->conversation_id, st) ||
+        chat_require_member(c, who, g->conversation_id, &self, st))
+        return -1;
+    if (self.role < MQSTORE_ROLE_ADMIN)
+        return chat_fail(st, EC(PERMISSION_DENIED), "only admins and the owner change settings");
+    if (g->posting == POSTING(UNSPECIFIED))
+        return chat_fail(st, EC(INVALID_ARGUMENT), "nothing to change");
+    event_init(w, who, g->conversation_id, EVT(SETTINGS_CHANGED), NULL, 0);
+    w->ev.posting = g->posting;
+    return apply(c, who, w, OP_SETTINGS, NULL, 0, MQSTORE_MODE_KEEP, st);
 }
 
 int chat_group(chat *c, const chat_caller *who, const Mqchat__V1__Request *req, chat_written *out,
@@ -228,6 +275,9 @@ int chat_group(chat *c, const chat_caller *who, const Mqchat__V1__Request *req, 
     }
     case MQCHAT__V1__REQUEST__BODY_GROUP_SET_ROLE:
         rc = do_set_role(c, who, req->group_set_role, out, st);
+        break;
+    case MQCHAT__V1__REQUEST__BODY_GROUP_SETTINGS:
+        rc = do_settings(c, who, req->group_settings, out, st);
         break;
     default:
         rc = chat_fail(st, EC(UNSUPPORTED), "unknown request type");

@@ -100,21 +100,56 @@ int chat_history(chat *c, const chat_caller *who, const Mqchat__V1__HistoryReque
 int chat_members(chat *c, const chat_caller *who, const Mqchat__V1__ListMembers *lm,
                  mqstore_member_list *out, int *more, chat_status *st);
 
+/* One conversation of the caller's list. */
+typedef struct chat_conv_summary {
+    char conv[MQC_ID_BUF];
+    mqstore_role role;
+    uint64_t joined_seq;
+    mqstore_conv_info info; /* head, mode, members, flags, last activity */
+    uint64_t read;          /* the caller's read watermark */
+    uint64_t unread;        /* head - max(read, joined_seq) */
+    mqstore_page last;      /* the newest entry (n = 0 when empty) */
+} chat_conv_summary;
+
 typedef struct chat_conv_list {
-    mqstore_conv_list l;
-    uint64_t *head; /* head seq of each of l.conv */
+    size_t n;
+    int more;
+    chat_conv_summary *items;
 } chat_conv_list;
 
 void chat_conv_list_free(chat_conv_list *l);
 
-/* A page of the caller's conversations with their heads. */
+/* A page of the caller's conversations, by id or by recent activity (then
+ * computed from every conversation's head at request time, up to
+ * CHAT_CONVS_SORT_MAX conversations: no per-member write per message). */
+#define CHAT_CONVS_SORT_MAX 10000
 int chat_conversations(chat *c, const chat_caller *who, const Mqchat__V1__ListConversations *lc,
                        chat_conv_list *out, chat_status *st);
+
+/* ---- large conversations ----------------------------------------------- */
+
+/* The caller device's positions with news (for a SyncRequest that asks). */
+int chat_positions(chat *c, const chat_caller *who, const char *after, size_t limit,
+                   mqstore_position_list *out, chat_status *st);
+
+/* A page of what the caller has to pull from a large conversation;
+ * *through: the seq the page accounts for. */
+int chat_pull(chat *c, const chat_caller *who, const Mqchat__V1__ConversationPull *p,
+              mqstore_page *out, uint64_t *through, chat_status *st);
+
+/* The caller device's position moves up to seq (never down). */
+int chat_position_ack(chat *c, const chat_caller *who, const Mqchat__V1__PositionAck *pa,
+                      chat_status *st);
+
+/* Group read state of one message (members only), the sender not counted. */
+int chat_read_state(chat *c, const chat_caller *who, const Mqchat__V1__ReadStateRequest *rs,
+                    mqstore_read_state *out, chat_status *st);
 
 /* ---- receipts and typing --------------------------------------------- */
 
 typedef struct chat_receipt_result {
     int changed; /* 0: the watermarks were already there; tell nobody */
+    int large;   /* a large conversation: tell nobody (members ask for read state) */
     uint64_t delivered, read;
     mqstore_member_list members; /* whom to tell, when changed; empty if the
                                     list could not be read (the receipt is
@@ -127,9 +162,11 @@ int chat_receipt(chat *c, const chat_caller *who, const Mqchat__V1__Receipt *rc,
                  chat_receipt_result *out, chat_status *st);
 
 /* A typing notice is never stored: check membership and return the
- * members to forward it to (the caller's own user included; skip it). */
+ * members to forward it to (the caller's own user included; skip it), or,
+ * in a large conversation, *large = 1 and no list (forward it to the
+ * conversation's online devices). */
 int chat_typing(chat *c, const chat_caller *who, const Mqchat__V1__Typing *t,
-                mqstore_member_list *members, chat_status *st);
+                mqstore_member_list *members, int *large, chat_status *st);
 
 /* ---- presence privacy ------------------------------------------------- */
 

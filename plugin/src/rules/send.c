@@ -65,6 +65,9 @@ int chat_send(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *re
         if (e == MQSTORE_ERR_EXISTS)
             return chat_fail(st, EC(INVALID_ARGUMENT),
                              "client_msg_id was already used for another conversation");
+        if (e == MQSTORE_ERR_DENIED)
+            return chat_fail(st, EC(PERMISSION_DENIED),
+                             "only admins and the owner may post in this conversation");
         chat_fail(st, chat_store_code(e, EC(UNKNOWN_CONVERSATION)), "%s: %s",
                   e == MQSTORE_ERR_NOTFOUND ? "unknown conversation" : "not stored",
                   mqstore_strerror(e));
