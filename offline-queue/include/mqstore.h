@@ -144,6 +144,16 @@ void mqstore_free(mqstore *s);
 /* Highest durable ticket. Thread-safe, lock-free. */
 uint64_t mqstore_durable(mqstore *s);
 
+/* What the store has written since it was opened: write batches, keys put
+ * or deleted in them, and their bytes (keys, values, batch framing). Any
+ * thread. */
+typedef struct mqstore_stats {
+    uint64_t writes;
+    uint64_t keys;
+    uint64_t bytes;
+} mqstore_stats;
+void mqstore_stats_get(mqstore *s, mqstore_stats *out);
+
 /* Highest ticket handed out so far. */
 uint64_t mqstore_last_ticket(mqstore *s);
 
@@ -279,6 +289,12 @@ mqstore_err mqstore_member_get(mqstore *s, const char *conv, const char *user, m
 
 /* All members of a conversation, ordered by user id. */
 mqstore_err mqstore_members_list(mqstore *s, const char *conv, mqstore_member_list *out);
+
+/* A page of them: after `after` ("" or NULL: from the first), at most
+ * `limit` (1..10000); *more says whether members follow. One range scan,
+ * whatever the group's size. */
+mqstore_err mqstore_members_page(mqstore *s, const char *conv, const char *after, size_t limit,
+                                 mqstore_member_list *out, int *more);
 
 typedef struct mqstore_conv_list {
     size_t n;

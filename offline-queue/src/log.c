@@ -70,6 +70,8 @@ typedef struct members_scan {
     mqstore_member_list *out;
     size_t cap;
     size_t plen;
+    size_t limit; /* stop after this many (SIZE_MAX: all) */
+    int more;
 } members_scan;
 
 /* Append one 'm' conv \0 user row to the list (a store_scan callback). */
@@ -77,6 +79,10 @@ static int member_row(void *data, const char *k, size_t klen, const char *v, siz
 {
     members_scan *ms = data;
     mqstore_member_list *out = ms->out;
+    if (out->n >= ms->limit) {
+        ms->more = 1;
+        return SCAN_STOP;
+    }
     size_t ulen = klen - ms->plen;
     if (ulen < 1 || ulen > MQC_ID_MAX) return MQSTORE_ERR_CORRUPT;
     Mqstore__Rec__MemberRecord *m = codec_decode(REC_MEMBER, v, vlen);
@@ -108,9 +114,31 @@ static mqstore_err members_load(mqstore *s, const char *conv, mqstore_member_lis
     key_tag(&lo, 'm');
     key_id(&lo, conv);
     key_prefix_end(&lo, &hi);
-    members_scan ms = {out, 0, lo.len};
+    members_scan ms = {out, 0, lo.len, SIZE_MAX, 0};
     mqstore_err e = store_scan(s, CF_MEMBERS, &lo, &hi, &lo, SCAN_FORWARD, member_row, &ms);
     if (e) mqstore_member_list_free(out);
+    return e;
+}
+
+mqstore_err mqstore_members_page(mqstore *s, const char *conv, const char *after, size_t limit,
+                                 mqstore_member_list *out, int *more)
+{
+    if (!out) return MQSTORE_ERR_INVAL;
+    memset(out, 0, sizeof(*out));
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || limit < 1 || limit > 10000 || !more ||
+        (after && after[0] && !mqc_id_valid(MQC_ID_KEY, after)))
+        return MQSTORE_ERR_INVAL;
+    key lo, hi, from;
+    key_reset(&lo);
+    key_tag(&lo, 'm');
+    key_id(&lo, conv);
+    key_prefix_end(&lo, &hi);
+    from = lo;
+    if (after && after[0]) key_id(&from, after); /* the first key after `after` */
+    members_scan ms = {out, 0, lo.len, limit, 0};
+    mqstore_err e = store_scan(s, CF_MEMBERS, &lo, &hi, &from, SCAN_FORWARD, member_row, &ms);
+    if (e) mqstore_member_list_free(out);
+    *more = e ? 0 : ms.more;
     return e;
 }
 

@@ -17,6 +17,13 @@
 static const char *cf_names[CF_COUNT] = {"default", "msgs",    "heads",    "dedup",  "inbox",
                                          "members", "cursors", "receipts", "outbox", "positions"};
 
+void mqstore_stats_get(mqstore *s, mqstore_stats *out)
+{
+    out->writes = atomic_load(&s->stat_writes);
+    out->keys = atomic_load(&s->stat_keys);
+    out->bytes = atomic_load(&s->stat_bytes);
+}
+
 const char *mqstore_strerror(mqstore_err err)
 {
     switch (err) {
@@ -132,6 +139,11 @@ mqstore_err store_write(mqstore *s, rocksdb_writebatch_t *b, uint64_t *ticket)
     /* durable <= last_ticket: nothing is durable before its write returned. */
     assert(atomic_load(&s->durable) < t);
     atomic_store(&s->last_ticket, t);
+    size_t bytes;
+    rocksdb_writebatch_data(b, &bytes);
+    atomic_fetch_add(&s->stat_writes, 1);
+    atomic_fetch_add(&s->stat_keys, (uint64_t)rocksdb_writebatch_count(b));
+    atomic_fetch_add(&s->stat_bytes, (uint64_t)bytes);
     if (s->opt.durability == MQSTORE_DURABILITY_OS)
         atomic_store(&s->durable, t);
     else if (s->syncer_running)

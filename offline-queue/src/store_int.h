@@ -50,6 +50,8 @@ struct mqstore {
      * an fsync started after reading last_ticket = T covers tickets <= T. */
     _Atomic uint64_t last_ticket;
     _Atomic uint64_t durable;
+    /* What the store wrote (mqstore_stats_get). */
+    _Atomic uint64_t stat_writes, stat_keys, stat_bytes;
 
     /* In-memory heads and member lists (cache.c). */
     pthread_mutex_t cache_lock;

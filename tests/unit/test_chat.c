@@ -63,7 +63,7 @@ typedef struct fx {
 } fx;
 
 /* Fake broker clients: distinct addresses, never dereferenced. */
-static char fake_clients[8];
+static char fake_clients[512];
 #define CLIENT(i) ((struct mosquitto *)(void *)&fake_clients[i])
 
 static const chat_caller ALICE = {"alice", "phone"};
@@ -127,6 +127,15 @@ static int setup_limits(void **state)
 {
     static const char *const extra[] = {
         "group_max_members", "3", "sync_page_max", "3", "history_page_max", "2", NULL};
+    return fx_setup(state, MQSTORE_DURABILITY_OS, extra);
+}
+
+/* Large groups from 4 members (small again below 3), 100 lane publishes
+ * per pass. */
+static int setup_large(void **state)
+{
+    static const char *const extra[] = {
+        "large_group_members", "4", "small_group_members", "3", "fanout_per_pass", "100", NULL};
     return fx_setup(state, MQSTORE_DURABILITY_OS, extra);
 }
 
@@ -1664,12 +1673,262 @@ static int setup_presence(void **state)
 
 #define T(fn, setup) cmocka_unit_test_setup_teardown(fn, setup, fx_teardown)
 
+/* ------------------------------------------------------------------ */
+/* large groups: mode, rooms and the lane                              */
+
+/* Create a group of `n` users u000.. plus bob through the device layer (as
+ * a device would: the rooms follow the write); its id in conv. */
+static void dev_create_group(fx *f, size_t n, char *conv)
+{
+    char names[300][8];
+    char *ids[301];
+    assert_true(n <= 300);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(names[i], sizeof(names[i]), "u%03zu", i);
+        ids[i] = names[i];
+    }
+    ids[n] = "bob";
+    Mqchat__V1__GroupCreate gc = MQCHAT__V1__GROUP_CREATE__INIT;
+    gc.member_ids = ids;
+    gc.n_member_ids = n + 1;
+    Mqchat__V1__Request req = MQCHAT__V1__REQUEST__INIT;
+    req.request_id = "g1";
+    req.body_case = MQCHAT__V1__REQUEST__BODY_GROUP_CREATE;
+    req.group_create = &gc;
+    stub_reset();
+    assert_int_equal(dev_request(f, f->a_phone, &req), MOSQ_ERR_SUCCESS);
+    /* The GroupResult to alice's phone is the last publish of the pass. */
+    Mqchat__V1__Response *r = NULL;
+    for (size_t i = 0; i < stub_pub_count() && !r; i++)
+        if (strcmp(pub_at(i)->client_id, "alice:phone") == 0 && strstr(pub_at(i)->topic, "/resp"))
+            r = decode_resp(pub_at(i));
+    assert_non_null(r);
+    assert_non_null(r->group);
+    snprintf(conv, MQC_ID_BUF, "%s", r->group->conversation_id);
+    mqchat__v1__response__free_unpacked(r, NULL);
+}
+
+/* Deliveries of `conv` published so far: per client id, the seqs in the
+ * order they left; returns the number of deliveries. */
+static size_t count_deliveries(const char *conv, int check_order)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < stub_pub_count(); i++) {
+        const stub_pub *p = pub_at(i);
+        if (!strstr(p->topic, "/inbox")) continue;
+        Mqchat__V1__ServerEvent *ev = decode_event(p);
+        if (ev->message && strcmp(ev->message->conversation_id, conv) == 0) {
+            n++;
+            if (check_order) {
+                /* Every earlier delivery to the same device has a lower seq. */
+                for (size_t j = 0; j < i; j++) {
+                    const stub_pub *q = pub_at(j);
+                    if (!strstr(q->topic, "/inbox") || strcmp(q->client_id, p->client_id)) continue;
+                    Mqchat__V1__ServerEvent *e2 = decode_event(q);
+                    if (e2->message && strcmp(e2->message->conversation_id, conv) == 0)
+                        assert_true(e2->message->seq < ev->message->seq);
+                    mqchat__v1__server_event__free_unpacked(e2, NULL);
+                }
+            }
+        }
+        mqchat__v1__server_event__free_unpacked(ev, NULL);
+    }
+    return n;
+}
+
+/* add_members, keeping what was written. */
+static int add_members_w(fx *f, const chat_caller *who, const char *conv, char **users, size_t n,
+                         chat_written *w, chat_status *st)
+{
+    Mqchat__V1__GroupAddMembers ga = MQCHAT__V1__GROUP_ADD_MEMBERS__INIT;
+    ga.conversation_id = (char *)conv;
+    ga.n_user_ids = n;
+    ga.user_ids = users;
+    Mqchat__V1__Request req = MQCHAT__V1__REQUEST__INIT;
+    req.body_case = MQCHAT__V1__REQUEST__BODY_GROUP_ADD;
+    req.group_add = &ga;
+    return group(f, who, &req, w, st);
+}
+
+/* A group created with a large member list starts large; adding and
+ * removing members switches it with hysteresis, and the switching event
+ * says so. */
+static void test_large_mode_switch(void **state)
+{
+    fx *f = *state;
+    char conv[MQC_ID_BUF];
+    chat_written w;
+    chat_status st;
+    create_group(f, &ALICE, (char *[]){"bob"}, 1, conv); /* 2 members: small */
+    assert_int_equal(add_members_w(f, &ALICE, conv, (char *[]){"carol"}, 1, &w, &st), 0);
+    assert_int_equal(w.r.large, 0);
+    assert_int_equal(w.ev.mode, 0);
+    chat_written_clear(&w);
+    /* 4 members: large; the event says so and is in every inbox. */
+    assert_int_equal(add_members_w(f, &ALICE, conv, (char *[]){"dave"}, 1, &w, &st), 0);
+    assert_int_equal(w.r.large, 1);
+    assert_int_equal(w.ev.mode, MQCHAT__V1__CONVERSATION_MODE__CONVERSATION_MODE_LARGE);
+    assert_int_equal(w.r.n_fanout, 4);
+    assert_int_equal(w.r.pulled, 0);
+    chat_written_clear(&w);
+    /* 3 members: still large (hysteresis: small again below 3). */
+    assert_int_equal(remove_members(f, &ALICE, conv, (char *[]){"dave"}, 1, &w, &st), 0);
+    assert_int_equal(w.r.large, 1);
+    assert_int_equal(w.ev.mode, 0);
+    assert_int_equal(w.r.n_fanout, 1); /* only the removed user's inbox */
+    assert_int_equal(w.r.pulled, 1);
+    chat_written_clear(&w);
+    /* A message of a large group: no inbox entry, inbox_seq 0. */
+    uint64_t seq = send_ok(f, &BOB, conv, "m-large");
+    assert_int_equal(seq, 5); /* created, 2 adds, a removal, then this */
+    uint64_t ih;
+    assert_int_equal(mqstore_inbox_head(f->store, "alice", &ih), MQSTORE_OK);
+    mqstore_page pg;
+    assert_int_equal(mqstore_inbox_read(f->store, "alice", 0, 100, 1 << 20, &pg), MQSTORE_OK);
+    for (size_t i = 0; i < pg.n; i++)
+        assert_true(strcmp(pg.items[i].conv, conv) != 0 || pg.items[i].seq != seq);
+    mqstore_page_free(&pg);
+    /* 2 members: small again. */
+    assert_int_equal(remove_members(f, &ALICE, conv, (char *[]){"carol"}, 1, &w, &st), 0);
+    assert_int_equal(w.r.large, 0);
+    assert_int_equal(w.ev.mode, MQCHAT__V1__CONVERSATION_MODE__CONVERSATION_MODE_SMALL);
+    assert_int_equal(w.r.n_fanout, 3);
+    chat_written_clear(&w);
+    /* Created with 4: large from the start. */
+    char big[MQC_ID_BUF];
+    create_group(f, &ALICE, (char *[]){"bob", "carol", "dave"}, 3, big);
+    mqstore_conv_info info;
+    assert_int_equal(mqstore_conv_info_get(f->store, big, &info), MQSTORE_OK);
+    assert_int_equal(info.large, 1);
+    assert_int_equal(info.members, 4);
+}
+
+/* One message to a room of 252 other devices leaves 100 publishes per
+ * pass, each device gets each message once and in seq order, a 1:1
+ * message is not held behind the walk, and a device that leaves mid-walk
+ * or joins mid-walk breaks nothing. */
+static void test_large_lane(void **state)
+{
+    fx *f = *state;
+    char conv[MQC_ID_BUF];
+    conn *u[300];
+    char name[8];
+    for (size_t i = 0; i < 250; i++) {
+        snprintf(name, sizeof(name), "u%03zu", i);
+        u[i] = conn_add(&f->d, CLIENT(10 + i), name, "phone");
+        assert_non_null(u[i]);
+    }
+    dev_create_group(f, 299, conv);
+    mqstore_conv_info info;
+    assert_int_equal(mqstore_conv_info_get(f->store, conv, &info), MQSTORE_OK);
+    assert_int_equal(info.large, 1);
+    /* Drain what the creation queued (its event is in every inbox). */
+    for (int i = 0; i < 10 && f->d.lane_head; i++)
+        dev_tick(&f->d);
+    assert_null(f->d.lane_head);
+
+    dev_tick(&f->d); /* a fresh pass: 100 publishes */
+    stub_reset();
+    assert_int_equal(dev_send(f, f->a_phone, "m1", conv, "hello all"), MOSQ_ERR_SUCCESS);
+    assert_int_equal(dev_send(f, f->a_phone, "m2", conv, "again"), MOSQ_ERR_SUCCESS);
+    /* The two ACKs, and 100 deliveries of m1 within this pass's budget. */
+    assert_int_equal(stub_pub_count(), 102);
+    assert_int_equal(count_deliveries(conv, 0), 100);
+    /* A 1:1 message passes the queued walk at once. */
+    assert_int_equal(dev_send(f, f->b_phone, "d1", "d:alice:bob", "psst"), MOSQ_ERR_SUCCESS);
+    assert_int_equal(stub_pub_count(), 102 + 3); /* ACK + alice's two devices */
+    /* A device leaves before the walk reaches it; one joins meanwhile. */
+    conn_remove(&f->d, CLIENT(10 + 249));
+    conn *late = conn_add(&f->d, CLIENT(10 + 250), "u250", "phone");
+    assert_non_null(late);
+    for (int i = 0; i < 20 && f->d.lane_head; i++)
+        dev_tick(&f->d);
+    assert_null(f->d.lane_head);
+    /* 252 devices in the room at send time (253 minus the sender's),
+     * minus the one that left: 251 per message, each once, in order. */
+    assert_int_equal(count_deliveries(conv, 1), 2 * 251);
+    for (size_t i = 0; i < stub_pub_count(); i++) {
+        const stub_pub *p = pub_at(i);
+        assert_string_not_equal(p->client_id, "u249:phone");
+        assert_string_not_equal(p->client_id, "u250:phone");
+        if (strstr(p->topic, "/inbox") && strcmp(p->client_id, "alice:phone") != 0) {
+            Mqchat__V1__ServerEvent *ev = decode_event(p);
+            if (ev->message && strcmp(ev->message->conversation_id, conv) == 0) {
+                assert_int_equal(ev->message->inbox_seq, 0); /* no inbox entry */
+                assert_int_equal(p->qos, 1);
+            }
+            mqchat__v1__server_event__free_unpacked(ev, NULL);
+        }
+    }
+    /* The late device gets what follows. */
+    stub_reset();
+    dev_tick(&f->d);
+    assert_int_equal(dev_send(f, f->b_phone, "m3", conv, "later"), MOSQ_ERR_SUCCESS);
+    for (int i = 0; i < 20 && f->d.lane_head; i++)
+        dev_tick(&f->d);
+    assert_true(pub_index("u250:phone") >= 0);
+    /* Typing reaches the room at QoS 0, not the typist's own devices;
+     * a receipt in a large group is stored and sent to nobody. */
+    stub_reset();
+    dev_tick(&f->d);
+    assert_int_equal(dev_typing(f, f->b_phone, conv), MOSQ_ERR_SUCCESS);
+    for (int i = 0; i < 20 && f->d.lane_head; i++)
+        dev_tick(&f->d);
+    assert_int_equal(stub_pub_count(), 252); /* 253 in the room, bob's phone not */
+    for (size_t i = 0; i < stub_pub_count(); i++) {
+        assert_int_equal(pub_at(i)->qos, 0);
+        assert_string_not_equal(pub_at(i)->client_id, "bob:phone");
+    }
+    stub_reset();
+    assert_int_equal(
+        dev_receipt(f, f->b_phone, conv, MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ, 2),
+        MOSQ_ERR_SUCCESS);
+    assert_int_equal(stub_pub_count(), 0);
+    uint64_t dl, rd;
+    assert_int_equal(mqstore_receipt_get(f->store, conv, "bob", &dl, &rd), MQSTORE_OK);
+    assert_int_equal(rd, 2);
+    assert_int_equal(stub_log_count(), 0);
+}
+
+/* Admins-only posting: a member's send is refused, an admin's is not. */
+static void test_large_admins_post(void **state)
+{
+    fx *f = *state;
+    char conv[MQC_ID_BUF];
+    create_group(f, &ALICE, (char *[]){"bob"}, 1, conv);
+    Mqchat__V1__GroupSettings gs = MQCHAT__V1__GROUP_SETTINGS__INIT;
+    gs.conversation_id = conv;
+    gs.posting = MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_ADMINS;
+    Mqchat__V1__Request req = MQCHAT__V1__REQUEST__INIT;
+    req.request_id = "s1";
+    req.body_case = MQCHAT__V1__REQUEST__BODY_GROUP_SETTINGS;
+    req.group_settings = &gs;
+    chat_written w;
+    chat_status st;
+    expect_refusal(group(f, &BOB, &req, &w, &st), &st, EC(PERMISSION_DENIED));
+    assert_int_equal(group(f, &ALICE, &req, &w, &st), 0);
+    assert_int_equal(w.ev.type, EVT(SETTINGS_CHANGED));
+    assert_int_equal(w.ev.posting, MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_ADMINS);
+    chat_written_clear(&w);
+    uint64_t head = head_of(f, conv);
+    Mqchat__V1__SendRequest sr = MQCHAT__V1__SEND_REQUEST__INIT;
+    sr.client_msg_id = "b1";
+    sr.conversation_id = conv;
+    expect_refusal(chat_send(f->c, &BOB, &sr, &w, &st), &st, EC(PERMISSION_DENIED));
+    assert_int_equal(head_of(f, conv), head);
+    send_ok(f, &ALICE, conv, "announcement");
+    assert_int_equal(head_of(f, conv), head + 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         /* rules */
         T(test_send_direct_creates, setup_os),
         T(test_send_direct_creates, setup_sync),
+        T(test_large_mode_switch, setup_large),
+        T(test_large_lane, setup_large),
+        T(test_large_admins_post, setup_large),
         T(test_send_not_naming_sender, setup_os),
         T(test_send_unknown_group, setup_os),
         T(test_group_create, setup_os),

@@ -73,18 +73,11 @@ int chat_members(chat *c, const chat_caller *who, const Mqchat__V1__ListMembers 
     memset(out, 0, sizeof(*out));
     *more = 0;
     if (chat_require_member(c, who, lm->conversation_id, &self, st)) return -1;
-    mqstore_err e = mqstore_members_list(c->store, lm->conversation_id, out);
-    if (e) return chat_store_fail(st, e, EC(INTERNAL));
-    /* The store lists members by user id: skip to the page, keep `limit`. */
-    size_t from = 0, limit = page_limit(lm->limit, MEMBERS_DEFAULT, MEMBERS_MAX);
-    if (lm->after_user_id && lm->after_user_id[0])
-        while (from < out->n && strcmp(out->items[from].user, lm->after_user_id) <= 0)
-            from++;
-    size_t n = out->n - from < limit ? out->n - from : limit;
-    *more = from + n < out->n;
-    memmove(out->items, out->items + from, n * sizeof(*out->items));
-    out->n = n;
-    return 0;
+    /* One range scan per page, whatever the group's size. */
+    mqstore_err e =
+        mqstore_members_page(c->store, lm->conversation_id, lm->after_user_id,
+                             page_limit(lm->limit, MEMBERS_DEFAULT, MEMBERS_MAX), out, more);
+    return e ? chat_store_fail(st, e, EC(INTERNAL)) : 0;
 }
 
 void chat_conv_list_free(chat_conv_list *l)
