@@ -14,7 +14,7 @@ PACKAGES=(
   # presence and push
   redis-server libhiredis-dev libcurl4-openssl-dev
   # tests
-  libcmocka-dev openssl procps
+  libcmocka-dev openssl procps nodejs
   python3 python3-pytest python3-paho-mqtt python3-protobuf protobuf-compiler python3-cryptography
 )
 

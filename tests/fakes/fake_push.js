@@ -167,7 +167,6 @@ function count(role, status) {
 
 function record(rec) {
   stats.records_total++;
-  if (opt.recordMax === 0) return;
   rec.seq = nextSeq++;
   records.push(rec);
   // Drop the oldest in a batch once over the bound: O(1) amortised per record.
@@ -417,9 +416,8 @@ function checkApns(ctx) {
   const limit = pushType === 'voip' ? 5120 : 4096;
   if (ctx.bodyLength === 0) return apnsError('PayloadEmpty', apnsId);
   if (ctx.bodyLength > limit) return apnsError('PayloadTooLarge', apnsId);
-  const body = parseJsonObject(ctx.body);
+  const body = parseJsonObject(ctx.bodyText);
   if (!body) return apnsError('BadPayload', apnsId);
-  ctx.parsedBody = body;
   if (pushType !== 'mdm' && !isObject(body.aps)) return apnsError('BadPayload', apnsId);
   return null;
 }
@@ -445,8 +443,7 @@ function checkOauth(ctx) {
   if (!ct.startsWith('application/x-www-form-urlencoded')) {
     return oauthError(400, 'invalid_request', 'Invalid content type: expected application/x-www-form-urlencoded.');
   }
-  const form = new URLSearchParams(ctx.body.toString('utf8'));
-  ctx.parsedBody = Object.fromEntries(form);
+  const form = new URLSearchParams(ctx.bodyText);
   const grant = form.get('grant_type');
   if (!grant) return oauthError(400, 'invalid_request', 'Missing required parameter: grant_type');
   if (grant !== JWT_BEARER) return oauthError(400, 'unsupported_grant_type', `Invalid grant_type: ${grant}`);
@@ -526,9 +523,8 @@ function checkFcm(ctx) {
   }
 
   // The body: {"message": {...}} (validate_only allowed).
-  const body = parseJsonObject(ctx.body);
+  const body = parseJsonObject(ctx.bodyText);
   if (!body) return fcmBadField('', 'Invalid JSON payload received. Expected a JSON object.');
-  ctx.parsedBody = body;
   for (const k of Object.keys(body)) {
     if (k !== 'message' && k !== 'validate_only' && k !== 'validateOnly') {
       return fcmBadField(k, `Invalid JSON payload received. Unknown name "${k}": Cannot find field.`);
@@ -622,9 +618,9 @@ function null404() {
   return { status: 404, headers: { 'content-type': 'text/plain' }, body: 'Not Found\n', reason: 'NotFound' };
 }
 
-function parseJsonObject(buf) {
+function parseJsonObject(text) {
   try {
-    const v = JSON.parse(buf.toString('utf8'));
+    const v = JSON.parse(text);
     return isObject(v) ? v : null;
   } catch (e) {
     return null;
@@ -653,6 +649,7 @@ const RECORDED_HEADERS = {
 };
 
 const BODY_CAP = 1 << 20; // bytes buffered per request; more is counted, not kept
+const RECORD_BODY_MAX = 8192; // characters of a body kept in a record
 
 let sessionSeq = 0;
 
@@ -667,7 +664,7 @@ function onStream(stream, headers, flags, rawHeaders) {
     started: Date.now(), stream, headers, role: null,
     method: headers[':method'], path: headers[':path'] || '',
     apnsId: undefined, token: undefined, jwt: undefined, auth: undefined,
-    body: null, bodyLength: 0, parsedBody: undefined, project: undefined, duplicate: false,
+    bodyText: '', bodyLength: 0, project: undefined, duplicate: false,
   };
   ctx.role = roleOf(ctx.path);
   if (ctx.role === 'apns') {
@@ -681,7 +678,7 @@ function onStream(stream, headers, flags, rawHeaders) {
     if (ctx.bodyLength <= BODY_CAP) chunks.push(c);
   });
   stream.on('end', () => {
-    ctx.body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+    ctx.bodyText = chunks.length === 0 ? '' : (chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)).toString('utf8');
     handle(ctx);
   });
 }
@@ -775,6 +772,7 @@ function goaway(ctx, rule) {
   }
 }
 
+// Record one answered (or dropped) request; with --record-max 0 only count it.
 function addRecord(ctx, status, reason, rule, dropped) {
   if (opt.recordMax === 0) {
     stats.records_total++;
@@ -792,8 +790,8 @@ function addRecord(ctx, status, reason, rule, dropped) {
     path: ctx.path,
     token: ctx.token,
     headers: hdrs,
-    body: ctx.parsedBody !== undefined ? ctx.parsedBody
-      : (ctx.body && ctx.body.length ? ctx.body.toString('utf8', 0, Math.min(ctx.body.length, 8192)) : undefined),
+    // The body is kept as text (one string, cheap to hold); GET /requests parses it.
+    body: ctx.bodyText.length > RECORD_BODY_MAX ? ctx.bodyText.slice(0, RECORD_BODY_MAX) : ctx.bodyText,
     jwt: ctx.jwt,
     auth: ctx.auth,
     status,
@@ -852,16 +850,31 @@ function controlHandler(req, res) {
       const token = url.searchParams.get('token');
       const since = Number(url.searchParams.get('since') || 0);
       const limit = Number(url.searchParams.get('limit') || 0);
-      let out = records.filter((r) => (!role || r.role === role) && (!token || r.token === token) && r.seq > since);
+      let out = records.slice(-opt.recordMax)
+        .filter((r) => (!role || r.role === role) && (!token || r.token === token) && r.seq > since);
       if (limit > 0) out = out.slice(-limit);
-      return reply(200, out);
+      return reply(200, out.map(presentRecord));
     }
     if (req.method === 'GET' && p === '/stats') {
       return reply(200, Object.assign({ pid: process.pid, port: listenPort, roles: [...opt.roleSet],
-        rules: rules.length, records_kept: records.length, access_tokens: accessTokens.size }, stats));
+        rules: rules.length, records_kept: Math.min(records.length, opt.recordMax),
+        access_tokens: accessTokens.size, rss_mb: Math.round(process.memoryUsage().rss / 1048576),
+        heap_used_mb: Math.round(process.memoryUsage().heapUsed / 1048576) }, stats));
     }
     return reply(404, { error: `no such control endpoint ${req.method} ${p}` });
   });
+}
+
+// A record as GET /requests shows it: the body parsed (JSON for APNs and
+// FCM, the form fields for OAuth), or left as text when it does not parse.
+function presentRecord(r) {
+  let body = r.body;
+  if (r.role === 'oauth') {
+    body = Object.fromEntries(new URLSearchParams(r.body));
+  } else if (r.body !== '') {
+    try { body = JSON.parse(r.body); } catch (e) { /* keep the text */ }
+  }
+  return Object.assign({}, r, { body });
 }
 
 // Forget rules, records and counters (not issued access tokens, not live gauges).
