@@ -195,6 +195,38 @@ static void test_bad_signal(void **state)
     assert_null(mqc_wake_new(SIGRTMAX - SIGRTMIN + 1, err, sizeof(err)));
 }
 
+/* A kick whose signal lands while the main thread is busy (not in a
+ * poll: the signal interrupts nothing) is repeated, so the poll the main
+ * thread enters next still ends at once rather than at its timeout; after
+ * mqc_wake_run the repeats stop. The main thread kicking itself (TICK:
+ * "more work for the next pass") works the same way. */
+static void test_kick_repeats_until_run(void **state)
+{
+    (void)state;
+    char err[128];
+    mqc_wake *w = mqc_wake_new(4, err, sizeof(err));
+    assert_non_null(w);
+    mqc_wake_kick(w); /* from the main thread itself: lands outside any poll */
+    int64_t t0 = mono_ms();
+    while (mono_ms() - t0 < 20) {
+        /* busy: a pass still running */
+    }
+    int interrupted = 0;
+    int64_t spent = sleep_in_poll(5000, &interrupted);
+    assert_true(interrupted);
+    assert_true(spent < 1000);
+    assert_true(mqc_wake_resends(w) >= 1);
+    assert_int_equal(mqc_wake_signals(w), 1);
+    mqc_wake_run(w);
+    /* Run: the kicker goes quiet; a poll now sleeps its whole timeout. */
+    unsigned long resends = mqc_wake_resends(w);
+    spent = sleep_in_poll(100, &interrupted);
+    assert_false(interrupted);
+    assert_true(spent >= 90);
+    assert_true(mqc_wake_resends(w) <= resends + 1); /* at most one in flight at the run */
+    mqc_wake_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +234,7 @@ int main(void)
         cmocka_unit_test(test_posts_run_once_in_order),
         cmocka_unit_test(test_send_from_callback_runs_next_pass),
         cmocka_unit_test(test_bad_signal),
+        cmocka_unit_test(test_kick_repeats_until_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,6 +31,9 @@ int on_tick(int event, void *event_data, void *userdata)
     mqc *m = userdata;
     mqc_wake_run(m->wake);
     dev_tick(&m->dev); /* a new pass: the lane's budget, then what is durable */
+    /* A broadcast the budget cut short continues next pass: make that pass
+     * come at once, not after epoll_wait's 100 ms (worker/wake.h). */
+    if (lane_more(&m->dev)) mqc_wake_kick(m->wake);
     mqstore_sync_request(m->store);
     int64_t now = mqc_mono_ms();
     refusals_tick(&m->dev, now);

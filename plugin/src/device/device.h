@@ -191,6 +191,10 @@ void rooms_free_all(dev *d);
  * limit being the room's size when it was queued (room_walk, 0 if there
  * is nobody to walk); NULL entries are holes. */
 struct room *rooms_open(dev *d, const char *conv);
+/* The room conv's deliveries are routed by (rooms_route), open or not, or
+ * NULL: a lane entry without a broadcast holds it too, so that what is
+ * written after it cannot leave through the FIFO before it. */
+struct room *rooms_routed(dev *d, const char *conv);
 void room_hold(struct room *r);
 void room_release(dev *d, struct room *r);
 int room_walk(struct room *r, size_t *limit, const char **conv);
@@ -208,6 +212,8 @@ int lane_broadcast(dev *d, const char *conv, uint64_t ticket, const ProtobufCMes
                    const char *skip_user);
 /* Inside out_drain: run what is durable, within the budget. */
 void lane_run(dev *d);
+/* 1 if durable lane work waits for the next pass's budget. */
+int lane_more(dev *d);
 void lane_free_all(dev *d);
 
 /* ---- refusals.c: logging refusals without flooding the log ---- */

@@ -13,7 +13,8 @@
  * order. Everything delivered for a conversation with a room goes through
  * the lane (rooms_route), also the per-user copies of a membership event
  * and, after a switch back to small, the inbox deliveries while older
- * broadcasts are still queued. The FIFO is drained before the lane in each
+ * entries are still queued (every entry for a routed conversation holds
+ * its room, a switch event's copies too). The FIFO is drained before the lane in each
  * out_drain, and a lane entry's ticket is higher than that of any FIFO
  * entry made before it, so an event that switched a conversation to large
  * (delivered from the FIFO) leaves before the first broadcast after it.
@@ -108,7 +109,14 @@ int lane_written(dev *d, pubs *out, chat_written *w, const conn *skip)
         w->msg.inbox_seq = 0; /* not in the inboxes: devices order by seq */
         j = broadcast_job(d, w->conv, &ev.base, 1, &oom);
     }
-    if (!j && !oom && p.n) j = calloc(1, sizeof(*j));
+    if (!j && !oom && p.n && (j = calloc(1, sizeof(*j)))) {
+        /* Only per-user copies (e.g. the event that switched the group back
+         * to small): hold the room all the same (limit 0: nothing to walk),
+         * so the conversation stays routed through the lane until they are
+         * sent. Else, once the older broadcasts were done, the next write
+         * would go through the FIFO, which leaves first. */
+        if ((j->room = rooms_routed(d, w->conv))) room_hold(j->room);
+    }
     if (!j) {
         pubs_free(&p);
         return oom ? -1 : 0;
@@ -117,7 +125,7 @@ int lane_written(dev *d, pubs *out, chat_written *w, const conn *skip)
     j->ticket = w->r.ticket;
     if (skip) strcpy(j->skip_client, skip->client_id);
     /* The fan-out users got their copy with their inbox_seq. */
-    if (j->room && w->r.n_fanout) {
+    if (j->room && j->limit && w->r.n_fanout) {
         if (!(j->skip_users = malloc(w->r.n_fanout * sizeof(*j->skip_users)))) {
             job_free(d, j);
             return -1;
@@ -192,6 +200,11 @@ void lane_run(dev *d)
         d->lane_len--;
         job_free(d, j);
     }
+}
+
+int lane_more(dev *d)
+{
+    return d->lane_head && d->lane_head->ticket <= mqstore_durable(d->store);
 }
 
 void lane_free_all(dev *d)

@@ -272,10 +272,15 @@ void rooms_after_write(dev *d, const chat_written *w)
     }
 }
 
-int rooms_route(dev *d, const char *conv)
+struct room *rooms_routed(dev *d, const char *conv)
 {
     room *r = room_find(d, conv);
-    return r && (r->open || r->jobs);
+    return r && (r->open || r->jobs) ? r : NULL;
+}
+
+int rooms_route(dev *d, const char *conv)
+{
+    return rooms_routed(d, conv) != NULL;
 }
 
 void rooms_free_all(dev *d)

@@ -8,7 +8,15 @@
  *   async.pending  set by mqc_async_send (any thread), cleared by the run
  *                  that calls the callback (main)
  *   posts          a FIFO under post_lock (any thread appends, main takes)
- * The async list itself changes only on the main thread. */
+ * The async list itself changes only on the main thread.
+ *
+ * A signal that arrives while the main thread is not in epoll_wait (busy
+ * in the pass) interrupts nothing, and the loop would then sleep up to
+ * 100 ms with work waiting. So the first kick signals at once, and a
+ * kicker thread repeats the signal — after 200 us, then backing off to
+ * 10 ms — for as long as `kicked` is still set, i.e. until the pass's TICK
+ * has run mqc_wake_run. The main thread may kick itself the same way
+ * (mqc_wake_kick from TICK: "come back at once, more work waits"). */
 #include "wake.h"
 
 #include <assert.h>
@@ -18,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct mqc_async {
     mqc_wake *w;
@@ -37,8 +46,14 @@ struct mqc_wake {
     pthread_t main_thread;
     int signo;
     _Atomic int kicked;
-    _Atomic unsigned long signals;
+    _Atomic unsigned long signals, resends;
     mqc_async *asyncs; /* main thread only */
+    /* The kicker thread; kick_lock/kick_cond wake it for a new kick. */
+    pthread_t kicker;
+    int kicker_running;
+    pthread_mutex_t kick_lock;
+    pthread_cond_t kick_cond;
+    int stop; /* under kick_lock */
     pthread_mutex_t post_lock;
     post *post_head, *post_tail; /* under post_lock */
 };
@@ -46,6 +61,35 @@ struct mqc_wake {
 static void wake_handler(int sig)
 {
     (void)sig; /* its only job is to interrupt epoll_wait */
+}
+
+/* Repeat the signal while a kick is not yet run (see the top). */
+static void *kicker_main(void *arg)
+{
+    mqc_wake *w = arg;
+    pthread_mutex_lock(&w->kick_lock);
+    for (;;) {
+        while (!w->stop && !atomic_load(&w->kicked))
+            pthread_cond_wait(&w->kick_cond, &w->kick_lock);
+        if (w->stop) break;
+        long delay_us = 200;
+        while (!w->stop && atomic_load(&w->kicked)) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += delay_us * 1000;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&w->kick_cond, &w->kick_lock, &until);
+            if (w->stop || !atomic_load(&w->kicked)) break;
+            atomic_fetch_add(&w->resends, 1);
+            pthread_kill(w->main_thread, w->signo);
+            if (delay_us < 10000) delay_us *= 2;
+        }
+    }
+    pthread_mutex_unlock(&w->kick_lock);
+    return NULL;
 }
 
 mqc_wake *mqc_wake_new(int sigrt_offset, char *err, size_t errlen)
@@ -63,6 +107,8 @@ mqc_wake *mqc_wake_new(int sigrt_offset, char *err, size_t errlen)
     w->main_thread = pthread_self();
     w->signo = signo;
     pthread_mutex_init(&w->post_lock, NULL);
+    pthread_mutex_init(&w->kick_lock, NULL);
+    pthread_cond_init(&w->kick_cond, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = wake_handler; /* no SA_RESTART: epoll_wait must see EINTR */
@@ -70,15 +116,28 @@ mqc_wake *mqc_wake_new(int sigrt_offset, char *err, size_t errlen)
     if (sigaction(signo, &sa, NULL) != 0) {
         snprintf(err, errlen, "cannot install the wake signal handler: %s", strerror(errno));
         pthread_mutex_destroy(&w->post_lock);
+        pthread_mutex_destroy(&w->kick_lock);
+        pthread_cond_destroy(&w->kick_cond);
         free(w);
         return NULL;
     }
+    /* Without the kicker a wake-up is one signal, as good as it lands. */
+    w->kicker_running = mqc_thread_start(&w->kicker, kicker_main, w) == 0;
     return w;
 }
 
 void mqc_wake_free(mqc_wake *w)
 {
     if (!w) return;
+    if (w->kicker_running) {
+        pthread_mutex_lock(&w->kick_lock);
+        w->stop = 1;
+        pthread_cond_signal(&w->kick_cond);
+        pthread_mutex_unlock(&w->kick_lock);
+        pthread_join(w->kicker, NULL);
+    }
+    pthread_mutex_destroy(&w->kick_lock);
+    pthread_cond_destroy(&w->kick_cond);
     while (w->asyncs)
         mqc_async_free(w->asyncs);
     for (post *p = w->post_head, *next; p; p = next) {
@@ -96,6 +155,10 @@ void mqc_wake_kick(mqc_wake *w)
     if (atomic_exchange(&w->kicked, 1)) return; /* a signal is on its way */
     atomic_fetch_add(&w->signals, 1);
     pthread_kill(w->main_thread, w->signo);
+    /* The kicker repeats it until the main thread has run. */
+    pthread_mutex_lock(&w->kick_lock);
+    pthread_cond_signal(&w->kick_cond);
+    pthread_mutex_unlock(&w->kick_lock);
 }
 
 mqc_async *mqc_async_new(mqc_wake *w, mqc_wake_fn fn, void *data)
@@ -180,4 +243,9 @@ int mqc_thread_start(pthread_t *t, void *(*fn)(void *), void *data)
 unsigned long mqc_wake_signals(const mqc_wake *w)
 {
     return atomic_load(&w->signals);
+}
+
+unsigned long mqc_wake_resends(const mqc_wake *w)
+{
+    return atomic_load(&w->resends);
 }

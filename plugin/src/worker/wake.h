@@ -61,7 +61,10 @@ void mqc_async_send(mqc_async *a);
  * -1 when out of memory (then fn is not run). */
 int mqc_wake_post(mqc_wake *w, mqc_wake_fn fn, void *data);
 
-/* Wake the main loop without queueing anything (its TICK runs early). */
+/* Wake the main loop without queueing anything (its TICK runs early). The
+ * signal is repeated until the main thread runs mqc_wake_run, so a signal
+ * that landed outside epoll_wait is not lost; the main thread itself may
+ * call it from TICK when work is left for the next pass. */
 void mqc_wake_kick(mqc_wake *w);
 
 /* From TICK: run what was sent and posted since the last call. A callback
@@ -71,7 +74,10 @@ void mqc_wake_run(mqc_wake *w);
 /* Start a worker thread with every signal blocked. 0 or an errno value. */
 int mqc_thread_start(pthread_t *t, void *(*fn)(void *), void *data);
 
-/* The number of signals sent so far (for statistics and tests). */
+/* The number of wake-ups (first signals) sent so far, and of signals the
+ * kicker repeated because the main thread had not run yet (for
+ * statistics and tests). */
 unsigned long mqc_wake_signals(const mqc_wake *w);
+unsigned long mqc_wake_resends(const mqc_wake *w);
 
 #endif
