@@ -439,7 +439,7 @@ mqstore_err mqstore_position_ack(mqstore *s, const char *user, const char *devic
 /* ---- group read state ------------------------------------------------------ */
 
 typedef struct mqstore_read_state {
-    uint64_t members;   /* members who can have seq: joined at or before it, not `exclude` */
+    uint64_t members;   /* current members who joined at or before seq, not `exclude` */
     uint64_t delivered; /* of them, how many have delivered >= seq */
     uint64_t read;      /* of them, how many have read >= seq */
     size_t n;           /* readers (read >= seq) after `after`, by user id */

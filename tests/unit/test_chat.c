@@ -139,6 +139,14 @@ static int setup_large(void **state)
     return fx_setup(state, MQSTORE_DURABILITY_OS, extra);
 }
 
+/* The same with SYNC durability (nothing leaves before mqstore_sync()). */
+static int setup_large_sync(void **state)
+{
+    static const char *const extra[] = {
+        "large_group_members", "4", "small_group_members", "3", "fanout_per_pass", "100", NULL};
+    return fx_setup(state, MQSTORE_DURABILITY_SYNC, extra);
+}
+
 static int setup_rate(void **state)
 {
     static const char *const extra[] = {"rate_burst", "2", "rate_msgs_per_s", "0.1", NULL};
@@ -1697,6 +1705,8 @@ static void dev_create_group(fx *f, size_t n, char *conv)
     req.group_create = &gc;
     stub_reset();
     assert_int_equal(dev_request(f, f->a_phone, &req), MOSQ_ERR_SUCCESS);
+    assert_int_equal(mqstore_sync(f->store), MQSTORE_OK); /* SYNC mode: let it leave */
+    dev_tick(&f->d);
     /* The GroupResult to alice's phone is the last publish of the pass. */
     Mqchat__V1__Response *r = NULL;
     for (size_t i = 0; i < stub_pub_count() && !r; i++)
@@ -1890,6 +1900,64 @@ static void test_large_lane(void **state)
     assert_int_equal(stub_log_count(), 0);
 }
 
+/* The seqs of `conv` delivered to client_id, in the order they left. */
+static size_t seqs_to(const char *client_id, const char *conv, uint64_t *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < stub_pub_count() && n < max; i++) {
+        const stub_pub *p = pub_at(i);
+        if (strcmp(p->client_id, client_id) != 0 || !strstr(p->topic, "/inbox")) continue;
+        Mqchat__V1__ServerEvent *ev = decode_event(p);
+        if (ev->message && strcmp(ev->message->conversation_id, conv) == 0)
+            out[n++] = ev->message->seq;
+        mqchat__v1__server_event__free_unpacked(ev, NULL);
+    }
+    return n;
+}
+
+/* A switch back to small while an older broadcast is still queued: the
+ * switch event's copies wait in the lane; the broadcast finishes first;
+ * the next message must still not overtake the event through the FIFO
+ * (the room stays routed while the copies are queued). */
+static void test_large_switch_back_order(void **state)
+{
+    fx *f = *state;
+    char conv[MQC_ID_BUF];
+    dev_create_group(f, 3, conv); /* alice, u000..u002, bob: 5, large */
+    assert_int_equal(mqstore_sync(f->store), MQSTORE_OK);
+    for (int i = 0; i < 10 && (f->d.head || f->d.lane_head); i++)
+        dev_tick(&f->d);
+    stub_reset();
+    assert_int_equal(dev_send(f, f->b_phone, "m1", conv, "large"), MOSQ_ERR_SUCCESS);
+    assert_int_equal(mqstore_sync(f->store), MQSTORE_OK); /* m1 durable, not yet sent */
+    Mqchat__V1__GroupRemoveMembers gr = MQCHAT__V1__GROUP_REMOVE_MEMBERS__INIT;
+    gr.conversation_id = conv;
+    gr.user_ids = (char *[]){"u000", "u001", "u002"};
+    gr.n_user_ids = 3;
+    Mqchat__V1__Request req = MQCHAT__V1__REQUEST__INIT;
+    req.request_id = "rm";
+    req.body_case = MQCHAT__V1__REQUEST__BODY_GROUP_REMOVE;
+    req.group_remove = &gr;
+    /* Queues the SMALL event behind m1's broadcast, which leaves now. */
+    assert_int_equal(dev_request(f, f->a_phone, &req), MOSQ_ERR_SUCCESS);
+    mqstore_conv_info info;
+    assert_int_equal(mqstore_conv_info_get(f->store, conv, &info), MQSTORE_OK);
+    assert_int_equal(info.large, 0);
+    assert_int_equal(dev_send(f, f->b_phone, "m2", conv, "small"), MOSQ_ERR_SUCCESS);
+    assert_int_equal(mqstore_sync(f->store), MQSTORE_OK);
+    for (int i = 0; i < 10 && (f->d.head || f->d.lane_head); i++)
+        dev_tick(&f->d);
+    assert_null(f->d.lane_head);
+    uint64_t seqs[8];
+    const char *devices[] = {"alice:phone", "alice:laptop"};
+    for (size_t d = 0; d < 2; d++) {
+        size_t n = seqs_to(devices[d], conv, seqs, 8);
+        assert_int_equal(n, 3); /* m1, the event, m2 */
+        assert_int_equal(seqs[1], seqs[0] + 1);
+        assert_int_equal(seqs[2], seqs[1] + 1);
+    }
+}
+
 /* Admins-only posting: a member's send is refused, an admin's is not. */
 static void test_large_admins_post(void **state)
 {
@@ -1929,6 +1997,7 @@ int main(void)
         T(test_large_mode_switch, setup_large),
         T(test_large_lane, setup_large),
         T(test_large_admins_post, setup_large),
+        T(test_large_switch_back_order, setup_large_sync),
         T(test_send_not_naming_sender, setup_os),
         T(test_send_unknown_group, setup_os),
         T(test_group_create, setup_os),
