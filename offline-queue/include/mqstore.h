@@ -477,7 +477,7 @@ mqstore_err mqstore_cursor_get(mqstore *s, const char *user, const char *device,
 mqstore_err mqstore_device_touch(mqstore *s, const char *user, const char *device);
 
 /* Forget a device (its cursor no longer holds trimming back; its
- * positions in large conversations are deleted). */
+ * positions in large conversations and its push token are deleted). */
 mqstore_err mqstore_device_forget(mqstore *s, const char *user, const char *device);
 
 /* Delete the user's inbox entries that every known device has acked, and
@@ -514,6 +514,41 @@ mqstore_err mqstore_user_prefs_put(mqstore *s, const char *user, const void *dat
 /* The user's record: *data is malloc'ed (free() it) and *len its size;
  * MQSTORE_ERR_NOTFOUND (and *data NULL) when the user has none. */
 mqstore_err mqstore_user_prefs_get(mqstore *s, const char *user, void **data, size_t *len);
+
+/* ---- push tokens ----------------------------------------------------------- */
+
+/* One push token per device, replaced whole by each put. The store checks
+ * sizes only (1..MQSTORE_TOKEN_MAX bytes of token, at most MQSTORE_APP_MAX of
+ * app, no NUL); the plugin checks the token's syntax per platform. */
+#define MQSTORE_TOKEN_MAX 4096
+#define MQSTORE_APP_MAX 255
+
+typedef struct mqstore_push_token {
+    char device[MQC_ID_BUF];
+    uint32_t platform; /* opaque to the store (mqchat: PushPlatform) */
+    char *token;       /* owned by the list */
+    char app[MQSTORE_APP_MAX + 1];
+    int64_t updated_ms;
+} mqstore_push_token;
+
+typedef struct mqstore_push_token_list {
+    size_t n;
+    mqstore_push_token *items;
+} mqstore_push_token_list;
+
+void mqstore_push_token_list_free(mqstore_push_token_list *l);
+
+mqstore_err mqstore_push_token_put(mqstore *s, const char *user, const char *device,
+                                   uint32_t platform, const char *token, const char *app);
+
+/* Delete the device's token; with only_if_token set, only if it is still
+ * that token (a stale invalid-token report must not remove a newer one).
+ * *deleted (may be NULL) says whether one was. */
+mqstore_err mqstore_push_token_delete(mqstore *s, const char *user, const char *device,
+                                      const char *only_if_token, int *deleted);
+
+/* The user's devices with tokens, by device id (at most 1000). */
+mqstore_err mqstore_push_tokens(mqstore *s, const char *user, mqstore_push_token_list *out);
 
 /* ---- push outbox --------------------------------------------------------- */
 

@@ -14,6 +14,7 @@ static const ProtobufCMessageDescriptor *const descriptors[REC_KINDS] = {
     [REC_RECEIPT] = &mqstore__rec__receipt_record__descriptor,
     [REC_CONV] = &mqstore__rec__conv_record__descriptor,
     [REC_PULL] = &mqstore__rec__pull_record__descriptor,
+    [REC_TOKEN] = &mqstore__rec__token_record__descriptor,
 };
 
 /* Encode a record into a malloc'ed buffer; NULL on out of memory. */
@@ -66,6 +67,11 @@ static int rec_valid(rec_kind kind, const ProtobufCMessage *rec)
     case REC_PULL: {
         const Mqstore__Rec__PullRecord *p = (const Mqstore__Rec__PullRecord *)rec;
         return p->left_seq == 0 || p->left_seq > p->from_seq;
+    }
+    case REC_TOKEN: {
+        const Mqstore__Rec__TokenRecord *t = (const Mqstore__Rec__TokenRecord *)rec;
+        size_t n = strlen(t->token);
+        return n >= 1 && n <= MQSTORE_TOKEN_MAX && strlen(t->app) <= MQSTORE_APP_MAX;
     }
     case REC_KINDS:
         break;

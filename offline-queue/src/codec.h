@@ -21,6 +21,7 @@ typedef enum rec_kind {
     REC_RECEIPT, /* Mqstore__Rec__ReceiptRecord */
     REC_CONV,    /* Mqstore__Rec__ConvRecord */
     REC_PULL,    /* Mqstore__Rec__PullRecord */
+    REC_TOKEN,   /* Mqstore__Rec__TokenRecord */
     REC_KINDS
 } rec_kind;
 

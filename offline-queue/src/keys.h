@@ -24,6 +24,7 @@
  *   cursors   user \0 device                CursorRecord
  *   receipts  conv \0 user                  ReceiptRecord
  *   positions user \0 device \0 conv        be64 the device's position in a large conversation
+ *   tokens    user \0 device                TokenRecord (the device's push token, tokens.c)
  *   outbox    be64(id)                      job bytes
  *
  * msgs, inbox and dedup insert with a hint per conversation, inbox and

@@ -144,6 +144,7 @@ mqstore_err mqstore_device_forget(mqstore *s, const char *user, const char *devi
     key_id(&lo, device);
     key_prefix_end(&lo, &hi);
     rocksdb_writebatch_delete_range_cf(b, s->cf[CF_POSITIONS], lo.buf, lo.len, hi.buf, hi.len);
+    rocksdb_writebatch_delete_cf(b, s->cf[CF_TOKENS], k.buf, k.len);
     return write_batch_alone(s, b);
 }
 

@@ -14,8 +14,9 @@
 #include <string.h>
 #include <time.h>
 
-static const char *cf_names[CF_COUNT] = {"default", "msgs",    "heads",    "dedup",  "inbox",
-                                         "members", "cursors", "receipts", "outbox", "positions"};
+static const char *cf_names[CF_COUNT] = {"default", "msgs",      "heads",   "dedup",
+                                         "inbox",   "members",   "cursors", "receipts",
+                                         "outbox",  "positions", "tokens"};
 
 void mqstore_stats_get(mqstore *s, mqstore_stats *out)
 {

@@ -25,6 +25,7 @@ enum cf_index {
     CF_RECEIPTS,
     CF_OUTBOX,
     CF_POSITIONS,
+    CF_TOKENS,
     CF_COUNT
 };
 

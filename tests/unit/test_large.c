@@ -401,9 +401,10 @@ static void check_inbox_entry(fx *f, const char *user, uint64_t inbox_seq, const
 
 /* ---- raw RocksDB access (as in test_store.c) -------------------------------- */
 
-static const char *const RAW_CF_NAMES[] = {"default", "msgs",    "heads",    "dedup",  "inbox",
-                                           "members", "cursors", "receipts", "outbox", "positions"};
-enum { RAW_HEADS = 2, RAW_MEMBERS = 5, RAW_NCF = 10 };
+static const char *const RAW_CF_NAMES[] = {"default", "msgs",      "heads",   "dedup",
+                                           "inbox",   "members",   "cursors", "receipts",
+                                           "outbox",  "positions", "tokens"};
+enum { RAW_HEADS = 2, RAW_MEMBERS = 5, RAW_NCF = 11 };
 
 typedef struct raw_db {
     rocksdb_options_t *opt;

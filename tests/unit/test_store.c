@@ -2146,6 +2146,55 @@ static void test_user_prefs(void **state)
     assert_int_equal(e, MQSTORE_OK);
 }
 
+/* One token per device, replaced by a put, listed per user by device id;
+ * a conditional delete leaves a newer token alone; forgetting the device
+ * deletes it; sizes are checked. */
+static void test_push_tokens(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    mqstore_push_token_list l;
+    EXPECT_OK(mqstore_push_tokens(f->s, "alice", &l));
+    assert_int_equal(l.n, 0);
+    EXPECT_OK(mqstore_push_token_put(f->s, "alice", "phone", 1, "aa11", "com.example.app"));
+    EXPECT_OK(mqstore_push_token_put(f->s, "alice", "tablet", 3, "fcm-token-1", ""));
+    EXPECT_OK(mqstore_push_token_put(f->s, "alicex", "phone", 1, "ff00", NULL));
+    EXPECT_OK(mqstore_push_token_put(f->s, "alice", "phone", 2, "bb22", "com.example.dev"));
+    fx_reopen(f);
+    EXPECT_OK(mqstore_push_tokens(f->s, "alice", &l));
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.items[0].device, "phone");
+    assert_int_equal(l.items[0].platform, 2);
+    assert_string_equal(l.items[0].token, "bb22");
+    assert_string_equal(l.items[0].app, "com.example.dev");
+    assert_true(l.items[0].updated_ms > 0);
+    assert_string_equal(l.items[1].device, "tablet");
+    assert_string_equal(l.items[1].token, "fcm-token-1");
+    mqstore_push_token_list_free(&l);
+    /* An old token's report does not remove the new one. */
+    int deleted = 1;
+    EXPECT_OK(mqstore_push_token_delete(f->s, "alice", "phone", "aa11", &deleted));
+    assert_int_equal(deleted, 0);
+    EXPECT_OK(mqstore_push_token_delete(f->s, "alice", "phone", "bb22", &deleted));
+    assert_int_equal(deleted, 1);
+    EXPECT_OK(mqstore_push_token_delete(f->s, "alice", "phone", NULL, &deleted));
+    assert_int_equal(deleted, 0);
+    EXPECT_OK(mqstore_device_forget(f->s, "alice", "tablet"));
+    EXPECT_OK(mqstore_push_tokens(f->s, "alice", &l));
+    assert_int_equal(l.n, 0);
+    mqstore_push_token_list_free(&l);
+    EXPECT_OK(mqstore_push_tokens(f->s, "alicex", &l));
+    assert_int_equal(l.n, 1);
+    mqstore_push_token_list_free(&l);
+    static char big[MQSTORE_TOKEN_MAX + 2];
+    memset(big, 'a', MQSTORE_TOKEN_MAX + 1);
+    EXPECT_ERR(mqstore_push_token_put(f->s, "alice", "phone", 1, big, ""), MQSTORE_ERR_INVAL);
+    big[MQSTORE_TOKEN_MAX] = '\0';
+    EXPECT_OK(mqstore_push_token_put(f->s, "alice", "phone", 1, big, ""));
+    EXPECT_ERR(mqstore_push_token_put(f->s, "alice", "phone", 1, "", ""), MQSTORE_ERR_INVAL);
+    EXPECT_ERR(mqstore_push_token_put(f->s, "alice", "bad/dev", 1, "t", ""), MQSTORE_ERR_INVAL);
+}
+
 static void test_receipts(void **state)
 {
     fx *f = *state;
@@ -2356,10 +2405,11 @@ static void test_outbox_job_limits(void **state)
 /* The store's column families, in its order (offline-queue/src/store.c),
  * and the layouts of offline-queue/src/keys.h: a test that damages stored
  * values has to write them behind the store's back. */
-static const char *const RAW_CF_NAMES[] = {"default", "msgs",    "heads",    "dedup",  "inbox",
-                                           "members", "cursors", "receipts", "outbox", "positions"};
+static const char *const RAW_CF_NAMES[] = {"default", "msgs",      "heads",   "dedup",
+                                           "inbox",   "members",   "cursors", "receipts",
+                                           "outbox",  "positions", "tokens"};
 enum { RAW_MSGS = 1, RAW_HEADS = 2, RAW_DEDUP = 3, RAW_INBOX = 4, RAW_MEMBERS = 5 };
-enum { RAW_CURSORS = 6, RAW_RECEIPTS = 7, RAW_OUTBOX = 8, RAW_NCF = 10 };
+enum { RAW_CURSORS = 6, RAW_RECEIPTS = 7, RAW_OUTBOX = 8, RAW_NCF = 11 };
 
 typedef struct raw_db {
     rocksdb_options_t *opt;
@@ -3047,6 +3097,7 @@ int main(void)
         T(test_trim_no_device),
         T(test_receipts),
         T(test_user_prefs),
+        T(test_push_tokens),
         T(test_history_bytes),
         T(test_outbox),
         T(test_outbox_job_limits),
