@@ -330,7 +330,12 @@ typedef struct mqstore_append {
      * at most 100000 of them). */
     const mqstore_blob *jobs;
     size_t n_jobs;
+    /* 1: the store appends be64(seq) and be64(server_time_ms) of the
+     * message to each job (the caller cannot know them before the write),
+     * MQSTORE_JOB_SUFFIX bytes. */
+    int jobs_name_message;
 } mqstore_append;
+#define MQSTORE_JOB_SUFFIX 16
 
 /* Append a message: check the sender is a member, dedup on (sender_user,
  * sender_device, client_msg_id), assign the next seq, write the message, the

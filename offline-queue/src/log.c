@@ -864,12 +864,19 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
     uint64_t id = 0;
     if (!e && a->n_jobs) {
         id = s->outbox_last;
+        char suffix[MQSTORE_JOB_SUFFIX];
+        put_be64(suffix, out->seq);
+        put_be64(suffix + 8, (uint64_t)now);
         for (size_t i = 0; i < a->n_jobs; i++) {
             key jk;
             key_reset(&jk);
             key_u64(&jk, ++id);
-            rocksdb_writebatch_put_cf(b, s->cf[CF_OUTBOX], jk.buf, jk.len,
-                                      (const char *)a->jobs[i].data, a->jobs[i].len);
+            /* The job, and where asked the message it names: one value. */
+            const char *kparts[1] = {jk.buf};
+            size_t klens[1] = {jk.len};
+            const char *parts[2] = {a->jobs[i].len ? (const char *)a->jobs[i].data : "", suffix};
+            size_t lens[2] = {a->jobs[i].len, a->jobs_name_message ? sizeof(suffix) : 0};
+            rocksdb_writebatch_putv_cf(b, s->cf[CF_OUTBOX], 1, kparts, klens, 2, parts, lens);
         }
         key_reset(&k);
         key_raw(&k, "outbox_last");

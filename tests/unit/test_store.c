@@ -2195,6 +2195,45 @@ static void test_push_tokens(void **state)
     EXPECT_ERR(mqstore_push_token_put(f->s, "alice", "bad/dev", 1, "t", ""), MQSTORE_ERR_INVAL);
 }
 
+/* jobs_name_message: each job carries the message's seq and time. */
+static void test_jobs_name_message(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    const char *const mem[] = {"a", "b"};
+    conv_make(f, "c", mem, NULL, 2, NULL);
+    send_text(f, "c", "a", "d", "m1", "first");
+    mqstore_blob jobs[2] = {{"job-b", 5}, {"", 0}};
+    mqstore_append ap = {.conv = "c",
+                         .sender_user = "a",
+                         .sender_device = "d",
+                         .client_msg_id = "m2",
+                         .kind = MSG_KIND,
+                         .payload = "x",
+                         .payload_len = 1,
+                         .jobs = jobs,
+                         .n_jobs = 2,
+                         .jobs_name_message = 1};
+    mqstore_result r;
+    EXPECT_OK(mqstore_append_msg(f->s, &ap, &r));
+    assert_int_equal(r.seq, 2);
+    mqstore_job_list l;
+    EXPECT_OK(mqstore_outbox_read(f->s, 0, 10, &l));
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.items[0].len, 5 + MQSTORE_JOB_SUFFIX);
+    assert_memory_equal(l.items[0].data, "job-b", 5);
+    uint64_t seq = 0, t = 0;
+    for (int i = 0; i < 8; i++) {
+        seq = seq << 8 | l.items[0].data[5 + i];
+        t = t << 8 | l.items[0].data[13 + i];
+    }
+    assert_int_equal(seq, 2);
+    assert_int_equal((int64_t)t, r.server_time_ms);
+    assert_int_equal(l.items[1].len, MQSTORE_JOB_SUFFIX);
+    mqstore_job_list_free(&l);
+    mqstore_result_clear(&r);
+}
+
 static void test_receipts(void **state)
 {
     fx *f = *state;
@@ -3098,6 +3137,7 @@ int main(void)
         T(test_receipts),
         T(test_user_prefs),
         T(test_push_tokens),
+        T(test_jobs_name_message),
         T(test_history_bytes),
         T(test_outbox),
         T(test_outbox_job_limits),
