@@ -571,6 +571,9 @@ typedef struct mqstore_job_list {
 
 void mqstore_job_list_free(mqstore_job_list *l);
 
+/* The id of the newest job ever written (0: none). Any thread. */
+uint64_t mqstore_outbox_last(mqstore *s);
+
 /* Jobs with id > after, ascending, at most limit (1..10000). */
 mqstore_err mqstore_outbox_read(mqstore *s, uint64_t after, size_t limit, mqstore_job_list *out);
 

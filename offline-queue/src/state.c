@@ -373,6 +373,14 @@ static int job_row(void *data, const char *k, size_t klen, const char *v, size_t
     return SCAN_NEXT;
 }
 
+uint64_t mqstore_outbox_last(mqstore *s)
+{
+    pthread_mutex_lock(&s->write_lock);
+    uint64_t id = s->outbox_last;
+    pthread_mutex_unlock(&s->write_lock);
+    return id;
+}
+
 mqstore_err mqstore_outbox_read(mqstore *s, uint64_t after, size_t limit, mqstore_job_list *out)
 {
     if (!out) return MQSTORE_ERR_INVAL;

@@ -230,7 +230,8 @@ def test_request_of_unknown_type(pair):
 
 @pytest.mark.parametrize("body", ["presence_watch", "presence_settings", "push_register",
                                   "push_unregister"])
-def test_not_yet_implemented_requests(pair, body):
+def test_presence_and_push_off_without_redis(pair, body):
+    """Without plugin_opt_redis presence and push are off: UNSUPPORTED."""
     alice, bob = pair
     msg = {"presence_watch": pb.PresenceWatch(user_ids=["bob"]),
            "presence_settings": pb.PresenceSettings(hide_last_seen=True),

@@ -993,11 +993,9 @@ static void test_request_unsupported(void **state)
     pw.user_ids = ids;
     pw.n_user_ids = 1;
     ps.hide_last_seen = 1;
-    pr.platform = MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_FCM;
-    pr.token = "tok";
     Mqchat__V1__Request r = request();
     /* Presence requests decode and validate (the presence layer, or its
-     * absence, answers them); push requests are still UNSUPPORTED. */
+     * absence, answers them). */
     r.body_case = MQCHAT__V1__REQUEST__BODY_PRESENCE_WATCH;
     r.presence_watch = &pw;
     assert_int_equal(req_code(&r, 65536, 256), 0);
@@ -1013,12 +1011,32 @@ static void test_request_unsupported(void **state)
     assert_int_equal(req_code(&r, 65536, 256), 0);
     ps.visibility = (Mqchat__V1__PresenceVisibility)9;
     assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT));
+    /* Push tokens: platform, and the token's syntax per platform. */
     r.body_case = MQCHAT__V1__REQUEST__BODY_PUSH_REGISTER;
     r.push_register = &pr;
-    assert_int_equal(req_code(&r, 65536, 256), EC(UNSUPPORTED));
+    assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT)); /* no platform */
+    pr.platform = MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_APNS;
+    pr.token = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+    assert_int_equal(req_code(&r, 65536, 256), 0);
+    pr.token = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeefg";
+    assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT)); /* not hex */
+    pr.token = "0011";
+    assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT)); /* too short */
+    pr.platform = MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_FCM;
+    pr.token = "fcm:APA91b-x_y.z";
+    pr.app_id = "com.example.app";
+    assert_int_equal(req_code(&r, 65536, 256), 0);
+    pr.token = "has space";
+    assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT));
+    pr.token = "ok";
+    pr.app_id = "bad/app";
+    assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT));
+    pr.platform = (Mqchat__V1__PushPlatform)7;
+    pr.app_id = "";
+    assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT));
     r.body_case = MQCHAT__V1__REQUEST__BODY_PUSH_UNREGISTER;
     r.push_unregister = &pu;
-    assert_int_equal(req_code(&r, 65536, 256), EC(UNSUPPORTED));
+    assert_int_equal(req_code(&r, 65536, 256), 0);
 
     /* A body field from a newer schema (tag 99) is skipped: no body. */
     static const uint8_t newer[] = {0x0a, 0x02, 'r', '1', 0x9a, 0x06, 0x00};

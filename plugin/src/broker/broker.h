@@ -26,6 +26,7 @@
 #include "device.h"
 #include "jwt.h"
 #include "mqstore.h"
+#include "drain.h"
 #include "presence.h"
 #include "redis.h"
 #include "wake.h"
@@ -43,6 +44,8 @@ typedef struct mqc {
     dev dev;
     presence *pres;   /* NULL: presence off (no plugin_opt_redis) */
     mqc_redis *redis; /* the Redis thread, with pres */
+    mqc_push *push;   /* NULL: push off (no Redis, or push 0) */
+    uint64_t push_seen; /* the outbox's last job id at the last TICK */
 } mqc;
 
 int on_basic_auth(int event, void *event_data, void *userdata);

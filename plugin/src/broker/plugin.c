@@ -35,6 +35,9 @@ static void teardown(mqc *m)
      * thread before presence (it answers presence's reads), after
      * presence told it the node is going. */
     if (m->pres) presence_shutdown(m->pres);
+    /* The push thread uses the store and the wake facility. */
+    mqc_push_free(m->push);
+    m->push = NULL;
     mqc_redis_free(m->redis);
     m->redis = NULL;
     presence_free(m->pres);
@@ -70,6 +73,7 @@ static int open_store(mqc *m, char *err, size_t errlen)
     so.sync_driver = MQSTORE_SYNC_REQUEST;
     /* The stored form adds the content type, media and framing to the body. */
     so.max_payload = m->cfg.max_body + WIRE_ENVELOPE_SLACK;
+    so.max_job = 16384; /* a push job: metadata, a token of up to 4 KiB, a preview */
     so.dedup_retention_ms = m->cfg.dedup_retention_s * 1000;
     so.inbox_retention_ms = m->cfg.inbox_retention_s * 1000;
     so.on_durable = on_durable;
@@ -135,6 +139,7 @@ static int open_presence(mqc *m, char *err, size_t errlen)
                            .node = m->cfg.node_id,
                            .timeout_ms = m->cfg.redis_timeout_ms,
                            .node_ttl_s = m->cfg.node_ttl_s,
+                           .pushseen = m->cfg.push != 0,
                            .on_up = presence_redis_up,
                            .data = m->pres};
     if (!(m->redis = mqc_redis_new(&rc, m->wake, err, errlen))) return -1;
@@ -146,6 +151,32 @@ static int open_presence(mqc *m, char *err, size_t errlen)
                          m->cfg.redis, m->cfg.node_id, m->cfg.redis_prefix,
                          (long long)m->cfg.node_ttl_s / 3, (long long)m->cfg.node_ttl_s,
                          (long long)m->cfg.presence_debounce_ms);
+    return 0;
+}
+
+/* Push: the thread that drains the outbox to Redis for pushd. */
+static int open_push(mqc *m, char *err, size_t errlen)
+{
+    mqc_push_config pc = {.store = m->store,
+                          .wake = m->wake,
+                          .host = m->cfg.redis_host,
+                          .port = m->cfg.redis_port,
+                          .socket = m->cfg.redis_socket,
+                          .password = m->cfg.redis_password,
+                          .prefix = m->cfg.redis_prefix,
+                          .node = m->cfg.node_id,
+                          .timeout_ms = m->cfg.redis_timeout_ms,
+                          .outbox_max = m->cfg.push_outbox_max,
+                          .large_interval_ms = m->cfg.push_large_interval_ms};
+    if (!(m->push = mqc_push_new(&pc, err, errlen))) return -1;
+    m->dev.chat.push_on = 1;
+    m->dev.chat.push_blocked = mqc_push_blocked;
+    m->dev.chat.push_data = m->push;
+    mosquitto_log_printf(MOSQ_LOG_INFO,
+                         "mqchat: push on: jobs to %spush (previews %s, outbox max %zu, large "
+                         "groups every %lld ms)",
+                         m->cfg.redis_prefix, m->cfg.push_preview ? "on" : "off",
+                         m->cfg.push_outbox_max, (long long)m->cfg.push_large_interval_ms);
     return 0;
 }
 
@@ -174,7 +205,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         return fail(err);
     }
     m->dev.store = m->dev.chat.store = m->store;
-    if (m->cfg.redis && open_presence(m, err, sizeof(err))) {
+    if (m->cfg.redis &&
+        (open_presence(m, err, sizeof(err)) || (m->cfg.push && open_push(m, err, sizeof(err))))) {
         teardown(m);
         return fail(err);
     }

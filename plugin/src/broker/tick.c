@@ -37,6 +37,14 @@ int on_tick(int event, void *event_data, void *userdata)
     mqstore_sync_request(m->store);
     int64_t now = mqc_mono_ms();
     refusals_tick(&m->dev, now);
+    if (m->push) {
+        /* New jobs this pass: the drain thread sends them now. */
+        uint64_t last = mqstore_outbox_last(m->store);
+        if (last != m->push_seen) {
+            m->push_seen = last;
+            mqc_push_kick(m->push);
+        }
+    }
     if (m->pres) {
         presence_tick(m->pres, now);
         mqc_redis_flush(m->redis); /* this pass's Redis writes, one pipeline */

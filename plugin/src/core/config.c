@@ -64,6 +64,10 @@ static const opt_def opt_defs[] = {
     {"history_page_max", T_SIZE, OFF(history_page_max), 1, 10000},
     {"dedup_retention_s", T_INT, OFF(dedup_retention_s), 60, 365 * 86400},
     {"inbox_retention_s", T_INT, OFF(inbox_retention_s), 3600, 3650LL * 86400},
+    {"push", T_INT, OFF(push), 0, 1},
+    {"push_preview", T_INT, OFF(push_preview), 0, 1},
+    {"push_outbox_max", T_SIZE, OFF(push_outbox_max), 1000, 100000000},
+    {"push_large_interval_ms", T_INT, OFF(push_large_interval_ms), 0, 3600000},
 };
 
 static void defaults(mqc_config *c)
@@ -93,6 +97,10 @@ static void defaults(mqc_config *c)
     c->history_page_max = 200;
     c->dedup_retention_s = 7 * 86400;
     c->inbox_retention_s = 30 * 86400;
+    c->push = 1; /* with Redis */
+    c->push_preview = 0;
+    c->push_outbox_max = 1000000;
+    c->push_large_interval_ms = 10000;
 }
 
 /* A topic prefix is one or more plain topic levels: no wildcards, no

@@ -61,6 +61,11 @@ typedef struct mqc_config {
     int64_t node_ttl_s;
     int64_t presence_debounce_ms;
     size_t presence_watch_max;
+    /* Push (docs/PUSH.md): on when Redis is configured and push is 1. */
+    int64_t push;
+    int64_t push_preview;      /* text previews of plain-text messages in pushes */
+    size_t push_outbox_max;    /* jobs waiting for Redis before new ones are dropped */
+    int64_t push_large_interval_ms; /* a large group's pushes go out at most this often */
 } mqc_config;
 
 /* Room in a reply for everything but its messages (envelope, ids). */

@@ -125,6 +125,38 @@ Mqchat__V1__SendRequest *wire_send(const void *buf, size_t len, size_t max_body,
     return r;
 }
 
+/* 1 if s is 1..max bytes of [A-Za-z0-9] and `extra`. */
+static int charset_ok(const char *s, size_t min, size_t max, const char *extra)
+{
+    size_t n = strlen(s);
+    if (n < min || n > max) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr(extra, s[i])))
+            return 0;
+    return 1;
+}
+
+/* APNs device tokens are hex (32 bytes today; Apple says they may grow),
+ * FCM registration tokens [A-Za-z0-9_:-] up to a few hundred bytes; both
+ * bounded by WIRE_MAX_PUSH_TOKEN. An app id is a bundle id or FCM app. */
+static void check_push_token(const Mqchat__V1__PushTokenRegister *p, wire_err *err)
+{
+    int apns = p->platform == MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_APNS ||
+               p->platform == MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_APNS_SANDBOX;
+    if (!apns && p->platform != MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_FCM)
+        fail(err, EC(INVALID_ARGUMENT), "platform must be APNS, APNS_SANDBOX or FCM");
+    else if (apns && (!charset_ok(p->token, 64, 200, "") ||
+                      strspn(p->token, "0123456789abcdefABCDEF") != strlen(p->token) ||
+                      strlen(p->token) % 2))
+        fail(err, EC(INVALID_ARGUMENT), "an APNs token is 64..200 hex digits");
+    else if (!apns && !charset_ok(p->token, 1, WIRE_MAX_PUSH_TOKEN, "_:-."))
+        fail(err, EC(INVALID_ARGUMENT), "an FCM token is 1..%d of [A-Za-z0-9_:.-]",
+             WIRE_MAX_PUSH_TOKEN);
+    else if (p->app_id[0] && !charset_ok(p->app_id, 1, WIRE_MAX_APP_ID, "._-"))
+        fail(err, EC(INVALID_ARGUMENT), "app_id is 0..%d of [A-Za-z0-9._-]", WIRE_MAX_APP_ID);
+}
+
 static const char *role_ok(Mqchat__V1__Role r)
 {
     return (r == MQCHAT__V1__ROLE__ROLE_MEMBER || r == MQCHAT__V1__ROLE__ROLE_ADMIN) ? NULL
@@ -251,8 +283,9 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
             fail(err, EC(INVALID_ARGUMENT), "visibility must be EVERYONE, CONTACTS or NOBODY");
         break;
     case MQCHAT__V1__REQUEST__BODY_PUSH_REGISTER:
+        check_push_token(r->push_register, err);
+        break;
     case MQCHAT__V1__REQUEST__BODY_PUSH_UNREGISTER:
-        fail(err, EC(UNSUPPORTED), "push tokens are not available on this server yet");
         break;
     default:
         fail(err, EC(UNSUPPORTED), "unknown or missing request type");

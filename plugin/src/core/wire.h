@@ -25,6 +25,9 @@ typedef struct wire_err {
 #define WIRE_MAX_TITLE 128
 /* Users in one PresenceWatch (the presence_watch_max option is lower). */
 #define WIRE_MAX_WATCH 1000
+/* Push tokens (PushTokenRegister.token) and app ids. */
+#define WIRE_MAX_PUSH_TOKEN 4096
+#define WIRE_MAX_APP_ID 255
 /* User ids in one membership request (GroupCreate, add, remove, roles). */
 #define WIRE_MAX_BATCH 1000
 /* Upstream payloads larger than max_body + this are refused undecoded

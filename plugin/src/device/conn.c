@@ -70,12 +70,28 @@ void conn_remove(dev *d, const struct mosquitto *client)
     if (c) conn_unlink(d, c);
 }
 
+/* The rules' question (rules.h): is this device connected here now? */
+static int device_online(void *data, const char *user, const char *device)
+{
+    dev *d = data;
+    user_conns *u;
+    HASH_FIND_STR(d->users, user, u);
+    conn *c;
+    if (u) DL_FOREACH2(u->devices, c, dev_next)
+        {
+            if (strcmp(c->device, device) == 0) return 1;
+        }
+    return 0;
+}
+
 void dev_init(dev *d, mqstore *store, const mqc_config *cfg)
 {
     memset(d, 0, sizeof(*d));
     d->chat.store = d->store = store;
     d->chat.cfg = d->cfg = cfg;
     d->lane_budget = cfg->fanout_per_pass;
+    d->chat.online = device_online;
+    d->chat.online_data = d;
 }
 
 void dev_free(dev *d)

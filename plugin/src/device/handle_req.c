@@ -357,6 +357,20 @@ static void run(dev *d, conn *c, const Mqchat__V1__Request *req, Mqchat__V1__Res
         chat_conv_list_free(&l);
         return;
     }
+    case MQCHAT__V1__REQUEST__BODY_PUSH_REGISTER:
+    case MQCHAT__V1__REQUEST__BODY_PUSH_UNREGISTER:
+        if (!d->chat.push_on) {
+            chat_status off = {.code = EC(UNSUPPORTED)};
+            snprintf(off.msg, sizeof(off.msg), "push is off on this server (no Redis)");
+            reply_error(d, c, req->request_id, &off);
+            return;
+        }
+        if (req->body_case == MQCHAT__V1__REQUEST__BODY_PUSH_REGISTER
+                ? chat_push_register(&d->chat, &who, req->push_register, &st)
+                : chat_push_unregister(&d->chat, &who, &st))
+            break;
+        respond_ok(d, c, resp);
+        return;
     case MQCHAT__V1__REQUEST__BODY_PRESENCE_WATCH:
     case MQCHAT__V1__REQUEST__BODY_PRESENCE_SETTINGS:
         if (!d->pres) {

@@ -388,6 +388,17 @@ static int write_cmds(mqc_redis *r, redisContext *ctx, const job *j)
         cmd_arg(&c, "%snodesess:%s", r->prefix, r->node);
         cmd_arg(&c, "%s:%s", j->user, j->device);
         n += send_cmd(r, ctx, &c) == 0;
+        if (r->cfg.pushseen) {
+            /* When the device was last here (docs/PUSH.md): pushd skips
+             * pushes about messages stored before it. */
+            cmd_init(&c);
+            cmd_arg(&c, "SET");
+            cmd_arg(&c, "%spushseen:%s:%s", r->prefix, j->user, j->device);
+            cmd_arg(&c, "%lld", (long long)mqc_wall_ms());
+            cmd_arg(&c, "EX");
+            cmd_arg(&c, "2592000");
+            n += send_cmd(r, ctx, &c) == 0;
+        }
     } else {
         cmd_init(&c);
         cmd_arg(&c, "HSET");

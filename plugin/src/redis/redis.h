@@ -40,6 +40,7 @@ typedef struct mqc_redis_config {
     const char *node;     /* this broker's node id */
     int64_t timeout_ms;
     int64_t node_ttl_s;
+    int pushseen; /* also write {prefix}pushseen:USER:DEVICE at each session change */
     void (*on_up)(void *data); /* main thread, after each (re)connect */
     void *data;
 } mqc_redis_config;

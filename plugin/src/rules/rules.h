@@ -33,6 +33,15 @@
 typedef struct chat {
     mqstore *store;
     const mqc_config *cfg;
+    /* Push (rules/push.c): on when the plugin drains jobs to Redis. The
+     * device layer says which devices are connected here (they get the
+     * message live: no push) and whether the outbox is full. */
+    int push_on;
+    int (*online)(void *data, const char *user, const char *device);
+    void *online_data;
+    int (*push_blocked)(void *push_data);
+    void *push_data;
+    uint64_t push_failed; /* sends whose jobs could not be built (stored all the same) */
 } chat;
 
 typedef struct chat_caller {
@@ -167,6 +176,24 @@ int chat_receipt(chat *c, const chat_caller *who, const Mqchat__V1__Receipt *rc,
  * conversation's online devices). */
 int chat_typing(chat *c, const chat_caller *who, const Mqchat__V1__Typing *t,
                 mqstore_member_list *members, int *large, chat_status *st);
+
+/* ---- push -------------------------------------------------------------- */
+
+/* The caller device's token: registered (replacing an older one), or removed. */
+int chat_push_register(chat *c, const chat_caller *who, const Mqchat__V1__PushTokenRegister *p,
+                       chat_status *st);
+int chat_push_unregister(chat *c, const chat_caller *who, chat_status *st);
+
+/* The push jobs for a message about to be stored (docs/PUSH.md): each a
+ * malloc'ed blob; free with chat_push_free. -1 on a store error or out of
+ * memory (the message is then stored without jobs). */
+typedef struct chat_push {
+    size_t n;
+    mqstore_blob *jobs;
+} chat_push;
+int chat_push_jobs(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *req,
+                   chat_push *out);
+void chat_push_free(chat_push *p);
 
 /* ---- presence privacy ------------------------------------------------- */
 

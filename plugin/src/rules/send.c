@@ -51,14 +51,21 @@ int chat_send(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *re
     size_t stored_len;
     out->stored = wire_pack(&m->base, &stored_len, malloc);
     if (!out->stored) return chat_fail(st, EC(INTERNAL), "out of memory");
+    /* The pushes go into the message's batch: none is lost with the broker. */
+    chat_push push;
+    if (chat_push_jobs(c, who, req, &push)) c->push_failed++;
     mqstore_append a = {.conv = req->conversation_id,
                         .sender_user = who->user,
                         .sender_device = who->device,
                         .client_msg_id = req->client_msg_id,
                         .kind = MQCHAT__V1__MESSAGE_KIND__MESSAGE_KIND_USER,
                         .payload = out->stored,
-                        .payload_len = stored_len};
+                        .payload_len = stored_len,
+                        .jobs = push.jobs,
+                        .n_jobs = push.n,
+                        .jobs_name_message = 1};
     mqstore_err e = append(c, &a, &out->r);
+    chat_push_free(&push);
     if (e) {
         free(out->stored);
         out->stored = NULL;
