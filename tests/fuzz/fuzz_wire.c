@@ -145,6 +145,7 @@ static void fuzz_request(const uint8_t *data, size_t size, size_t max_body, size
     }
     CHECK(r->request_id != NULL);
     CHECK(!has_field0(&r->base, 0));
+    size_t batch = max_members < WIRE_MAX_BATCH ? max_members : WIRE_MAX_BATCH;
     if (err.code == 0) {
         CHECK(mqc_id_valid(MQC_ID_CLIENT, r->request_id));
         switch (r->body_case) {
@@ -156,19 +157,19 @@ static void fuzz_request(const uint8_t *data, size_t size, size_t max_body, size
             break;
         case MQCHAT__V1__REQUEST__BODY_GROUP_CREATE:
             CHECK(strlen(r->group_create->title) <= WIRE_MAX_TITLE);
-            CHECK(r->group_create->n_member_ids <= max_members);
+            CHECK(r->group_create->n_member_ids <= batch);
             for (size_t i = 0; i < r->group_create->n_member_ids; i++)
                 CHECK(mqc_id_valid(MQC_ID_USER, r->group_create->member_ids[i]));
             break;
         case MQCHAT__V1__REQUEST__BODY_GROUP_ADD:
             CHECK(mqc_id_valid(MQC_ID_CONV, r->group_add->conversation_id));
-            CHECK(r->group_add->n_user_ids >= 1 && r->group_add->n_user_ids <= max_members);
+            CHECK(r->group_add->n_user_ids >= 1 && r->group_add->n_user_ids <= batch);
             for (size_t i = 0; i < r->group_add->n_user_ids; i++)
                 CHECK(mqc_id_valid(MQC_ID_USER, r->group_add->user_ids[i]));
             break;
         case MQCHAT__V1__REQUEST__BODY_GROUP_REMOVE:
             CHECK(mqc_id_valid(MQC_ID_CONV, r->group_remove->conversation_id));
-            CHECK(r->group_remove->n_user_ids >= 1 && r->group_remove->n_user_ids <= max_members);
+            CHECK(r->group_remove->n_user_ids >= 1 && r->group_remove->n_user_ids <= batch);
             for (size_t i = 0; i < r->group_remove->n_user_ids; i++)
                 CHECK(mqc_id_valid(MQC_ID_USER, r->group_remove->user_ids[i]));
             break;
@@ -203,8 +204,35 @@ static void fuzz_request(const uint8_t *data, size_t size, size_t max_body, size
                   r->presence_settings->visibility <=
                       MQCHAT__V1__PRESENCE_VISIBILITY__PRESENCE_VISIBILITY_NOBODY);
             break;
+        case MQCHAT__V1__REQUEST__BODY_PULL:
+            CHECK(mqc_id_valid(MQC_ID_CONV, r->pull->conversation_id));
+            break;
+        case MQCHAT__V1__REQUEST__BODY_POSITION_ACK:
+            CHECK(mqc_id_valid(MQC_ID_CONV, r->position_ack->conversation_id));
+            break;
+        case MQCHAT__V1__REQUEST__BODY_READ_STATE:
+            CHECK(mqc_id_valid(MQC_ID_CONV, r->read_state->conversation_id));
+            CHECK(r->read_state->seq >= 1);
+            break;
+        case MQCHAT__V1__REQUEST__BODY_GROUP_SETTINGS:
+            CHECK(mqc_id_valid(MQC_ID_CONV, r->group_settings->conversation_id));
+            CHECK(r->group_settings->posting >= 0 &&
+                  r->group_settings->posting <= MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_ADMINS);
+            break;
+        case MQCHAT__V1__REQUEST__BODY_PUSH_REGISTER: {
+            const Mqchat__V1__PushTokenRegister *p = r->push_register;
+            size_t n = strlen(p->token);
+            CHECK(p->platform >= MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_APNS &&
+                  p->platform <= MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_FCM);
+            CHECK(n >= 1 && n <= WIRE_MAX_PUSH_TOKEN && strlen(p->app_id) <= WIRE_MAX_APP_ID);
+            if (p->platform != MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_FCM)
+                CHECK(n >= 64 && n % 2 == 0 && strspn(p->token, "0123456789abcdefABCDEF") == n);
+            break;
+        }
+        case MQCHAT__V1__REQUEST__BODY_PUSH_UNREGISTER:
+            break;
         default:
-            /* push, unknown or missing: never "valid" */
+            /* unknown or missing: never "valid" */
             CHECK(0);
         }
     }
