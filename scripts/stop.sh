@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stop what scripts/run.sh started: mosquitto, then redis-server (state in
-# .run/ is kept).
+# Stop what scripts/run.sh started: mosquitto, pushd and the fake push
+# providers, then redis-server (state in .run/ is kept).
 set -u
 cd "$(dirname "$0")/.."
 stop() { # name pidfile
@@ -15,4 +15,6 @@ stop() { # name pidfile
   rm -f "$pidfile"
 }
 stop mosquitto .run/mosquitto.pid
+stop pushd .run/pushd.pid
+stop fake-push .run/fake-push.pid
 stop redis-server .run/redis.pid
