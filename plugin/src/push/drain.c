@@ -48,6 +48,10 @@
 /* Feedback is read this often: one command per interval is the thread's
  * whole idle cost (invalid tokens are not urgent). */
 #define FEEDBACK_EVERY_MS 5000
+/* Reconnects back off with full jitter from 100 ms up to this: a job that
+ * waited through an outage reaches Redis at most this long after it is
+ * back (an attempt is one TCP connect). */
+#define BACKOFF_MAX_MS 5000
 
 /* One field of a job (pointers into the job's bytes). */
 typedef struct jfield {
@@ -89,8 +93,9 @@ struct mqc_push {
     held *held;         /* thread only */
     int64_t backoff_ms;
     int64_t next_feedback_ms; /* thread only */
-    unsigned seed;         /* rand_r: the jitter */
-    char down_reason[128]; /* thread only: the last reason logged */
+    unsigned seed;            /* rand_r: the jitter */
+    char down_reason[128];    /* thread only: the last reason logged */
+    int down_logged;          /* thread only: "unreachable" said since the last connect */
 };
 
 /* ---- logging through the main thread ------------------------------------ */
@@ -547,6 +552,18 @@ static int wait_kick(mqc_push *p, int64_t ms)
     return stop;
 }
 
+/* Sleep ms (or until stopped), whatever is kicked meanwhile: while Redis
+ * is down a new job is no reason to try again sooner (and each try would
+ * double the backoff). Returns stop. */
+static int wait_stop(mqc_push *p, int64_t ms)
+{
+    int64_t end = mqc_mono_ms() + ms;
+    int stop;
+    while (!(stop = wait_kick(p, end - mqc_mono_ms())) && mqc_mono_ms() < end) {
+    }
+    return stop;
+}
+
 static void *drain_main(void *arg)
 {
     mqc_push *p = arg;
@@ -556,17 +573,20 @@ static void *drain_main(void *arg)
         if (!c) {
             if ((c = connect_redis(p))) {
                 atomic_store(&p->up, 1);
-                p->backoff_ms = 100;
+                p->down_logged = 0;
                 post_log(p, MOSQ_LOG_NOTICE, "connected to Redis; draining the outbox");
             } else {
-                if (atomic_exchange(&p->up, 0) || p->backoff_ms == 100)
+                atomic_store(&p->up, 0);
+                if (!p->down_logged)
                     post_log(p, MOSQ_LOG_WARNING, "Redis unreachable (%s): jobs wait in the outbox",
                              p->down_reason);
+                p->down_logged = 1;
                 update_blocked(p);
                 /* Full jitter: a random wait up to the backoff. */
                 int64_t wait = 1 + rand_r(&p->seed) % p->backoff_ms;
-                if (p->backoff_ms < 30000) p->backoff_ms *= 2;
-                if (wait_kick(p, wait)) break;
+                p->backoff_ms =
+                    p->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : p->backoff_ms * 2;
+                if (wait_stop(p, wait)) break;
                 continue;
             }
         }
@@ -584,8 +604,16 @@ static void *drain_main(void *arg)
             redisFree(c);
             c = NULL;
             post_log(p, MOSQ_LOG_WARNING, "lost Redis; jobs wait in the outbox");
+            /* Back off here too: Redis may take connections and refuse our
+             * commands (a key of the wrong type, no permission), and an
+             * immediate reconnect would fail the same way, in a tight loop.
+             * The backoff starts again only after a pass that worked. */
+            int64_t wait = 1 + rand_r(&p->seed) % p->backoff_ms;
+            p->backoff_ms = p->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : p->backoff_ms * 2;
+            if (wait_stop(p, wait)) break;
             continue;
         }
+        p->backoff_ms = 100;
         /* Come back for the next job, the next due expansion, or feedback. */
         int64_t wait = p->next_feedback_ms - mqc_mono_ms();
         if (wait < 1) wait = 1;
@@ -629,6 +657,16 @@ mqc_push *mqc_push_new(const mqc_push_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         mqc_push_free(p);
         return NULL;
+    }
+    /* What an earlier run already deleted is not waiting: the outbox ids
+     * go on across restarts (mqstore_outbox_last), so start counting from
+     * the oldest job still there, or from the last one if none is. */
+    mqstore_job_list first;
+    if (mqstore_outbox_read(cfg->store, 0, 1, &first) == MQSTORE_OK) {
+        uint64_t upto = first.n ? first.items[0].id - 1 : mqstore_outbox_last(cfg->store);
+        atomic_store(&p->deleted_upto, upto);
+        p->read_upto = upto;
+        mqstore_job_list_free(&first);
     }
     int rc = mqc_thread_start(&p->thread, drain_main, p);
     if (rc) {
