@@ -1349,7 +1349,7 @@ static void test_config_defaults(void **state)
     assert_int_equal(c.group_max_members, 100000);
     assert_int_equal(c.large_group_members, 256);
     assert_int_equal(c.small_group_members, 192); /* 3/4 of large_group_members */
-    assert_int_equal(c.fanout_per_pass, 2000);
+    assert_int_equal(c.fanout_per_pass, 500);
     assert_true(c.rate_msgs_per_s == 50.0);
     assert_true(c.rate_burst == 200.0);
     assert_int_equal(c.foreign_users, FOREIGN_DENY);

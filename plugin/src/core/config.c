@@ -80,7 +80,7 @@ static void defaults(mqc_config *c)
     c->group_max_members = 100000;
     c->large_group_members = 256;
     c->small_group_members = 0; /* 3/4 of large_group_members, after parsing */
-    c->fanout_per_pass = 2000;
+    c->fanout_per_pass = 500;
     c->rate_msgs_per_s = 50;
     c->rate_burst = 200;
     c->foreign_users = FOREIGN_DENY;

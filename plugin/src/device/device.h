@@ -163,11 +163,10 @@ void pubs_free(pubs *p);
 /* Send `p` once `ticket` is durable (now, if it already is and nothing
  * is queued before it). Takes ownership of p's contents. */
 void out_after(dev *d, uint64_t ticket, pubs *p);
-/* Send everything whose ticket is durable (TICK, and the wake-up the
- * syncer sends after an fsync): the FIFO, then the lane within the pass's
- * budget. */
+/* Send everything of the FIFO whose ticket is durable (on each publish
+ * queued, and the wake-up the syncer sends after an fsync). */
 void out_drain(dev *d);
-/* TICK: a new pass; its lane budget, then out_drain. */
+/* TICK: out_drain, then the lane with a fresh budget of fanout_per_pass. */
 void dev_tick(dev *d);
 /* Publish every entry of p now, and free p. */
 void pubs_send(pubs *p);

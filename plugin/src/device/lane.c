@@ -5,7 +5,7 @@
  * would hold the event loop for every other client, so they go into a
  * second FIFO beside outq.c's: each entry waits, like every publish, for
  * its write's ticket to be durable, and then the lane sends at most
- * fanout_per_pass publishes per loop pass (dev_tick resets the budget),
+ * fanout_per_pass publishes per loop pass (from TICK: dev_tick),
  * walking a broadcast's room from where the last pass stopped.
  *
  * Order. Entries leave in FIFO order and a broadcast finishes before the
@@ -14,8 +14,8 @@
  * the lane (rooms_route), also the per-user copies of a membership event
  * and, after a switch back to small, the inbox deliveries while older
  * entries are still queued (every entry for a routed conversation holds
- * its room, a switch event's copies too). The FIFO is drained before the lane in each
- * out_drain, and a lane entry's ticket is higher than that of any FIFO
+ * its room, a switch event's copies too). The lane runs only from TICK
+ * (dev_tick), after the FIFO was drained, and a lane entry's ticket is higher than that of any FIFO
  * entry made before it, so an event that switched a conversation to large
  * (delivered from the FIFO) leaves before the first broadcast after it.
  * Main thread only. */
@@ -134,8 +134,7 @@ int lane_written(dev *d, pubs *out, chat_written *w, const conn *skip)
         j->n_skip = w->r.n_fanout;
         qsort(j->skip_users, j->n_skip, sizeof(*j->skip_users), cmp_user);
     }
-    push(d, j);
-    lane_run(d);
+    push(d, j); /* sent from this pass's TICK (dev_tick) */
     return 0;
 }
 
@@ -155,7 +154,6 @@ int lane_broadcast(dev *d, const char *conv, uint64_t ticket, const ProtobufCMes
         j->n_skip = 1;
     }
     push(d, j);
-    lane_run(d);
     return 0;
 }
 

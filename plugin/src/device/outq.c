@@ -130,15 +130,18 @@ void out_drain(dev *d)
         pubs_send(&e->out);
         free(e);
     }
-    /* The lane after the FIFO (lane.c, "Order"). */
-    lane_run(d);
     if (!d->head && !d->lane_head) atomic_store(&d->waiting, 0);
 }
 
 void dev_tick(dev *d)
 {
-    d->lane_budget = d->cfg->fanout_per_pass;
+    /* The lane runs here only, once per pass, after the FIFO (lane.c,
+     * "Order"): one budget per pass, never a handler's leftover plus a
+     * fresh one. */
     out_drain(d);
+    d->lane_budget = d->cfg->fanout_per_pass;
+    lane_run(d);
+    if (!d->head && !d->lane_head) atomic_store(&d->waiting, 0);
 }
 
 void out_free_all(dev *d)

@@ -13,9 +13,9 @@
  * A signal that arrives while the main thread is not in epoll_wait (busy
  * in the pass) interrupts nothing, and the loop would then sleep up to
  * 100 ms with work waiting. So the first kick signals at once, and a
- * kicker thread repeats the signal — after 200 us, then backing off to
- * 10 ms — for as long as `kicked` is still set, i.e. until the pass's TICK
- * has run mqc_wake_run. The main thread may kick itself the same way
+ * kicker thread repeats the signal — every 500 us for 20 ms, then backing
+ * off to 10 ms — for as long as `kicked` is still set, i.e. until the
+ * pass's TICK has run mqc_wake_run. The main thread may kick itself the same way
  * (mqc_wake_kick from TICK: "come back at once, more work waits"). */
 #include "wake.h"
 
@@ -72,7 +72,10 @@ static void *kicker_main(void *arg)
         while (!w->stop && !atomic_load(&w->kicked))
             pthread_cond_wait(&w->kick_cond, &w->kick_lock);
         if (w->stop) break;
-        long delay_us = 200;
+        /* Every 500 us for the first 20 ms (a pass that publishes a big
+         * chunk takes a few ms, and a resend that lands inside it is
+         * lost too), then backing off to 10 ms. */
+        long delay_us = 500, waited_us = 0;
         while (!w->stop && atomic_load(&w->kicked)) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
@@ -85,7 +88,8 @@ static void *kicker_main(void *arg)
             if (w->stop || !atomic_load(&w->kicked)) break;
             atomic_fetch_add(&w->resends, 1);
             pthread_kill(w->main_thread, w->signo);
-            if (delay_us < 10000) delay_us *= 2;
+            waited_us += delay_us;
+            if (waited_us >= 20000 && delay_us < 10000) delay_us *= 2;
         }
     }
     pthread_mutex_unlock(&w->kick_lock);
