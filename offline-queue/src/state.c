@@ -18,8 +18,8 @@ static void pair_key(key *k, const char *a, const char *b)
 }
 
 /* Write a batch that needs no read under the lock: take write_lock for the
- * write alone, then destroy the batch. */
-static mqstore_err write_batch_alone(mqstore *s, rocksdb_writebatch_t *b)
+ * write alone, then destroy the batch (store_int.h). */
+mqstore_err write_batch_alone(mqstore *s, rocksdb_writebatch_t *b)
 {
     uint64_t ticket;
     pthread_mutex_lock(&s->write_lock);

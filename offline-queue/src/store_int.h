@@ -85,6 +85,10 @@ mqstore_err store_get_u64(mqstore *s, int cf, const key *k, uint64_t *v, int *fo
  * write's ticket in *ticket. Caller holds write_lock. */
 mqstore_err store_write(mqstore *s, rocksdb_writebatch_t *b, uint64_t *ticket);
 
+/* Write a batch that needs no read under the lock (write_lock is taken
+ * for the write alone), then destroy it. */
+mqstore_err write_batch_alone(mqstore *s, rocksdb_writebatch_t *b);
+
 /* Range scans. store_scan() visits the rows of a column family in [lo, hi),
  * forward from the first key >= from, or backward from the last key <= from,
  * and calls fn on each row. fn returns SCAN_NEXT to go on, SCAN_STOP to end

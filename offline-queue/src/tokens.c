@@ -19,17 +19,6 @@ static void token_key(key *k, const char *user, const char *device)
     key_raw(k, device);
 }
 
-/* Written under write_lock for the ticket order, like every write. */
-static mqstore_err write_alone(mqstore *s, rocksdb_writebatch_t *b)
-{
-    uint64_t ticket;
-    pthread_mutex_lock(&s->write_lock);
-    mqstore_err e = store_write(s, b, &ticket);
-    pthread_mutex_unlock(&s->write_lock);
-    rocksdb_writebatch_destroy(b);
-    return e;
-}
-
 mqstore_err mqstore_push_token_put(mqstore *s, const char *user, const char *device,
                                    uint32_t platform, const char *token, const char *app)
 {
@@ -49,7 +38,7 @@ mqstore_err mqstore_push_token_put(mqstore *s, const char *user, const char *dev
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     rocksdb_writebatch_put_cf(b, s->cf[CF_TOKENS], k.buf, k.len, (const char *)buf, len);
     free(buf);
-    return write_alone(s, b);
+    return write_batch_alone(s, b);
 }
 
 mqstore_err mqstore_push_token_delete(mqstore *s, const char *user, const char *device,

@@ -239,18 +239,14 @@ static void create_group(fx *f, const chat_caller *who, char **members, size_t n
     chat_written_clear(&w);
 }
 
+static int add_members_w(fx *f, const chat_caller *who, const char *conv, char **users, size_t n,
+                         chat_written *w, chat_status *st);
+
 static int add_members(fx *f, const chat_caller *who, const char *conv, char **users, size_t n,
                        chat_status *st)
 {
-    Mqchat__V1__GroupAddMembers ga = MQCHAT__V1__GROUP_ADD_MEMBERS__INIT;
-    ga.conversation_id = (char *)conv;
-    ga.n_user_ids = n;
-    ga.user_ids = users;
-    Mqchat__V1__Request req = MQCHAT__V1__REQUEST__INIT;
-    req.body_case = MQCHAT__V1__REQUEST__BODY_GROUP_ADD;
-    req.group_add = &ga;
     chat_written w;
-    int rc = group(f, who, &req, &w, st);
+    int rc = add_members_w(f, who, conv, users, n, &w, st);
     chat_written_clear(&w);
     return rc;
 }
@@ -1746,7 +1742,7 @@ static size_t count_deliveries(const char *conv, int check_order)
     return n;
 }
 
-/* add_members, keeping what was written. */
+/* add_members, keeping what was written (clear *w after). */
 static int add_members_w(fx *f, const chat_caller *who, const char *conv, char **users, size_t n,
                          chat_written *w, chat_status *st)
 {

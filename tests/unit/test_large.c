@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "mqstore.h"
+#include "raw_db.h"
 #include "testutil.h"
 
 #include <rocksdb/c.h>
@@ -399,51 +400,17 @@ static void check_inbox_entry(fx *f, const char *user, uint64_t inbox_seq, const
     mqstore_page_free(&p);
 }
 
-/* ---- raw RocksDB access (as in test_store.c) -------------------------------- */
-
-static const char *const RAW_CF_NAMES[] = {"default", "msgs",      "heads",   "dedup",
-                                           "inbox",   "members",   "cursors", "receipts",
-                                           "outbox",  "positions", "tokens"};
-enum { RAW_HEADS = 2, RAW_MEMBERS = 5, RAW_NCF = 11 };
-
-typedef struct raw_db {
-    rocksdb_options_t *opt;
-    rocksdb_writeoptions_t *wopt;
-    rocksdb_t *db;
-    rocksdb_column_family_handle_t *cf[RAW_NCF];
-} raw_db;
-
-static void raw_open(raw_db *r, const char *dir)
+/* A store's directory written behind its back (tests/support/raw_db.h):
+ * open and put, failing the test on a RocksDB error. */
+static void raw_open_ok(raw_db *r, const char *dir)
 {
-    const rocksdb_options_t *cfopt[RAW_NCF];
-    char *err = NULL;
-    r->opt = rocksdb_options_create();
-    for (int i = 0; i < RAW_NCF; i++)
-        cfopt[i] = r->opt;
-    r->wopt = rocksdb_writeoptions_create();
-    r->db = rocksdb_open_column_families(r->opt, dir, RAW_NCF, RAW_CF_NAMES, cfopt, r->cf, &err);
-    if (err != NULL) print_error("rocksdb open %s: %s\n", dir, err);
+    char *err = raw_open(r, dir);
+    if (err) print_error("rocksdb open %s: %s\n", dir, err);
     assert_null(err);
 }
 
 /* Write one value (both given as literals, which may hold NUL bytes). */
-#define RAW_PUT(r, cf, k, v) raw_put((r), (cf), (k), sizeof(k) - 1, (v), sizeof(v) - 1)
-
-static void raw_put(raw_db *r, int cf, const char *k, size_t klen, const char *v, size_t vlen)
-{
-    char *err = NULL;
-    rocksdb_put_cf(r->db, r->wopt, r->cf[cf], k, klen, v, vlen, &err);
-    assert_null(err);
-}
-
-static void raw_close(raw_db *r)
-{
-    for (int i = 0; i < RAW_NCF; i++)
-        rocksdb_column_family_handle_destroy(r->cf[i]);
-    rocksdb_close(r->db);
-    rocksdb_writeoptions_destroy(r->wopt);
-    rocksdb_options_destroy(r->opt);
-}
+#define RAW_PUT(r, cf, k, v) assert_null(raw_put((r), (cf), (k), sizeof(k) - 1, (v), sizeof(v) - 1))
 
 /* No protobuf decodes this: a varint that never ends. */
 #define GARBAGE "\xff\xff\xff\xff"
@@ -1388,7 +1355,7 @@ static void test_legacy_marker(void **state)
     fx_close(f);
 
     raw_db raw;
-    raw_open(&raw, f->dir);
+    raw_open_ok(&raw, f->dir);
     RAW_PUT(&raw, RAW_HEADS, "cold", "\0\0\0\0\0\0\0\0");
     RAW_PUT(&raw, RAW_HEADS, "cbad", GARBAGE);
     RAW_PUT(&raw, RAW_HEADS, "cflg", "\x08\x01\x20\x02"); /* large, flags 2 (unknown) */

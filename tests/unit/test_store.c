@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "mqstore.h"
+#include "raw_db.h"
 #include "testutil.h"
 
 #include <rocksdb/c.h>
@@ -2441,54 +2442,17 @@ static void test_outbox_job_limits(void **state)
 /* damaged values                                                           */
 /* ======================================================================== */
 
-/* The store's column families, in its order (offline-queue/src/store.c),
- * and the layouts of offline-queue/src/keys.h: a test that damages stored
- * values has to write them behind the store's back. */
-static const char *const RAW_CF_NAMES[] = {"default", "msgs",      "heads",   "dedup",
-                                           "inbox",   "members",   "cursors", "receipts",
-                                           "outbox",  "positions", "tokens"};
-enum { RAW_MSGS = 1, RAW_HEADS = 2, RAW_DEDUP = 3, RAW_INBOX = 4, RAW_MEMBERS = 5 };
-enum { RAW_CURSORS = 6, RAW_RECEIPTS = 7, RAW_OUTBOX = 8, RAW_NCF = 11 };
-
-typedef struct raw_db {
-    rocksdb_options_t *opt;
-    rocksdb_writeoptions_t *wopt;
-    rocksdb_t *db;
-    rocksdb_column_family_handle_t *cf[RAW_NCF];
-} raw_db;
-
-/* Open a closed store's directory with plain RocksDB. */
-static void raw_open(raw_db *r, const char *dir)
+/* A store's directory written behind its back (tests/support/raw_db.h):
+ * open and put, failing the test on a RocksDB error. */
+static void raw_open_ok(raw_db *r, const char *dir)
 {
-    const rocksdb_options_t *cfopt[RAW_NCF];
-    char *err = NULL;
-    r->opt = rocksdb_options_create();
-    for (int i = 0; i < RAW_NCF; i++)
-        cfopt[i] = r->opt;
-    r->wopt = rocksdb_writeoptions_create();
-    r->db = rocksdb_open_column_families(r->opt, dir, RAW_NCF, RAW_CF_NAMES, cfopt, r->cf, &err);
-    if (err != NULL) print_error("rocksdb open %s: %s\n", dir, err);
+    char *err = raw_open(r, dir);
+    if (err) print_error("rocksdb open %s: %s\n", dir, err);
     assert_null(err);
 }
 
 /* Write one value (both given as literals, which may hold NUL bytes). */
-#define RAW_PUT(r, cf, k, v) raw_put((r), (cf), (k), sizeof(k) - 1, (v), sizeof(v) - 1)
-
-static void raw_put(raw_db *r, int cf, const char *k, size_t klen, const char *v, size_t vlen)
-{
-    char *err = NULL;
-    rocksdb_put_cf(r->db, r->wopt, r->cf[cf], k, klen, v, vlen, &err);
-    assert_null(err);
-}
-
-static void raw_close(raw_db *r)
-{
-    for (int i = 0; i < RAW_NCF; i++)
-        rocksdb_column_family_handle_destroy(r->cf[i]);
-    rocksdb_close(r->db);
-    rocksdb_writeoptions_destroy(r->wopt);
-    rocksdb_options_destroy(r->opt);
-}
+#define RAW_PUT(r, cf, k, v) assert_null(raw_put((r), (cf), (k), sizeof(k) - 1, (v), sizeof(v) - 1))
 
 /* No protobuf decodes this: a varint that never ends. */
 #define GARBAGE "\xff\xff\xff\xff"
@@ -2510,7 +2474,7 @@ static void test_damaged_values(void **state)
     f->s = NULL;
 
     raw_db r;
-    raw_open(&r, f->dir);
+    raw_open_ok(&r, f->dir);
     RAW_PUT(&r, RAW_MSGS, "c1\0\0\0\0\0\0\0\0\1", GARBAGE); /* message c1/1 */
     RAW_PUT(&r, RAW_MSGS, "c2\0\xff\xff\xff", "");          /* a log key 5 bytes short */
     RAW_PUT(&r, RAW_INBOX, "a\0\0\0\0\0\0\0\0\1", GARBAGE); /* a's inbox entry 1 */
