@@ -55,6 +55,7 @@ typedef struct job {
     char transport[16];
     int present;
     int64_t ms;
+    int64_t seen_ms; /* J_SESS: the pushseen value (docs/PUSH.md) */
     /* J_READ */
     char (*users)[MQC_ID_BUF];
     mqc_pres *res;
@@ -181,6 +182,11 @@ void mqc_redis_session(mqc_redis *r, const char *user, const char *device, int p
     snprintf(j->transport, sizeof(j->transport), "%s", transport ? transport : "mqtt");
     j->present = present;
     j->ms = connect_ms;
+    /* When the event happened, not when the thread writes it: pushd
+     * compares it with message times. A device that left at ms D saw
+     * what was stored before D (live); a message in D itself may have
+     * come after it left, so a disconnect says D - 1. */
+    j->seen_ms = mqc_wall_ms() - (present ? 0 : 1);
     queue_pass(r, j);
 }
 
@@ -394,7 +400,7 @@ static int write_cmds(mqc_redis *r, redisContext *ctx, const job *j)
             cmd_init(&c);
             cmd_arg(&c, "SET");
             cmd_arg(&c, "%spushseen:%s:%s", r->prefix, j->user, j->device);
-            cmd_arg(&c, "%lld", (long long)mqc_wall_ms());
+            cmd_arg(&c, "%lld", (long long)j->seen_ms);
             cmd_arg(&c, "EX");
             cmd_arg(&c, "2592000");
             n += send_cmd(r, ctx, &c) == 0;
