@@ -124,6 +124,12 @@ broker_conf() {
     # phones; a bench sender sends hundreds per second.
     echo "plugin_opt_rate_msgs_per_s 1000000"
     echo "plugin_opt_rate_burst 1000000"
+    # MQCHAT_BENCH_PLUGIN_OPTS: more "key value" options, ';'-separated
+    # (e.g. "redis 127.0.0.1:6379" to measure with presence and push on).
+    local IFS=';' o
+    for o in ${MQCHAT_BENCH_PLUGIN_OPTS:-}; do
+        [ -n "$o" ] && echo "plugin_opt_$o"
+    done
 }
 
 # start_broker MODE: a free port, rundir=$work/MODE-PORT, write_conf, and

@@ -256,6 +256,10 @@ typedef struct mqstore_conv_info {
     int64_t last_time_ms; /* server time of the head entry (0: empty) */
 } mqstore_conv_info;
 
+/* Whether the conversation is large (the send path's question; no read of
+ * the head message). MQSTORE_ERR_NOTFOUND if it does not exist. */
+mqstore_err mqstore_conv_large(mqstore *s, const char *conv, int *large);
+
 /* A conversation's state; MQSTORE_ERR_NOTFOUND if it does not exist. */
 mqstore_err mqstore_conv_info_get(mqstore *s, const char *conv, mqstore_conv_info *out);
 

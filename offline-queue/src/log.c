@@ -326,6 +326,15 @@ mqstore_err mqstore_conv_head(mqstore *s, const char *conv, uint64_t *head)
     return e;
 }
 
+mqstore_err mqstore_conv_large(mqstore *s, const char *conv, int *large)
+{
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !large) return MQSTORE_ERR_INVAL;
+    conv_state cs;
+    mqstore_err e = conv_state_get(s, conv, &cs, 0);
+    *large = cs.large;
+    return e ? e : cs.exists ? MQSTORE_OK : MQSTORE_ERR_NOTFOUND;
+}
+
 mqstore_err mqstore_conv_info_get(mqstore *s, const char *conv, mqstore_conv_info *out)
 {
     if (!out) return MQSTORE_ERR_INVAL;

@@ -195,10 +195,10 @@ int chat_push_jobs(chat *c, const chat_caller *who, const Mqchat__V1__SendReques
     char collapse[65], preview[PREVIEW_MAX + 1];
     collapse_key(conv, collapse);
     preview_of(c, req, preview);
-    mqstore_conv_info info;
-    mqstore_err e = mqstore_conv_info_get(c->store, conv, &info);
+    int large = 0;
+    mqstore_err e = mqstore_conv_large(c->store, conv, &large);
     if (e && e != MQSTORE_ERR_NOTFOUND) return -1;
-    if (!e && info.large) {
+    if (!e && large) {
         /* One job for the whole conversation: expanded later, collapsed. */
         job_buf j = {0};
         field(&j, "kind", "large");
