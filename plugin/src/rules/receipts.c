@@ -26,8 +26,8 @@ int chat_receipt(chat *c, const chat_caller *who, const Mqchat__V1__Receipt *rc,
      * cannot be read leaves out->members empty (nobody hears of it). A
      * large conversation tells nobody: its read state is asked for
      * (ReadStateRequest), never pushed to every member. */
-    mqstore_conv_info info;
-    if (out->changed && !mqstore_conv_info_get(c->store, rc->conversation_id, &info) && info.large)
+    int large = 0;
+    if (out->changed && !mqstore_conv_large(c->store, rc->conversation_id, &large) && large)
         out->large = 1;
     else if (out->changed && mqstore_members_list(c->store, rc->conversation_id, &out->members))
         memset(&out->members, 0, sizeof(out->members));
@@ -38,15 +38,11 @@ int chat_typing(chat *c, const chat_caller *who, const Mqchat__V1__Typing *t,
                 mqstore_member_list *members, int *large, chat_status *st)
 {
     mqstore_member self;
-    mqstore_conv_info info;
     memset(members, 0, sizeof(*members));
     *large = 0;
     if (chat_require_member(c, who, t->conversation_id, &self, st)) return -1;
-    mqstore_err e = mqstore_conv_info_get(c->store, t->conversation_id, &info);
-    if (!e && info.large) {
-        *large = 1; /* to the online members only, not a list of them all */
-        return 0;
-    }
+    mqstore_err e = mqstore_conv_large(c->store, t->conversation_id, large);
+    if (!e && *large) return 0; /* to the online members only, not a list of them all */
     if (!e) e = mqstore_members_list(c->store, t->conversation_id, members);
     return e ? chat_store_fail(st, e, EC(INTERNAL)) : 0;
 }
