@@ -77,3 +77,13 @@ void key_prefix_end(const key *k, key *end)
     *end = *k;
     end->buf[end->len - 1]++;
 }
+
+void key_page(key *lo, key *hi, key *from, char tag, const char *id, const char *after)
+{
+    key_reset(lo);
+    key_tag(lo, tag);
+    key_id(lo, id);
+    key_prefix_end(lo, hi);
+    *from = *lo;
+    if (after && after[0]) key_id(from, after);
+}

@@ -56,6 +56,12 @@ void key_u64(key *k, uint64_t v);     /* big-endian */
  * last byte incremented (used as an exclusive upper bound of a prefix). */
 void key_prefix_end(const key *k, key *end);
 
+/* A page of the rows under tag id \0 (members, pull rows, a user's
+ * conversations): *lo and *hi bound them, *from is where a page after
+ * `after` ("" or NULL: the first page) starts — after + '\0' sorts right
+ * after every key equal to `after`, before any longer id. */
+void key_page(key *lo, key *hi, key *from, char tag, const char *id, const char *after);
+
 void put_be64(char *p, uint64_t v);
 uint64_t get_be64(const char *p);
 

@@ -106,18 +106,24 @@ static int member_row(void *data, const char *k, size_t klen, const char *v, siz
     return SCAN_NEXT;
 }
 
-/* A member list read from the members CF ('m' conv \0 user), sorted. */
+/* Members from the members CF ('m' conv \0 user), sorted: a page after `after`
+ * of at most `limit` (SIZE_MAX: all of them, members_load). */
+static mqstore_err members_read(mqstore *s, const char *conv, const char *after, size_t limit,
+                                mqstore_member_list *out, int *more)
+{
+    key lo, hi, from;
+    key_page(&lo, &hi, &from, 'm', conv, after);
+    members_scan ms = {out, 0, lo.len, limit, 0};
+    mqstore_err e = store_scan(s, CF_MEMBERS, &lo, &hi, &from, SCAN_FORWARD, member_row, &ms);
+    if (e) mqstore_member_list_free(out);
+    *more = e ? 0 : ms.more;
+    return e;
+}
+
 static mqstore_err members_load(mqstore *s, const char *conv, mqstore_member_list *out)
 {
-    key lo, hi;
-    key_reset(&lo);
-    key_tag(&lo, 'm');
-    key_id(&lo, conv);
-    key_prefix_end(&lo, &hi);
-    members_scan ms = {out, 0, lo.len, SIZE_MAX, 0};
-    mqstore_err e = store_scan(s, CF_MEMBERS, &lo, &hi, &lo, SCAN_FORWARD, member_row, &ms);
-    if (e) mqstore_member_list_free(out);
-    return e;
+    int more;
+    return members_read(s, conv, NULL, SIZE_MAX, out, &more);
 }
 
 mqstore_err mqstore_members_page(mqstore *s, const char *conv, const char *after, size_t limit,
@@ -128,18 +134,7 @@ mqstore_err mqstore_members_page(mqstore *s, const char *conv, const char *after
     if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || limit < 1 || limit > 10000 || !more ||
         (after && after[0] && !mqc_id_valid(MQC_ID_KEY, after)))
         return MQSTORE_ERR_INVAL;
-    key lo, hi, from;
-    key_reset(&lo);
-    key_tag(&lo, 'm');
-    key_id(&lo, conv);
-    key_prefix_end(&lo, &hi);
-    from = lo;
-    if (after && after[0]) key_id(&from, after); /* the first key after `after` */
-    members_scan ms = {out, 0, lo.len, limit, 0};
-    mqstore_err e = store_scan(s, CF_MEMBERS, &lo, &hi, &from, SCAN_FORWARD, member_row, &ms);
-    if (e) mqstore_member_list_free(out);
-    *more = e ? 0 : ms.more;
-    return e;
+    return members_read(s, conv, after, limit, out, more);
 }
 
 /* Members from the cache, else from RocksDB (a writer then caches them). */
@@ -207,13 +202,10 @@ static int count_row(void *data, const char *k, size_t klen, const char *v, size
 /* The number of 'm' conv \0 user rows (stores written before ConvRecord). */
 static mqstore_err members_count(mqstore *s, const char *conv, uint64_t *n)
 {
-    key lo, hi;
-    key_reset(&lo);
-    key_tag(&lo, 'm');
-    key_id(&lo, conv);
-    key_prefix_end(&lo, &hi);
+    key lo, hi, from;
+    key_page(&lo, &hi, &from, 'm', conv, NULL);
     *n = 0;
-    return store_scan(s, CF_MEMBERS, &lo, &hi, &lo, SCAN_FORWARD, count_row, n);
+    return store_scan(s, CF_MEMBERS, &lo, &hi, &from, SCAN_FORWARD, count_row, n);
 }
 
 /* A conversation's state. The head is not stored: it is the highest seq in

@@ -160,12 +160,7 @@ mqstore_err mqstore_positions(mqstore *s, const char *user, const char *device, 
         return MQSTORE_ERR_INVAL;
     if (!(out->items = malloc(limit * sizeof(*out->items)))) return MQSTORE_ERR_NOMEM;
     key lo, hi, from;
-    key_reset(&lo);
-    key_tag(&lo, 'l');
-    key_id(&lo, user);
-    key_prefix_end(&lo, &hi);
-    from = lo;
-    if (after && after[0]) key_id(&from, after); /* the first key after `after` */
+    key_page(&lo, &hi, &from, 'l', user, after);
     positions_scan ps = {s, user, device, out, limit, lo.len};
     mqstore_err e = store_scan(s, CF_MEMBERS, &lo, &hi, &from, SCAN_FORWARD, position_row, &ps);
     if (e) mqstore_position_list_free(out);
@@ -216,22 +211,12 @@ mqstore_err mqstore_user_large_convs(mqstore *s, const char *user, const char *a
     if (!s || !mqc_id_valid(MQC_ID_KEY, user) || limit < 1 || limit > 10000 ||
         (after && after[0] && !mqc_id_valid(MQC_ID_KEY, after)))
         return MQSTORE_ERR_INVAL;
-    out->conv = malloc(limit * sizeof(*out->conv));
-    out->role = malloc(limit * sizeof(*out->role));
-    out->joined_seq = malloc(limit * sizeof(*out->joined_seq));
-    if (!out->conv || !out->role || !out->joined_seq) {
-        mqstore_conv_list_free(out);
-        return MQSTORE_ERR_NOMEM;
-    }
+    mqstore_err e = conv_list_alloc(out, limit);
+    if (e) return e;
     key lo, hi, from;
-    key_reset(&lo);
-    key_tag(&lo, 'l');
-    key_id(&lo, user);
-    key_prefix_end(&lo, &hi);
-    from = lo;
-    if (after && after[0]) key_id(&from, after);
+    key_page(&lo, &hi, &from, 'l', user, after);
     large_scan ls = {s, out, limit, lo.len};
-    mqstore_err e = store_scan(s, CF_MEMBERS, &lo, &hi, &from, SCAN_FORWARD, large_row, &ls);
+    e = store_scan(s, CF_MEMBERS, &lo, &hi, &from, SCAN_FORWARD, large_row, &ls);
     if (e) mqstore_conv_list_free(out);
     return e;
 }

@@ -19,6 +19,16 @@ void mqstore_page_free(mqstore_page *p)
     memset(p, 0, sizeof(*p));
 }
 
+mqstore_err conv_list_alloc(mqstore_conv_list *out, size_t limit)
+{
+    out->conv = malloc(limit * sizeof(*out->conv));
+    out->role = malloc(limit * sizeof(*out->role));
+    out->joined_seq = malloc(limit * sizeof(*out->joined_seq));
+    if (out->conv && out->role && out->joined_seq) return MQSTORE_OK;
+    mqstore_conv_list_free(out);
+    return MQSTORE_ERR_NOMEM;
+}
+
 void mqstore_conv_list_free(mqstore_conv_list *l)
 {
     if (!l) return;
@@ -253,24 +263,12 @@ mqstore_err mqstore_user_convs(mqstore *s, const char *user, const char *after, 
     if (!s || !mqc_id_valid(MQC_ID_KEY, user) || limit < 1 || limit > 1000 ||
         (after && after[0] && !mqc_id_valid(MQC_ID_KEY, after)))
         return MQSTORE_ERR_INVAL;
+    mqstore_err e = conv_list_alloc(out, limit);
+    if (e) return e;
     key lo, hi, from;
-    key_reset(&lo);
-    key_tag(&lo, 'u');
-    key_id(&lo, user);
-    key_prefix_end(&lo, &hi);
-    from = lo;
-    /* The first key after "after" itself: after + '\0' sorts right after
-     * every key equal to `after`, before any longer id. */
-    if (after && after[0]) key_id(&from, after);
-    out->conv = malloc(limit * sizeof(*out->conv));
-    out->role = malloc(limit * sizeof(*out->role));
-    out->joined_seq = malloc(limit * sizeof(*out->joined_seq));
-    if (!out->conv || !out->role || !out->joined_seq) {
-        mqstore_conv_list_free(out);
-        return MQSTORE_ERR_NOMEM;
-    }
+    key_page(&lo, &hi, &from, 'u', user, after);
     convs_scan cs = {out, limit, lo.len};
-    mqstore_err e = store_scan(s, CF_MEMBERS, &lo, &hi, &from, SCAN_FORWARD, conv_row, &cs);
+    e = store_scan(s, CF_MEMBERS, &lo, &hi, &from, SCAN_FORWARD, conv_row, &cs);
     if (e) mqstore_conv_list_free(out);
     return e;
 }

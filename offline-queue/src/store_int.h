@@ -139,6 +139,10 @@ void pull_row_put(mqstore *s, rocksdb_writebatch_t *b, const char *user, const c
 /* A user's inbox head (log.c); writer = 1 (write_lock held) caches it. */
 mqstore_err inbox_head_get(mqstore *s, const char *user, uint64_t *head, int writer);
 
+/* Room for `limit` conversations in an empty list (read.c); on failure the
+ * list is freed. */
+mqstore_err conv_list_alloc(mqstore_conv_list *out, size_t limit);
+
 /* Pages (read.c): make room for one more item; append message (conv,
  * seq) from its decoded record (the page has room). */
 struct Mqstore__Rec__MsgRecord;
