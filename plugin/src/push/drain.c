@@ -27,6 +27,7 @@
  * and calls only thread-safe store functions. It never calls the broker:
  * log lines go to the main thread through the wake facility. */
 #include "drain.h"
+#include "job.h"
 
 #include "mqc_clock.h"
 #include "mqc_id.h"
@@ -234,8 +235,7 @@ static void arg(argv_t *a, const char *s)
 }
 
 /* XADD {prefix}push * <the job's fields> job <id> seq <seq> ts <ts>. */
-static void append_xadd(mqc_push *p, redisContext *c, const pjob *j, const char *job_id,
-                        const char *stream)
+static void append_xadd(redisContext *c, const pjob *j, const char *job_id, const char *stream)
 {
     argv_t a = {.n = 0};
     arg(&a, "XADD");
@@ -254,7 +254,6 @@ static void append_xadd(mqc_push *p, redisContext *c, const pjob *j, const char 
     arg(&a, a.buf[0]);
     arg(&a, "ts");
     arg(&a, a.buf[1]);
-    (void)p;
     redisAppendCommandArgv(c, a.n, a.v, a.len);
 }
 
@@ -328,7 +327,7 @@ static int drain_outbox(mqc_push *p, redisContext *c)
         const char *kind = get(&pj[i], "kind");
         if (kind && strcmp(kind, "device") == 0) {
             snprintf(job_id, sizeof(job_id), "%s:%llu", p->node, (unsigned long long)pj[i].id);
-            append_xadd(p, c, &pj[i], job_id, stream);
+            append_xadd(c, &pj[i], job_id, stream);
             n_xadd++;
         }
     }
@@ -356,11 +355,6 @@ typedef struct cand {
     char *token;
 } cand;
 
-static const char *platform_name(uint32_t pl)
-{
-    return pl == 1 ? "apns" : pl == 2 ? "apns-sandbox" : pl == 3 ? "fcm" : NULL;
-}
-
 /* Check a batch of candidates against Redis and XADD the ones due. */
 static int expand_batch(mqc_push *p, redisContext *c, const held *h, cand *cs, size_t n,
                         uint64_t *serial)
@@ -375,9 +369,8 @@ static int expand_batch(mqc_push *p, redisContext *c, const held *h, cand *cs, s
     if (!r) return -1;
     int rc = replies_ok(c, 3 * n, r);
     size_t n_cmd = 0;
-    char stream[160], job_id[MQC_ID_BUF + 48], seq[32], ts[32];
+    char stream[160], job_id[MQC_ID_BUF + 48], ts[32];
     snprintf(stream, sizeof(stream), "%spush", p->prefix);
-    snprintf(seq, sizeof(seq), "%llu", (unsigned long long)h->seq);
     snprintf(ts, sizeof(ts), "%lld", (long long)h->ts);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         redisReply *sess = r[3 * i], *seen = r[3 * i + 1], *pend = r[3 * i + 2];
@@ -389,22 +382,19 @@ static int expand_batch(mqc_push *p, redisContext *c, const held *h, cand *cs, s
             atomic_fetch_add(&p->collapsed, 1);
             continue;
         }
-        const char *platform = platform_name(cs[i].t.platform);
+        const char *platform = push_platform_name(cs[i].t.platform);
         if (!platform) continue;
         snprintf(job_id, sizeof(job_id), "%s:%llu:%llu", p->node, (unsigned long long)h->id,
                  (unsigned long long)++*serial);
-        const char *argv[40];
-        int a = 0;
-        argv[a++] = "XADD", argv[a++] = stream, argv[a++] = "*";
-        argv[a++] = "v", argv[a++] = "1", argv[a++] = "job", argv[a++] = job_id;
-        argv[a++] = "platform", argv[a++] = platform, argv[a++] = "token", argv[a++] = cs[i].token;
-        argv[a++] = "app", argv[a++] = cs[i].t.app, argv[a++] = "user", argv[a++] = cs[i].user;
-        argv[a++] = "device", argv[a++] = cs[i].t.device, argv[a++] = "conv", argv[a++] = h->conv;
-        argv[a++] = "seq", argv[a++] = seq, argv[a++] = "sender", argv[a++] = h->sender;
-        argv[a++] = "collapse", argv[a++] = h->collapse, argv[a++] = "badge", argv[a++] = "";
-        argv[a++] = "ts", argv[a++] = ts, argv[a++] = "prio", argv[a++] = "high";
-        if (h->preview[0]) argv[a++] = "preview", argv[a++] = h->preview;
-        redisAppendCommandArgv(c, a, argv, NULL);
+        /* The device job rules/push.c would have written, for this device. */
+        pjob dj = {.id = h->id, .seq = h->seq, .ts = h->ts};
+        jfield f[] = {{"v", "1"},           {"platform", platform}, {"token", cs[i].token},
+                      {"app", cs[i].t.app}, {"user", cs[i].user},   {"device", cs[i].t.device},
+                      {"conv", h->conv},    {"sender", h->sender},  {"collapse", h->collapse},
+                      {"badge", ""},        {"prio", "high"},       {"preview", h->preview}};
+        for (size_t k = 0; k < sizeof(f) / sizeof(f[0]); k++)
+            if (f[k].value[0] || strcmp(f[k].name, "preview") != 0) dj.f[dj.n++] = f[k];
+        append_xadd(c, &dj, job_id, stream);
         redisAppendCommand(c, "SET %spushpend:%s:%s:%s %s EX %d", p->prefix, h->conv, cs[i].user,
                            cs[i].t.device, ts, PENDING_TTL_S);
         n_cmd += 2;

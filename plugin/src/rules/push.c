@@ -16,6 +16,7 @@
  * `preview` only when the operator enabled previews and the message is
  * plain text (never for content types that say they are encrypted). */
 #include "rules_int.h"
+#include "job.h"
 
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -135,19 +136,6 @@ static void preview_of(chat *c, const Mqchat__V1__SendRequest *req, char out[PRE
     out[n] = '\0';
 }
 
-static const char *platform_name(uint32_t p)
-{
-    switch (p) {
-    case MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_APNS:
-        return "apns";
-    case MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_APNS_SANDBOX:
-        return "apns-sandbox";
-    case MQCHAT__V1__PUSH_PLATFORM__PUSH_PLATFORM_FCM:
-        return "fcm";
-    }
-    return NULL;
-}
-
 /* The common fields of a job about this message. */
 static void message_fields(job_buf *j, const chat_caller *who, const char *conv,
                            const char *collapse, const char *preview)
@@ -170,7 +158,7 @@ static int user_jobs(chat *c, const chat_caller *who, const char *user, const ch
     int rc = 0;
     for (size_t i = 0; !rc && i < l.n; i++) {
         const mqstore_push_token *t = &l.items[i];
-        const char *platform = platform_name(t->platform);
+        const char *platform = push_platform_name(t->platform);
         if (!platform || (c->online && c->online(c->online_data, user, t->device))) continue;
         job_buf j = {0};
         field(&j, "kind", "device");
