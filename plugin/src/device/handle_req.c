@@ -175,8 +175,7 @@ static void respond_convs(dev *d, conn *c, Mqchat__V1__Response *resp, const cha
 /* A sync page, with the device's positions in large conversations when it
  * asked: positions first (they are small), then messages within what is
  * left of the budget. */
-static void respond_sync(dev *d, conn *c, Mqchat__V1__Response *resp,
-                         const Mqchat__V1__SyncRequest *req, const mqstore_page *p,
+static void respond_sync(dev *d, conn *c, Mqchat__V1__Response *resp, const mqstore_page *p,
                          uint64_t inbox_head, const mqstore_position_list *pl)
 {
     Mqchat__V1__Message **ptrs = NULL, *views = NULL, **stored = NULL;
@@ -213,7 +212,6 @@ static void respond_sync(dev *d, conn *c, Mqchat__V1__Response *resp,
     sync.messages = ptrs;
     sync.more = p->more || n < p->n;
     sync.inbox_head = inbox_head;
-    (void)req;
     resp->body_case = MQCHAT__V1__RESPONSE__BODY_SYNC;
     resp->sync = &sync;
     reply_response(d, c, resp);
@@ -310,7 +308,7 @@ static void run(dev *d, conn *c, const Mqchat__V1__Request *req, Mqchat__V1__Res
             mqstore_position_list_free(&pl);
             break;
         }
-        respond_sync(d, c, resp, req->sync, &page, head, req->sync->positions ? &pl : NULL);
+        respond_sync(d, c, resp, &page, head, req->sync->positions ? &pl : NULL);
         mqstore_page_free(&page);
         mqstore_position_list_free(&pl);
         return;
