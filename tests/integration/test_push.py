@@ -396,6 +396,21 @@ def test_pushseen_at_connect_and_disconnect(redis, make_broker, connect):
     assert pushseen(redis, "bob", "laptop") is None  # only devices that were here
 
 
+def test_pushseen_after_redis_returns_is_the_connect_time(redis, make_broker, connect):
+    """A device that connected while Redis was away gets its pushseen from
+    the rebuild when Redis is back: its connect time, not 0."""
+    b = make_broker(opts=popts(redis))
+    redis.stop()
+    t0 = now_ms()
+    bob = connect("bob", "phone", broker=b)
+    t1 = now_ms()
+    redis.start()
+    v = H.wait_until(lambda: pushseen(redis, "bob", "phone"), timeout=15,
+                     what="pushseen written by the rebuild")
+    assert t0 <= v <= t1, (t0, v, t1)
+    bob.close()
+
+
 # ---------------------------------------------------------------------------
 # 5. Large groups
 # ---------------------------------------------------------------------------

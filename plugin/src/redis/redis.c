@@ -622,7 +622,8 @@ static int do_rebuild(mqc_redis *r, redisContext *ctx, job *j)
     cmd_arg(&c, "%snodesess:%s", r->prefix, r->node);
     n += send_cmd(r, ctx, &c) == 0;
     for (size_t i = 0; i < j->n_sess; i++) {
-        job s = {.kind = J_SESS, .present = 1, .ms = j->sess[i].ms};
+        /* A live session's pushseen is when it connected. */
+        job s = {.kind = J_SESS, .present = 1, .ms = j->sess[i].ms, .seen_ms = j->sess[i].ms};
         memcpy(s.user, j->sess[i].user, sizeof(s.user));
         memcpy(s.device, j->sess[i].device, sizeof(s.device));
         memcpy(s.transport, j->sess[i].transport, sizeof(s.transport));
