@@ -13,6 +13,8 @@ PACKAGES=(
   mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libpaho-mqtt-dev
   # presence and push
   redis-server libhiredis-dev libcurl4-openssl-dev
+  # metrics: the HTTP endpoint; promtool (in prometheus) checks its text in the tests
+  libmicrohttpd-dev prometheus
   # tests
   libcmocka-dev openssl procps nodejs
   python3 python3-pytest python3-paho-mqtt python3-protobuf protobuf-compiler python3-cryptography

@@ -19,6 +19,13 @@ RUN=$ROOT/.run
 mkdir -p "$RUN"
 scripts/stop.sh >/dev/null 2>&1 || true
 
+# The operator's login for the $CONTROL API (docs/OPERATIONS.md): user
+# "ops" in a mosquitto password file, password made once.
+if [ ! -s "$RUN/ops.password" ]; then
+  (umask 077; openssl rand -hex 16 > "$RUN/ops.password")
+fi
+(umask 077; : > "$RUN/passwd"; mosquitto_passwd -b "$RUN/passwd" ops "$(cat "$RUN/ops.password")")
+
 # A dev secret for HS256 tokens, made once.
 if [ ! -s "$RUN/jwt.secret" ]; then
   (umask 077; openssl rand -hex 32 > "$RUN/jwt.secret")
@@ -115,6 +122,9 @@ plugin_opt_jwt_audience mqchat
 plugin_opt_redis unix:$RUN/redis.sock
 plugin_opt_node_id dev1
 plugin_opt_presence_debounce_ms 1000
+plugin_opt_foreign_users defer
+plugin_opt_admin_users ops
+password_file $RUN/passwd
 CONF
 echo "$PORT" > "$RUN/port"
 
@@ -132,6 +142,7 @@ echo "mqchat is running: mosquitto + mqchat plugin on 127.0.0.1:$PORT (store $RU
 echo "  redis-server on $RUN/redis.sock (presence, push streams)"
 echo "  pushd -> fake APNs/FCM on 127.0.0.1:$FAKE_PORT (logs $RUN/pushd.log $RUN/fake-push.log, stats $RUN/pushd.prom)"
 echo "  logs: $RUN/mosquitto.log $RUN/redis.log    stop: scripts/stop.sh"
+echo "  operator API: mosquitto_rr -p $PORT -u ops -P \$(cat $RUN/ops.password) -t '\$CONTROL/mqchat/v1' -e '\$CONTROL/mqchat/v1/response' -m '{\"commands\":[{\"command\":\"getStats\"}]}'"
 echo "  a token: build/plugin/mqchat-token --secret-file $RUN/jwt.secret --iss mqchat-dev --aud mqchat --user alice --device phone"
 echo
 scripts/demo.sh

@@ -29,6 +29,15 @@
  * switch back and forth and a device that slept through it all still pulls
  * exactly the messages its inbox did not get.
  *
+ * Retention and erasure. Messages may expire by age or by their distance
+ * from the conversation's head (mqstore_options.retention_*, overridden per
+ * conversation); compaction removes them or, where the record must stay,
+ * leaves a stub without payload, and reads return such messages as
+ * `expired` items so a device never sees a hole in the seqs. Edits rewrite
+ * a message's payload in the batch of the event announcing them
+ * (mqstore_append.replace_seq); mqstore_conv_delete() ends a conversation
+ * (its seqs never repeat); mqstore_user_erase() removes a user's data.
+ *
  * Durability. Every write goes to the RocksDB write-ahead log before the call
  * returns, so it survives a crash of the process. Each write gets a ticket
  * (1, 2, 3, ...). In MQSTORE_DURABILITY_OS mode a ticket is durable as soon
@@ -79,7 +88,8 @@ typedef enum mqstore_err {
     MQSTORE_ERR_NOSPC = 7,     /* disk full; nothing was applied */
     MQSTORE_ERR_CORRUPT = 8,   /* a stored value failed to decode */
     MQSTORE_ERR_NOMEM = 9,
-    MQSTORE_ERR_READONLY = 10, /* the store hit a background error and refuses writes */
+    MQSTORE_ERR_READONLY = 10, /* a write failed earlier: writes are refused until the store
+                                  resumes (mqstore_resume) */
     MQSTORE_ERR_DENIED = 11,   /* the conversation lets only admins post */
 } mqstore_err;
 
@@ -115,6 +125,15 @@ typedef struct mqstore_options {
                                         a device never acked them, and devices silent for longer
                                         no longer hold trimming back */
     size_t cache_bytes;              /* RocksDB block cache, default 64 MiB */
+    int64_t resume_interval_ms;      /* default 5000: after a write failure a store thread tries
+                                        to make the store writable again this often (0: only
+                                        mqstore_resume()) */
+    /* Message retention (see "retention and erasure" below): a message older
+     * than retention_ms (0: no limit, the default), or one of the seqs
+     * below the newest retention_count of its conversation (0: no limit,
+     * the default), has expired; each conversation may override both. */
+    int64_t retention_ms;
+    uint64_t retention_count;
     /* Called on the syncer thread after each fsync with the new durable
      * ticket (SYNC mode, THREAD or REQUEST driver). Must be quick and
      * thread-safe. */
@@ -193,7 +212,9 @@ typedef enum mqstore_mode {
 
 /* Conversation flags (mqstore_event.flags). */
 #define MQSTORE_CONV_ADMINS_POST 1u /* only admins and the owner append messages */
-#define MQSTORE_CONV_FLAGS_ALL 1u
+#define MQSTORE_CONV_FLAGS_ALL 1u   /* the flags an event may set */
+/* In mqstore_conv_info.flags only, set by mqstore_conv_delete(). */
+#define MQSTORE_CONV_DELETED 0x100u
 
 typedef struct mqstore_event {
     const char *actor_user;   /* who did it */
@@ -283,6 +304,24 @@ mqstore_err mqstore_members_add(mqstore *s, const char *conv, const char *const 
 mqstore_err mqstore_members_remove(mqstore *s, const char *conv, const char *const *users, size_t n,
                                    const mqstore_event *ev, mqstore_result *out);
 
+/* Delete the conversation for everyone — one batch: write `ev` (its seq
+ * becomes the head) with an inbox entry for every member whatever the
+ * mode (out->fanout lists them; out->large and out->pulled are 0), remove
+ * every member (their pull rows close at ev's seq, as for a removal, so the
+ * devices of a large group still account for the log up to it), delete
+ * every message before ev's seq and the conversation's receipts. The
+ * conversation's record stays, flagged MQSTORE_CONV_DELETED with no
+ * members, so its seqs never repeat: afterwards mqstore_conv_exists() is
+ * still 1 and mqstore_conv_create() EXISTS, history returns the event
+ * alone, pulls return nothing up to it, and append, members_add,
+ * members_remove, members_set_role, conv_update and receipt_update answer
+ * MQSTORE_ERR_NOTFOUND. ev->mode and ev->set_flags are ignored. Devices'
+ * positions in it stay (harmless: nothing is left to pull) until
+ * mqstore_device_forget(). MQSTORE_ERR_NOTFOUND if the conversation does
+ * not exist or was deleted. */
+mqstore_err mqstore_conv_delete(mqstore *s, const char *conv, const mqstore_event *ev,
+                                mqstore_result *out);
+
 /* Change users' roles and write `ev` — one batch. */
 mqstore_err mqstore_members_set_role(mqstore *s, const char *conv, const char *const *users,
                                      size_t n, mqstore_role role, const mqstore_event *ev,
@@ -338,6 +377,15 @@ typedef struct mqstore_append {
      * message to each job (the caller cannot know them before the write),
      * MQSTORE_JOB_SUFFIX bytes. */
     int jobs_name_message;
+    /* Edits and "delete for everyone": replace_seq != 0 makes the batch
+     * that appends this entry (the edit or delete event, with its own seq)
+     * also rewrite message replace_seq of the same conversation: its
+     * payload becomes replace_payload (0..max_payload bytes), every other
+     * field — sender, time, kind, pulled, client_msg_id — stays. The
+     * caller decides who may; the store only makes it atomic. */
+    uint64_t replace_seq;
+    const void *replace_payload;
+    size_t replace_len;
 } mqstore_append;
 #define MQSTORE_JOB_SUFFIX 16
 
@@ -348,8 +396,12 @@ typedef struct mqstore_append {
  * jobs — one batch. DENIED: the conversation lets only admins post. A retried
  * append with the same dedup key returns the first result with
  * duplicate = 1 and writes nothing; the same dedup key for another
- * conversation (within the retention) is MQSTORE_ERR_EXISTS. Errors: INVAL, NOTFOUND (no such
- * conversation), NOTMEMBER, TOOBIG, IO, NOSPC, READONLY, CORRUPT, NOMEM. */
+ * conversation (within the retention) is MQSTORE_ERR_EXISTS. With
+ * replace_seq set: NOTFOUND if that message does not exist (never did, or
+ * retention removed it), INVAL if replace_seq is above the head or the
+ * message expired (a stub, or past the retention); a retry (dedup hit)
+ * rewrites nothing. Errors: INVAL, NOTFOUND (no such conversation, or
+ * deleted), NOTMEMBER, TOOBIG, IO, NOSPC, READONLY, CORRUPT, NOMEM. */
 mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_result *out);
 
 /* ---- reading: messages, inbox, history ----------------------------------- */
@@ -365,7 +417,18 @@ typedef struct mqstore_msg {
     uint32_t kind;
     uint8_t *payload; /* owned by the page */
     size_t payload_len;
+    int expired; /* the message expired (retention) or is gone: no payload */
 } mqstore_msg;
+
+/* Expired items. Retention (below) removes a message, or leaves a stub of
+ * it without payload; mqstore_conv_delete() removes them all. A read never
+ * skips such a seq silently (devices track seqs: a hole would look like a
+ * lost message), and never calls it corrupt: an inbox entry or a pulled
+ * seq whose message is gone or a stub is an item with expired = 1 and no
+ * payload — conv, seq, inbox_seq and (from the inbox entry, where there
+ * is one) server_time_ms set; of a stub also its sender, kind and time.
+ * History returns what the log holds: stubs as expired items, nothing for
+ * removed seqs. */
 
 typedef struct mqstore_page {
     size_t n;
@@ -375,8 +438,9 @@ typedef struct mqstore_page {
 
 void mqstore_page_free(mqstore_page *p);
 
-/* One message by (conv, seq); MQSTORE_ERR_NOTFOUND if absent. The result is
- * a one-item page. */
+/* One message by (conv, seq); MQSTORE_ERR_NOTFOUND if the seq is above the
+ * head or the conversation does not exist; an expired item if the message
+ * expired or is gone. The result is a one-item page. */
 mqstore_err mqstore_msg_get(mqstore *s, const char *conv, uint64_t seq, mqstore_page *out);
 
 /* Inbox entries of `user` with inbox_seq > after, ascending, with their
@@ -498,6 +562,69 @@ mqstore_err mqstore_device_forget(mqstore *s, const char *user, const char *devi
  * Messages themselves stay in the conversation log. */
 mqstore_err mqstore_inbox_trim(mqstore *s, const char *user, uint64_t *trimmed_upto);
 
+/* ---- retention and erasure ------------------------------------------------- */
+
+/* Message retention. A message has expired when it is older than its
+ * conversation's age limit, or when its seq is not among the newest
+ * `count` of the conversation (seq <= head - count). The limits are the
+ * store's options (retention_ms, retention_count) unless the conversation
+ * overrides them. Expired messages go at compaction — RocksDB's own, in
+ * the background, or mqstore_compact() — so until then reads still return
+ * them. A conversation's head is the last key of its log, so compaction
+ * never removes the newest message of a conversation: an expired message
+ * is removed only when the store knows (from its in-memory heads, filled
+ * by writes since it was opened) that a newer, durable message follows;
+ * otherwise it is rewritten to a stub without payload. Pulled messages
+ * (large conversations) are always kept as stubs: pulls find them by
+ * scanning the log. Expiry by count needs the head: while the store does
+ * not know a conversation's head (nothing was written to it since open)
+ * its messages do not expire by count. */
+
+/* In mqstore_conv_retention_set/get: 0 means the store's option. */
+#define MQSTORE_KEEP_FOREVER INT64_C(-1) /* max_age_ms: never expire by age */
+#define MQSTORE_KEEP_ALL UINT64_MAX      /* max_count: never expire by count */
+
+/* Override the conversation's retention: max_age_ms 0 (the store's
+ * retention_ms), > 0 ms, or negative (MQSTORE_KEEP_FOREVER); max_count 0
+ * (the store's retention_count), a count, or MQSTORE_KEEP_ALL. Takes
+ * effect at the next compaction. MQSTORE_ERR_NOTFOUND for an unknown
+ * conversation. */
+mqstore_err mqstore_conv_retention_set(mqstore *s, const char *conv, int64_t max_age_ms,
+                                       uint64_t max_count);
+
+/* The conversation's override as set (0: the store's option). */
+mqstore_err mqstore_conv_retention_get(mqstore *s, const char *conv, int64_t *max_age_ms,
+                                       uint64_t *max_count);
+
+/* Compact the message log now, applying retention to every message.
+ * Blocking (it rewrites the log's files); any thread. For operators and
+ * tests: RocksDB compacts in the background anyway. */
+mqstore_err mqstore_compact(mqstore *s);
+
+typedef struct mqstore_erase_stats {
+    uint64_t messages; /* messages whose payload became the tombstone */
+    uint64_t inbox;    /* inbox entries deleted */
+    uint64_t devices;  /* device cursors deleted */
+    uint64_t tokens;   /* push tokens deleted */
+} mqstore_erase_stats;
+
+/* Erase a user (GDPR): the payload of every message of `kind` the user
+ * sent (kind 0: every message, and every event they acted in) becomes `tomb` (0..max_payload bytes;
+ * sender ids, time, kind and the rest of the envelope stay, so seqs and history keep their shape),
+ * and the user's inbox, inbox trim mark, cursors, positions, dedup keys, push tokens, preferences,
+ * pull rows and receipts are deleted. A revocation record of the user is kept. The user must no
+ * longer be a member of any conversation (remove them first, with events):
+ * else MQSTORE_ERR_EXISTS and nothing is done; nor be added back while it
+ * runs. Costs one pass over every message of the store (there is no index
+ * by sender) and one over the receipts; the rewrites are written in
+ * batches of 1000, and other writers run between batches. Blocking; call
+ * it on a worker thread. A repeated call rewrites nothing new. Old values
+ * linger in RocksDB's files until compaction reaches them: the call
+ * compacts the user's own key ranges; mqstore_compact() afterwards does
+ * the message log. *out (may be NULL) gets what was done. */
+mqstore_err mqstore_user_erase(mqstore *s, const char *user, const void *tomb, size_t tomb_len,
+                               uint32_t kind, mqstore_erase_stats *out);
+
 /* ---- receipts ------------------------------------------------------------ */
 
 /* Raise the (conv, user) receipt watermarks. Reading implies delivery, so
@@ -558,6 +685,83 @@ mqstore_err mqstore_push_token_delete(mqstore *s, const char *user, const char *
 
 /* The user's devices with tokens, by device id (at most 1000). */
 mqstore_err mqstore_push_tokens(mqstore *s, const char *user, mqstore_push_token_list *out);
+
+/* ---- operations: backup, recovery, devices ---------------------------------- */
+
+/* Take an online checkpoint of the store into `dir`, which must not exist
+ * (its parent must): a consistent copy holding every write that returned
+ * before the call (SST files hard-linked when on the same filesystem, the
+ * WAL copied), and perhaps some writes made during it — a prefix of the
+ * store's writes, never a part of one. The memtables are flushed first, so
+ * the WAL part is short. The copy is on disk (fsynced) when the call
+ * returns, whatever the durability mode. Open it with mqstore_open() to
+ * restore; it is a store like any other (writable). Blocking, any thread;
+ * writers continue meanwhile. EXISTS if dir exists, READONLY while the
+ * store refuses writes after a failure, IO / NOSPC if RocksDB fails;
+ * *errmsg (may be NULL) like mqstore_open. */
+mqstore_err mqstore_checkpoint(mqstore *s, const char *dir, char **errmsg);
+
+/* Writes after a failure. When RocksDB fails a write or an fsync (disk
+ * full, I/O error) the call returns IO or NOSPC, nothing of it is applied,
+ * it takes no ticket, and from then on every write is refused with
+ * READONLY while reads keep working; in SYNC mode no ticket becomes
+ * durable meanwhile. mqstore_resume() — or the store's own thread every
+ * resume_interval_ms — makes the store writable again once the cause is
+ * gone. */
+typedef struct mqstore_health {
+    int writable;           /* 0: writes are refused with READONLY since failed_ms */
+    mqstore_err last_error; /* the write error that stopped writes (OK if none yet) */
+    int64_t failed_ms;      /* when writes stopped (0: writable) */
+    uint64_t failures;      /* write failures since open */
+    uint64_t resumes;       /* recoveries since open */
+    uint64_t resume_attempts;
+} mqstore_health;
+
+/* Any thread, lock-free. */
+void mqstore_health_get(mqstore *s, mqstore_health *out);
+
+/* Make the store writable again after a write failure: RocksDB's
+ * DB::Resume() (which flushes and switches to a new WAL). MQSTORE_OK when
+ * writable (already, or now); otherwise the error that persists (e.g.
+ * NOSPC while the disk is still full) and the store stays READONLY.
+ * Nothing written before the failure is lost and nothing of the failed
+ * batch appears. RocksDB also recovers from a full disk by itself, once
+ * the disk has room for a memtable (8 MiB), trying every 5 s; while it
+ * waits this call waits too, up to about 6 s. IO, for good, in the one
+ * case RocksDB 7.8 cannot mend without a reopen (every memtable was empty
+ * when the write failed: right after open, a resume or a checkpoint):
+ * close and reopen the store. Blocking; any thread. The store's own
+ * thread calls it every resume_interval_ms while writes are refused. */
+mqstore_err mqstore_resume(mqstore *s);
+
+/* A user's known devices (cursors CF rows: device, acked inbox cursor,
+ * last seen — written at connect, throttled as mqstore_device_touch says,
+ * and by mqstore_cursor_ack), by device id after `after` ("" / NULL:
+ * first), at most limit (1..10000); `more` says whether devices follow. */
+typedef struct mqstore_device {
+    char device[MQC_ID_BUF];
+    uint64_t cursor;
+    int64_t last_seen_ms;
+} mqstore_device;
+
+typedef struct mqstore_device_list {
+    size_t n;
+    int more;
+    mqstore_device *items;
+} mqstore_device_list;
+
+void mqstore_device_list_free(mqstore_device_list *l);
+
+mqstore_err mqstore_user_devices(mqstore *s, const char *user, const char *after, size_t limit,
+                                 mqstore_device_list *out);
+
+/* Tokens (JWTs) of `user` issued before before_ms are refused from now on
+ * (the plugin checks at authentication); 0 clears, negative is INVAL.
+ * Stored (heads CF, 'r' user -> be64), so it survives restarts. */
+mqstore_err mqstore_user_revoke_set(mqstore *s, const char *user, int64_t before_ms);
+
+/* *before_ms = 0 when none is set. */
+mqstore_err mqstore_user_revoke_get(mqstore *s, const char *user, int64_t *before_ms);
 
 /* ---- push outbox --------------------------------------------------------- */
 

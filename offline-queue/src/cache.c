@@ -123,6 +123,21 @@ void cache_head_set(mqstore *s, const key *k, uint64_t v)
     pthread_mutex_unlock(&s->cache_lock);
 }
 
+void cache_head_drop(mqstore *s, const key *k)
+{
+    /* Only a writer (write_lock held) changes the cache (cache.h). */
+    assert(store_write_locked(s));
+    head_ent *e;
+    pthread_mutex_lock(&s->cache_lock);
+    HASH_FIND(hh, s->heads, k->buf, k->len, e);
+    if (e) {
+        HASH_DEL(s->heads, e);
+        free(e);
+        s->n_heads--;
+    }
+    pthread_mutex_unlock(&s->cache_lock);
+}
+
 int cache_conv_get(mqstore *s, const char *conv, conv_state *out)
 {
     conv_ent *e;

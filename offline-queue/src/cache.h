@@ -25,7 +25,9 @@ void cache_init(struct mqstore *s);
 void cache_free(struct mqstore *s);
 
 /* Conversation states (head, mode, member count, flags) by conversation
- * id. 1 on a hit. */
+ * id. 1 on a hit. Retention's compaction filter reads them too, on
+ * RocksDB's threads: a head it finds here is in RocksDB (the cache never
+ * runs ahead of it). */
 struct conv_state;
 int cache_conv_get(struct mqstore *s, const char *conv, struct conv_state *out);
 void cache_conv_set(struct mqstore *s, const char *conv,
@@ -34,6 +36,9 @@ void cache_conv_set(struct mqstore *s, const char *conv,
 /* Inbox heads, keyed by 'i' user (a key of the cache only). 1 on a hit. */
 int cache_head_get(struct mqstore *s, const key *k, uint64_t *v);
 void cache_head_set(struct mqstore *s, const key *k, uint64_t v); /* writers only */
+/* Forget an inbox head whose inbox was erased (mqstore_user_erase: the
+ * user's inbox seqs start again from 1). Writers only. */
+void cache_head_drop(struct mqstore *s, const key *k);
 
 /* Member lists by conversation (sorted by user id). cache_members_copy:
  * 1 and a malloc'ed copy on a hit, 0 on a miss, -1 out of memory.

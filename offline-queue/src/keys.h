@@ -10,12 +10,17 @@
  *
  *   CF        key                           value
  *   default   "outbox_last"                 be64 last outbox job id
- *   msgs      conv \0 be64(seq)             MsgRecord
+ *   msgs      conv \0 be64(seq)             MsgRecord (retention may remove it, or leave a
+ *                                           stub: never the conversation's last key)
  *   heads     'c' conv                      ConvRecord: the conversation exists (its head is
  *                                           the last seq in msgs, cached in memory)
  *             't' user                      be64 inbox trimmed up to (the inbox head is
  *                                           the higher of this and the last entry)
  *             'p' user                      opaque per-user preferences (mqstore_user_prefs_*)
+ *             'r' user                      be64 ms: the user's tokens issued before are
+ *                                           refused (mqstore_user_revoke_*, ops.c)
+ *             'k' conv                      empty: conv's ConvRecord has a retention override
+ *                                           (loaded at open, retention.c)
  *   dedup     user \0 device \0 cmid        DedupRecord
  *   inbox     user \0 be64(inbox_seq)       InboxEntry
  *   members   'm' conv \0 user              MemberRecord
@@ -28,7 +33,9 @@
  *   outbox    be64(id)                      job bytes
  *
  * msgs, inbox and dedup insert with a hint per conversation, inbox and
- * device (hint.cc); a range deletion there must start at a bare "id\0".
+ * device (hint.cc); a range deletion there must start at a bare "id\0"
+ * (the inbox trim, mqstore_conv_delete's log deletion and
+ * mqstore_user_erase's inbox and dedup deletions do).
  */
 // clang-format on
 #ifndef MQSTORE_KEYS_H

@@ -7,6 +7,10 @@
  * keys of the logs, kept with the member lists in the cache (cache.c), which
  * moves only after a batch was written, so a failed write leaves no state to
  * roll back.
+ *
+ * An edit (mqstore_append.replace_seq) rewrites an older message in the
+ * batch of its event; mqstore_conv_delete range-deletes the log below its
+ * event, which stays as the head so the seqs never repeat.
  */
 #include "store_int.h"
 #include "cache.h"
@@ -37,6 +41,14 @@ static void conv_head_key(key *k, const char *conv)
     key_reset(k);
     key_tag(k, 'c');
     key_raw(k, conv);
+}
+
+/* msgs conv \0 be64(seq). */
+static void msg_key(key *k, const char *conv, uint64_t seq)
+{
+    key_reset(k);
+    key_id(k, conv);
+    key_u64(k, seq);
 }
 
 /* 'i' user: the cache key of the user's inbox head (never stored). */
@@ -209,12 +221,16 @@ static mqstore_err members_count(mqstore *s, const char *conv, uint64_t *n)
 }
 
 /* A conversation's state. The head is not stored: it is the highest seq in
- * the conversation's log (messages are never deleted). The rest is the
- * ConvRecord at 'c' conv, whose presence says the conversation exists. */
+ * the conversation's log (retention and mqstore_conv_delete never remove
+ * the newest message). The rest is the ConvRecord at 'c' conv, whose
+ * presence says the conversation exists. */
 mqstore_err conv_state_get(mqstore *s, const char *conv, conv_state *cs, int writer)
 {
     memset(cs, 0, sizeof(*cs));
     if (cache_conv_get(s, conv, cs)) return MQSTORE_OK;
+    /* Every write to conv so far has a ticket up to this one (a writer
+     * holds write_lock; a reader does not cache). */
+    cs->ticket = atomic_load(&s->last_ticket);
     key k;
     conv_head_key(&k, conv);
     char *val;
@@ -233,7 +249,9 @@ mqstore_err conv_state_get(mqstore *s, const char *conv, conv_state *cs, int wri
         cs->large = r->large;
         cs->members = r->members;
         cs->pull_end = r->pull_end;
-        cs->flags = r->flags;
+        cs->flags = r->flags | (r->deleted ? MQSTORE_CONV_DELETED : 0);
+        cs->keep_ms = r->retention_ms;
+        cs->keep_count = r->retention_count;
         codec_free(r);
     }
     cs->exists = 1;
@@ -246,15 +264,18 @@ mqstore_err conv_state_get(mqstore *s, const char *conv, conv_state *cs, int wri
 }
 
 /* Add the conversation's record (everything of cs but the head) to the batch. */
-static void batch_conv(mqstore *s, rocksdb_writebatch_t *b, const char *conv, const conv_state *cs)
+void batch_conv(mqstore *s, rocksdb_writebatch_t *b, const char *conv, const conv_state *cs)
 {
     Mqstore__Rec__ConvRecord r = MQSTORE__REC__CONV_RECORD__INIT;
     r.large = cs->large;
     r.members = cs->members;
     r.pull_end = cs->pull_end;
-    r.flags = cs->flags;
-    uint8_t buf[64];
-    /* The record fits buf: a bool and three varints. */
+    r.flags = cs->flags & ~MQSTORE_CONV_DELETED;
+    r.retention_ms = cs->keep_ms;
+    r.retention_count = cs->keep_count;
+    r.deleted = (cs->flags & MQSTORE_CONV_DELETED) != 0;
+    uint8_t buf[96];
+    /* The record fits buf: two bools and five varints. */
     assert(mqstore__rec__conv_record__get_packed_size(&r) <= sizeof(buf));
     size_t len = mqstore__rec__conv_record__pack(&r, buf);
     key k;
@@ -540,7 +561,9 @@ static mqstore_err finish(mqstore *s, rocksdb_writebatch_t *b, mqstore_err e, mq
         /* Written: now, and only now, the cached state moves with it. */
         if (new_outbox_last) s->outbox_last = new_outbox_last;
         assert(ns->exists && ns->head == out->seq);
-        cache_conv_set(s, conv, ns);
+        conv_state c = *ns;
+        c.ticket = out->ticket;
+        cache_conv_set(s, conv, &c);
         key k;
         for (size_t i = 0; i < out->n_fanout; i++) {
             inbox_head_key(&k, out->fanout_user[i]);
@@ -661,7 +684,7 @@ static mqstore_err change_members(mqstore *s, const char *conv, const char *cons
     const char **fanout = NULL, **removed = NULL, **names = NULL;
     size_t n_fanout = 0, n_removed = what == REMOVE ? n : 0;
     e = self ? conv_state_get(s, conv, &cs, 1) : MQSTORE_ERR_NOMEM;
-    if (!e && !cs.exists) e = MQSTORE_ERR_NOTFOUND;
+    if (!e && (!cs.exists || (cs.flags & MQSTORE_CONV_DELETED))) e = MQSTORE_ERR_NOTFOUND;
     /* One lookup per named user, not a copy of a large member list. */
     for (size_t i = 0; !e && i < n; i++) {
         mqstore_err le = member_lookup(s, conv, users[i], &self[i]);
@@ -758,6 +781,73 @@ mqstore_err mqstore_conv_update(mqstore *s, const char *conv, const mqstore_even
     return change_members(s, conv, NULL, NULL, 0, 0, UPDATE, ev, out);
 }
 
+/* Delete the conversation for everyone (mqstore.h): its event in every
+ * member's inbox, every member removed, the log below the event and the
+ * receipts deleted, the record kept (flagged) so the seqs never repeat. */
+mqstore_err mqstore_conv_delete(mqstore *s, const char *conv, const mqstore_event *ev,
+                                mqstore_result *out)
+{
+    if (!out) return MQSTORE_ERR_INVAL;
+    memset(out, 0, sizeof(*out));
+    if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || !ev) return MQSTORE_ERR_INVAL;
+    mqstore_err e = check_event(s, ev);
+    if (e) return e;
+
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    pthread_mutex_lock(&s->write_lock);
+    conv_state cs, ns;
+    mqstore_member_list old = {0};
+    const char **names = NULL;
+    e = conv_state_get(s, conv, &cs, 1);
+    if (!e && (!cs.exists || (cs.flags & MQSTORE_CONV_DELETED))) e = MQSTORE_ERR_NOTFOUND;
+    if (!e) e = members_get(s, conv, &old, 1);
+    if (!e && !(names = member_names(&old))) e = MQSTORE_ERR_NOMEM;
+    uint64_t seq = cs.head + 1;
+    ns = cs;
+    ns.head = seq;
+    ns.members = 0;
+    /* Nobody is left to pull: what was written while large ends here. */
+    ns.large = 0;
+    if (cs.large) ns.pull_end = cs.head;
+    ns.flags |= MQSTORE_CONV_DELETED;
+    /* Pull rows exist only if the conversation was ever large. */
+    int pulls = cs.large || cs.pull_end;
+    for (size_t i = 0; !e && i < old.n; i++) {
+        key mk;
+        member_key(&mk, 'm', conv, names[i]);
+        rocksdb_writebatch_delete_cf(b, s->cf[CF_MEMBERS], mk.buf, mk.len);
+        member_key(&mk, 'u', names[i], conv);
+        rocksdb_writebatch_delete_cf(b, s->cf[CF_MEMBERS], mk.buf, mk.len);
+        uint64_t from, left;
+        int found = 0;
+        /* Like a removal: the window closes before this event. */
+        if (pulls && !(e = pull_row_get(s, names[i], conv, &from, &left, &found)) && found && !left)
+            pull_row_put(s, b, names[i], conv, from, seq);
+    }
+    if (!e) {
+        /* [conv\0, conv\0 be64(seq)): from the bare identifier, outside the
+         * hint domain (INVARIANT in hint.cc): its only NUL is its last byte. */
+        key lo, hi;
+        key_reset(&lo);
+        key_id(&lo, conv);
+        assert(memchr(lo.buf, '\0', lo.len) == lo.buf + lo.len - 1);
+        msg_key(&hi, conv, seq);
+        rocksdb_writebatch_delete_range_cf(b, s->cf[CF_MSGS], lo.buf, lo.len, hi.buf, hi.len);
+        /* The receipts: conv \0 user. */
+        key_prefix_end(&lo, &hi);
+        rocksdb_writebatch_delete_range_cf(b, s->cf[CF_RECEIPTS], lo.buf, lo.len, hi.buf, hi.len);
+        batch_conv(s, b, conv, &ns);
+        /* Every member learns it from their inbox, whatever the mode. */
+        entry en;
+        event_entry(&en, conv, seq, store_now(s), ev, 0);
+        e = batch_entry(s, b, &en, names, old.n, out);
+    }
+    free(names);
+    e = finish(s, b, e, out, conv, &ns, 1, 0);
+    mqstore_member_list_free(&old);
+    return e;
+}
+
 /* dedup user \0 device \0 client_msg_id of an append. */
 static void dedup_key(key *k, const mqstore_append *a)
 {
@@ -798,6 +888,46 @@ static mqstore_err dedup_lookup(mqstore *s, const key *k, const char *conv, mqst
     return MQSTORE_OK;
 }
 
+/* An edit's target: message seq of the conversation in state cs, which
+ * must exist and not have expired. *old gets its record (codec_free it). */
+static mqstore_err replace_target(mqstore *s, const char *conv, uint64_t seq, const conv_state *cs,
+                                  Mqstore__Rec__MsgRecord **old)
+{
+    *old = NULL;
+    if (seq > cs->head) return MQSTORE_ERR_INVAL;
+    key k;
+    msg_key(&k, conv, seq);
+    mqstore_err e;
+    Mqstore__Rec__MsgRecord *r = codec_get(s, CF_MSGS, &k, REC_MSG, &e);
+    if (!r) return e ? e : MQSTORE_ERR_NOTFOUND;
+    /* An expired message stays expired: a new payload would outlive it. */
+    if (r->expired || retention_expired(s, conv, seq, r->server_time_ms, cs)) {
+        codec_free(r);
+        return MQSTORE_ERR_INVAL;
+    }
+    *old = r;
+    return MQSTORE_OK;
+}
+
+/* Add the edit to the batch: the target's record with the new payload. */
+static mqstore_err batch_replace(mqstore *s, rocksdb_writebatch_t *b, const mqstore_append *a,
+                                 Mqstore__Rec__MsgRecord *old)
+{
+    /* Everything but the payload stays (sender, time, kind, pulled, ...). */
+    ProtobufCBinaryData was = old->payload;
+    old->payload.data = (uint8_t *)a->replace_payload;
+    old->payload.len = a->replace_len;
+    size_t vlen;
+    uint8_t *val = codec_pack(&old->base, &vlen);
+    old->payload = was; /* codec_free frees the decoded one */
+    if (!val) return MQSTORE_ERR_NOMEM;
+    key k;
+    msg_key(&k, a->conv, a->replace_seq);
+    rocksdb_writebatch_put_cf(b, s->cf[CF_MSGS], k.buf, k.len, (const char *)val, vlen);
+    free(val);
+    return MQSTORE_OK;
+}
+
 mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_result *out)
 {
     if (!out) return MQSTORE_ERR_INVAL;
@@ -808,6 +938,8 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
         (a->payload_len && !a->payload) || (a->n_jobs && !a->jobs) || a->n_jobs > 100000)
         return MQSTORE_ERR_INVAL;
     if (a->payload_len > s->opt.max_payload) return MQSTORE_ERR_TOOBIG;
+    if (a->replace_seq && a->replace_len && !a->replace_payload) return MQSTORE_ERR_INVAL;
+    if (a->replace_seq && a->replace_len > s->opt.max_payload) return MQSTORE_ERR_TOOBIG;
     for (size_t i = 0; i < a->n_jobs; i++) {
         if (a->jobs[i].len && !a->jobs[i].data) return MQSTORE_ERR_INVAL;
         if (a->jobs[i].len > s->opt.max_job) return MQSTORE_ERR_TOOBIG;
@@ -833,12 +965,16 @@ mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_resu
     mqstore_member self;
     mqstore_member_list members = {0};
     const char **names = NULL;
+    Mqstore__Rec__MsgRecord *old = NULL;
     e = conv_state_get(s, a->conv, &cs, 1);
-    if (!e && !cs.exists) e = MQSTORE_ERR_NOTFOUND;
+    if (!e && (!cs.exists || (cs.flags & MQSTORE_CONV_DELETED))) e = MQSTORE_ERR_NOTFOUND;
     if (!e && (e = member_lookup(s, a->conv, a->sender_user, &self)) == MQSTORE_ERR_NOTFOUND)
         e = MQSTORE_ERR_NOTMEMBER;
     if (!e && (cs.flags & MQSTORE_CONV_ADMINS_POST) && self.role < MQSTORE_ROLE_ADMIN)
         e = MQSTORE_ERR_DENIED;
+    if (!e && a->replace_seq && !(e = replace_target(s, a->conv, a->replace_seq, &cs, &old)))
+        e = batch_replace(s, b, a, old);
+    codec_free(old);
     /* Small: an inbox entry per member. Large: the message alone. */
     if (!e && !cs.large) e = members_get(s, a->conv, &members, 1);
     if (!e && !(names = member_names(&members))) e = MQSTORE_ERR_NOMEM;

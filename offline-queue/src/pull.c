@@ -15,6 +15,12 @@
  * member. Read state (who read up to seq) is computed from the receipt
  * watermarks on request, one scan of the members and the receipts.
  *
+ * Retention never removes a pulled message: it leaves a stub (retention.c),
+ * which a pull returns as an expired item, so a device still accounts for
+ * every seq. After mqstore_conv_delete nothing is left below its event (in
+ * every member's inbox): a pull finds nothing and its `through` reaches
+ * the window's end.
+ *
  * Readers take no lock; position_ack takes write_lock for its
  * read-modify-write, like the cursors in state.c. */
 #include "store_int.h"

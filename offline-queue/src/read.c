@@ -1,8 +1,14 @@
 /* read — pages of messages (inbox sync, history, single gets) and the
  * user's conversation list. Readers take no lock: RocksDB reads are
  * thread-safe and every page is built from one consistent iterator plus
- * point gets of immutable message records (a message, once written at
- * (conv, seq), never changes). */
+ * point gets of message records. A message, once written at (conv, seq),
+ * changes only as a whole: an edit replaces its payload, retention makes
+ * it a stub or removes it, an erasure replaces its payload.
+ *
+ * A message retention removed (or mqstore_conv_delete deleted) is still
+ * an item wherever something points at it — an inbox entry, a seq asked
+ * for — marked expired, with no payload: devices track seqs, and a seq
+ * that silently vanished would look like a lost message. */
 #include "store_int.h"
 #include "codec.h"
 
@@ -58,6 +64,7 @@ static mqstore_err fill_msg(mqstore_msg *m, const Mqstore__Rec__MsgRecord *r)
     strcpy(m->client_msg_id, r->client_msg_id);
     m->server_time_ms = r->server_time_ms;
     m->kind = r->kind;
+    m->expired = r->expired;
     m->payload_len = r->payload.len;
     m->payload = malloc(r->payload.len ? r->payload.len : 1);
     if (!m->payload) return MQSTORE_ERR_NOMEM;
@@ -78,6 +85,21 @@ mqstore_err page_put(mqstore_page *p, const char *conv, uint64_t seq, uint64_t i
     mqstore_err e = fill_msg(m, r);
     if (!e) p->n++;
     return e;
+}
+
+/* An expired item for message (conv, seq), which is gone: what points at
+ * it (the inbox entry, if any) says when it was written. The page has
+ * room (page_grow). */
+static void page_put_gone(mqstore_page *p, const char *conv, uint64_t seq, uint64_t inbox_seq,
+                          int64_t time_ms)
+{
+    mqstore_msg *m = &p->items[p->n++];
+    memset(m, 0, sizeof(*m));
+    strcpy(m->conv, conv);
+    m->seq = seq;
+    m->inbox_seq = inbox_seq;
+    m->server_time_ms = time_ms;
+    m->expired = 1;
 }
 
 /* msgs conv \0 be64(seq). */
@@ -110,6 +132,17 @@ mqstore_err mqstore_msg_get(mqstore *s, const char *conv, uint64_t seq, mqstore_
     if (!s || !mqc_id_valid(MQC_ID_KEY, conv) || seq == 0) return MQSTORE_ERR_INVAL;
     size_t cap = 0;
     mqstore_err e = page_add(s, out, &cap, conv, seq, 0);
+    if (e == MQSTORE_ERR_NOTFOUND) {
+        /* Seqs have no holes: one at or below the head existed and is gone. */
+        conv_state cs;
+        mqstore_err ce = conv_state_get(s, conv, &cs, 0);
+        if (ce)
+            e = ce;
+        else if (cs.exists && seq <= cs.head) {
+            page_put_gone(out, conv, seq, 0, 0);
+            e = MQSTORE_OK;
+        }
+    }
     if (e) mqstore_page_free(out);
     return e;
 }
@@ -135,11 +168,15 @@ static int inbox_row(void *data, const char *k, size_t klen, const char *v, size
     if (klen != is->plen + 8) return MQSTORE_ERR_CORRUPT;
     Mqstore__Rec__InboxEntry *ie = codec_decode(REC_INBOX, v, vlen);
     if (!ie) return MQSTORE_ERR_CORRUPT;
-    mqstore_err e = page_add(is->s, out, &is->cap, ie->conv, ie->seq, get_be64(k + is->plen));
+    uint64_t inbox_seq = get_be64(k + is->plen);
+    mqstore_err e = page_add(is->s, out, &is->cap, ie->conv, ie->seq, inbox_seq);
+    /* An inbox entry points at a message written in the same batch: if it
+     * is missing, retention removed it or its conversation was deleted. */
+    if (e == MQSTORE_ERR_NOTFOUND) {
+        page_put_gone(out, ie->conv, ie->seq, inbox_seq, ie->time_ms);
+        e = MQSTORE_OK;
+    }
     codec_free(ie);
-    /* An inbox entry always points at a message written in the same
-     * batch; a missing message means the store is damaged. */
-    if (e == MQSTORE_ERR_NOTFOUND) e = MQSTORE_ERR_CORRUPT;
     if (e) return e;
     is->bytes += out->items[out->n - 1].payload_len;
     return SCAN_NEXT;

@@ -295,7 +295,11 @@ mqstore_err mqstore_receipt_update(mqstore *s, const char *conv, const char *use
     uint64_t head, d = 0, r = 0;
     int moved = 0;
     mqstore_member m;
-    mqstore_err e = mqstore_conv_head(s, conv, &head);
+    conv_state cs;
+    mqstore_err e = conv_state_get(s, conv, &cs, 0);
+    head = cs.head;
+    /* A deleted conversation has no members and takes no receipts. */
+    if (!e && (cs.flags & MQSTORE_CONV_DELETED)) e = MQSTORE_ERR_NOTFOUND;
     if (!e) {
         e = mqstore_member_get(s, conv, user, &m);
         if (e == MQSTORE_ERR_NOTFOUND) e = MQSTORE_ERR_NOTMEMBER;

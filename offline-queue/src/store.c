@@ -7,6 +7,7 @@
 #include "cache.h"
 #include "codec.h"
 #include "hint.h"
+#include "resume.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -66,6 +67,7 @@ void mqstore_options_init(mqstore_options *opt)
     opt->dedup_retention_ms = 7LL * 24 * 3600 * 1000;
     opt->inbox_retention_ms = 30LL * 24 * 3600 * 1000;
     opt->cache_bytes = 64u << 20;
+    opt->resume_interval_ms = 5000;
 }
 
 /* The store's clock in ms since the epoch (options.clock_ms for tests). */
@@ -121,18 +123,30 @@ mqstore_err store_get_u64(mqstore *s, int cf, const key *k, uint64_t *v, int *fo
 }
 
 /* Once RocksDB fails a write (WAL I/O error, disk full) it stops accepting
- * writes until the database is reopened; we say so with READONLY rather
- * than repeating the I/O error. Nothing of a failed batch is applied: a
- * WriteBatch reaches the memtable only after its WAL record was written. */
+ * writes until it resumes (mqstore_resume, ops.c); we say so with READONLY
+ * rather than repeating the I/O error, and take no ticket. Nothing of a
+ * failed batch is applied: a WriteBatch reaches the memtable only after its
+ * WAL record was written. wal_writes is odd while the write is in RocksDB,
+ * and a failure is recorded before it turns even (the syncer's wait). */
+mqstore_err store_write_wal(mqstore *s, rocksdb_writebatch_t *b)
+{
+    if (atomic_load(&s->write_failed)) return MQSTORE_ERR_READONLY;
+    char *err = NULL;
+    atomic_fetch_add(&s->wal_writes, 1);
+    rocksdb_write(s->db, s->wopt, b, &err);
+    mqstore_err e = MQSTORE_OK;
+    if (err) {
+        e = store_map_error(err);
+        store_fail(s, e);
+    }
+    atomic_fetch_add(&s->wal_writes, 1);
+    return e;
+}
+
 mqstore_err store_write(mqstore *s, rocksdb_writebatch_t *b, uint64_t *ticket)
 {
-    if (s->write_failed) return MQSTORE_ERR_READONLY;
-    char *err = NULL;
-    rocksdb_write(s->db, s->wopt, b, &err);
-    if (err) {
-        s->write_failed = 1;
-        return store_map_error(err);
-    }
+    mqstore_err e = store_write_wal(s, b);
+    if (e) return e;
     /* Tickets only grow: writers are serialised (the load and the store of
      * last_ticket below are not one atomic step). */
     assert(store_write_locked(s));
@@ -232,6 +246,8 @@ static mqstore_err check_options(const mqstore_options *o)
     if (o->max_payload < 1 || o->max_payload > (16u << 20)) return MQSTORE_ERR_INVAL;
     if (o->max_job < 1 || o->max_job > (1u << 20)) return MQSTORE_ERR_INVAL;
     if (o->dedup_retention_ms <= 0 || o->inbox_retention_ms <= 0) return MQSTORE_ERR_INVAL;
+    if (o->resume_interval_ms < 0) return MQSTORE_ERR_INVAL;
+    if (o->retention_ms < 0) return MQSTORE_ERR_INVAL; /* 0: no limit */
     return MQSTORE_OK;
 }
 
@@ -253,6 +269,7 @@ static void close_handles(mqstore *s)
     for (int i = 0; i < CF_COUNT; i++)
         if (s->cfopt[i]) rocksdb_options_destroy(s->cfopt[i]);
     if (s->dedup_filter) rocksdb_compactionfilter_destroy(s->dedup_filter);
+    retention_free(s); /* the msgs filter and its overrides */
     if (s->dbopt) rocksdb_options_destroy(s->dbopt);
     if (s->table) rocksdb_block_based_options_destroy(s->table);
     if (s->cache) rocksdb_cache_destroy(s->cache);
@@ -322,6 +339,8 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
     s->dedup_filter =
         rocksdb_compactionfilter_create(s, dedup_filter_destroy, dedup_filter, dedup_filter_name);
     rocksdb_options_set_compaction_filter(s->cfopt[CF_DEDUP], s->dedup_filter);
+    /* Message retention (retention.c). */
+    retention_setup(s, s->cfopt[CF_MSGS]);
     /* Every send looks its dedup key up and nearly every lookup misses: a
      * Bloom filter over the memtable's whole keys answers most misses
      * without searching the skiplist (store_bench 1:1: about +10 %). */
@@ -330,6 +349,9 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
     /* The outbox and the inbox are queues: written once, read soon, deleted. */
     rocksdb_options_set_compression(s->cfopt[CF_OUTBOX], rocksdb_no_compression);
 
+    /* RocksDB's own info logger aborts on a full disk (resume.cc); if ours
+     * cannot be set up, RocksDB makes its own. */
+    db_set_info_log(s->dbopt, path);
     char *err = NULL;
     s->db = rocksdb_open_column_families(s->dbopt, path, CF_COUNT, cf_names,
                                          (const rocksdb_options_t *const *)s->cfopt, s->cf, &err);
@@ -348,6 +370,7 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_mutex_init(&s->sync_lock, NULL);
     pthread_mutex_init(&s->fsync_lock, NULL);
+    ops_init(s);
     cache_init(s);
     pthread_cond_init(&s->sync_cond, NULL);
 
@@ -355,9 +378,15 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
     key_reset(&k);
     key_raw(&k, "outbox_last");
     mqstore_err e = store_get_u64(s, CF_DEFAULT, &k, &s->outbox_last, NULL);
+    if (!e) e = retention_load(s); /* after cache_init: the filter reads the cache */
     if (!e && opt->durability == MQSTORE_DURABILITY_SYNC &&
         opt->sync_driver != MQSTORE_SYNC_MANUAL && syncer_start(s) != 0)
         e = MQSTORE_ERR_NOMEM;
+    if (!e && ops_start(s) != 0) e = MQSTORE_ERR_NOMEM;
+    /* Opening may have flushed every memtable (ops.c, "Recovery"). A
+     * failure here is a failed write like any other: the store is open,
+     * refusing writes until it recovers. */
+    if (!e) ops_wal_anchor(s);
     if (e) {
         set_errmsg(errmsg, "cannot open store", mqstore_strerror(e));
         mqstore_free(s);
@@ -370,6 +399,7 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
 void mqstore_free(mqstore *s)
 {
     if (!s) return;
+    ops_stop(s); /* the resumer first: it may call into RocksDB */
     if (s->syncer_running) syncer_stop(s);
     s->opt.on_durable = NULL; /* the caller is tearing down: no more callbacks */
     if (s->opt.durability == MQSTORE_DURABILITY_SYNC && s->db) syncer_sync_now(s, NULL);
@@ -377,6 +407,7 @@ void mqstore_free(mqstore *s)
     pthread_mutex_destroy(&s->write_lock);
     pthread_mutex_destroy(&s->sync_lock);
     pthread_mutex_destroy(&s->fsync_lock);
+    ops_free(s);
     cache_free(s);
     pthread_cond_destroy(&s->sync_cond);
     free(s);

@@ -13,6 +13,7 @@
 struct head_ent;
 struct conv_ent;
 struct members_ent;
+struct keep_ent;
 
 enum cf_index {
     CF_DEFAULT,
@@ -38,6 +39,7 @@ struct mqstore {
     rocksdb_block_based_table_options_t *table;
     rocksdb_cache_t *cache;
     rocksdb_compactionfilter_t *dedup_filter;
+    rocksdb_compactionfilter_t *msgs_filter; /* retention (retention.c) */
     rocksdb_writeoptions_t *wopt;
     rocksdb_readoptions_t *ropt;
 
@@ -45,7 +47,10 @@ struct mqstore {
      * inbox seq and outbox id, so read-modify-write of heads is safe. */
     pthread_mutex_t write_lock;
     uint64_t outbox_last; /* guarded by write_lock */
-    int write_failed;     /* guarded by write_lock: a write hit an I/O error */
+    /* Set (store_fail) when RocksDB failed a write or an fsync: writes are
+     * refused with READONLY until mqstore_resume() clears it under
+     * write_lock. Atomic: the syncer and mqstore_health_get read it. */
+    _Atomic int write_failed;
 
     /* Tickets. last_ticket is published only after its write returned, so
      * an fsync started after reading last_ticket = T covers tickets <= T. */
@@ -61,6 +66,14 @@ struct mqstore {
     struct members_ent *members;
     size_t n_heads, n_convs, n_member_rows;
 
+    /* Retention overrides by conversation (retention.c), for the msgs
+     * compaction filter, which runs on RocksDB's threads and reads no DB.
+     * keeps_loaded: 0 until the table was loaded at open (the filter keeps
+     * everything until then). */
+    pthread_mutex_t keep_lock;
+    struct keep_ent *keeps;
+    _Atomic int keeps_loaded;
+
     /* Syncer thread (SYNC mode with the THREAD or REQUEST driver). */
     pthread_mutex_t fsync_lock; /* serialises fsyncs and durable updates */
     pthread_mutex_t sync_lock;  /* with sync_cond: the syncer's sleep */
@@ -70,6 +83,25 @@ struct mqstore {
     int syncer_running;
     int syncer_stop;    /* guarded by sync_lock */
     int sync_requested; /* guarded by sync_lock: MQSTORE_SYNC_REQUEST asked */
+
+    /* Writes in RocksDB: odd while a writer is inside rocksdb_write. The
+     * syncer waits for the write under way before it fsyncs, so that it
+     * does not start an fsync of a WAL whose write is failing (syncer.c). */
+    _Atomic uint64_t wal_writes;
+    /* Failures and recovery (ops.c), for mqstore_health_get. */
+    _Atomic int fail_error;    /* mqstore_err of the last failure */
+    _Atomic int64_t failed_ms; /* when writes stopped; 0 while writable */
+    _Atomic uint64_t failures, resumes, resume_attempts;
+    pthread_mutex_t resume_lock; /* one resume at a time */
+    uint64_t fail_wal;           /* guarded by ops_lock: the WAL writes went to */
+    int fail_wal_known;          /* when they failed, if RocksDB could tell */
+    /* The resumer thread (resume_interval_ms > 0): sleeps on ops_cond
+     * until a failure, then calls mqstore_resume every interval. */
+    pthread_mutex_t ops_lock;
+    pthread_cond_t ops_cond; /* CLOCK_MONOTONIC */
+    pthread_t resumer;
+    int resumer_running;
+    int resumer_stop; /* guarded by ops_lock */
 };
 
 int64_t store_now(mqstore *s);
@@ -84,6 +116,11 @@ mqstore_err store_get_u64(mqstore *s, int cf, const key *k, uint64_t *v, int *fo
 /* Write a batch (no sync: durability is by tickets). On success returns the
  * write's ticket in *ticket. Caller holds write_lock. */
 mqstore_err store_write(mqstore *s, rocksdb_writebatch_t *b, uint64_t *ticket);
+
+/* The RocksDB write itself (store_write without the ticket): READONLY
+ * while the store refuses writes; a RocksDB error fails the store
+ * (store_fail). Caller holds write_lock. */
+mqstore_err store_write_wal(mqstore *s, rocksdb_writebatch_t *b);
 
 /* Write a batch that needs no read under the lock (write_lock is taken
  * for the write alone), then destroy it. */
@@ -111,7 +148,13 @@ typedef struct conv_state {
     uint64_t head;
     uint64_t members;
     uint64_t pull_end; /* as stored: the last seq written while large (see conv_pull_end) */
-    uint32_t flags;
+    uint32_t flags;    /* MQSTORE_CONV_*, MQSTORE_CONV_DELETED included */
+    int64_t keep_ms;   /* retention override (ConvRecord.retention_ms) */
+    uint64_t keep_count;
+    /* In the cache: the ticket of the write that made `head` the head (or
+     * the last ticket when it was read from RocksDB), so retention removes
+     * a message below the head only once the head is durable. */
+    uint64_t ticket;
 } conv_state;
 
 /* The last seq members may have to pull: the head while large. */
@@ -149,6 +192,38 @@ struct Mqstore__Rec__MsgRecord;
 mqstore_err page_grow(mqstore_page *p, size_t *cap);
 mqstore_err page_put(mqstore_page *p, const char *conv, uint64_t seq, uint64_t inbox_seq,
                      const struct Mqstore__Rec__MsgRecord *r);
+
+/* A conversation's record (everything of cs but the head and ticket) into
+ * a batch (log.c). */
+void batch_conv(mqstore *s, rocksdb_writebatch_t *b, const char *conv, const conv_state *cs);
+
+/* Retention (retention.c). retention_setup (before RocksDB is opened)
+ * makes the msgs compaction filter and sets it on opt; retention_load
+ * (after the cache is ready) loads the overrides and lets the filter
+ * work; retention_free (after RocksDB is closed) frees both. */
+void retention_setup(mqstore *s, rocksdb_options_t *opt);
+mqstore_err retention_load(mqstore *s);
+void retention_free(mqstore *s);
+/* 1 if message (conv, seq) written at time_ms has expired by the rules of
+ * its conversation (cs: its state, or NULL when unknown: no count rule). */
+int retention_expired(mqstore *s, const char *conv, uint64_t seq, int64_t time_ms,
+                      const conv_state *cs);
+
+/* Failures and recovery (ops.c). store_fail records a failed RocksDB
+ * write or fsync (error e) and stops writes until a resume. ops_init
+ * makes the locks (with the store's others), ops_start starts the
+ * resumer thread if resume_interval_ms > 0 (once RocksDB is open, 0 or an
+ * errno), ops_stop stops it (before RocksDB is closed), ops_free frees
+ * the locks (last). */
+void store_fail(mqstore *s, mqstore_err e);
+void ops_init(mqstore *s);
+int ops_start(mqstore *s);
+void ops_stop(mqstore *s);
+void ops_free(mqstore *s);
+
+/* A tiny write so some memtable is not empty (ops.c, "Recovery"); after
+ * the store's own flushes of every memtable. */
+mqstore_err ops_wal_anchor(mqstore *s);
 
 /* The syncer (syncer.c). */
 int syncer_start(mqstore *s);

@@ -18,6 +18,7 @@
 #include "store_int.h"
 
 #include <assert.h>
+#include <sched.h>
 #include <signal.h>
 #include <time.h>
 
@@ -27,10 +28,31 @@
  * serialises fsyncs. */
 static mqstore_err sync_once(mqstore *s, uint64_t *covered)
 {
+    /* After a failed write or fsync the WAL writer keeps its error, and
+     * RocksDB 7.8 (built with assertions) aborts if it is asked to sync
+     * again: nothing is made durable until the store resumes (ops.c). A
+     * write under way may be failing right now: wait for it to return
+     * (it records a failure first), then look. What remains is a write
+     * that starts after this look and fails before RocksDB's own check at
+     * the start of its sync, microseconds later. */
+    uint64_t w = atomic_load(&s->wal_writes);
+    for (int spin = 0; (w & 1) && atomic_load(&s->wal_writes) == w; spin++) {
+        struct timespec ts = {0, 20 * 1000};
+        if (spin < 64)
+            sched_yield(); /* most writes take microseconds */
+        else
+            nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&s->write_failed)) return MQSTORE_ERR_READONLY;
     uint64_t t = atomic_load(&s->last_ticket);
     char *err = NULL;
     rocksdb_flush_wal(s->db, 1, &err);
-    if (err) return store_map_error(err);
+    if (err) {
+        /* Not durable; RocksDB stopped writes too. */
+        mqstore_err e = store_map_error(err);
+        store_fail(s, e);
+        return e;
+    }
     uint64_t d = atomic_load(&s->durable);
     /* durable only grows: in SYNC mode only this function moves it (under
      * fsync_lock), to a last_ticket read earlier, so it is never past t. */

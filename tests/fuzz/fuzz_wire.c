@@ -120,6 +120,10 @@ static void fuzz_send(const uint8_t *data, size_t size, size_t max_body)
             body += r->media[i]->thumbnail.len;
         }
         CHECK(body <= max_body);
+        /* Edits and deletes: one target at most; a delete carries nothing. */
+        CHECK(!(r->edit_seq && r->delete_seq));
+        CHECK(!r->delete_seq || (!r->body.len && !r->n_media && !r->content_type[0]));
+        CHECK(!(r->edit_seq || r->delete_seq) || !r->reply_to_seq);
     }
     size_t len;
     uint8_t *buf = repack(&r->base, max_body + WIRE_ENVELOPE_SLACK, &len);

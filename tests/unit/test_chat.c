@@ -66,9 +66,9 @@ typedef struct fx {
 static char fake_clients[512];
 #define CLIENT(i) ((struct mosquitto *)(void *)&fake_clients[i])
 
-static const chat_caller ALICE = {"alice", "phone"};
-static const chat_caller BOB = {"bob", "phone"};
-static const chat_caller CAROL = {"carol", "phone"};
+static const chat_caller ALICE = {.user = "alice", .device = "phone"};
+static const chat_caller BOB = {.user = "bob", .device = "phone"};
+static const chat_caller CAROL = {.user = "carol", .device = "phone"};
 
 /* extra: NULL-terminated key, value, key, value, ... plugin options. */
 static int fx_setup(void **state, mqstore_durability dur, const char *const *extra)
@@ -992,7 +992,7 @@ static void test_conversations(void **state)
     assert_int_equal(chat_conversations(f->c, &CAROL, &lc, &l, &st), 0);
     assert_int_equal(l.n, 1);
     chat_conv_list_free(&l);
-    chat_caller dave = {"dave", "phone"};
+    chat_caller dave = {.user = "dave", .device = "phone"};
     assert_int_equal(chat_conversations(f->c, &dave, &lc, &l, &st), 0);
     assert_int_equal(l.n, 0);
     chat_conv_list_free(&l);
@@ -1028,7 +1028,7 @@ static void test_dedup_id_reused_for_another_conversation(void **state)
 static void test_send_needs_a_device(void **state)
 {
     fx *f = *state;
-    chat_caller op = {"alice", NULL};
+    chat_caller op = {.user = "alice", .device = NULL};
     chat_written w;
     chat_status st;
     expect_refusal(send_msg(f, &op, "d:alice:bob", "op1", "x", &w, &st), &st, EC(INVALID_ARGUMENT));

@@ -7,6 +7,7 @@
  * denies a topic every plugin deferred), allow, or deny
  * (docs/OPERATIONS.md, "Topics outside the chat namespace"). */
 #include "broker.h"
+#include "control.h"
 
 #include <string.h>
 
@@ -42,10 +43,29 @@ static int check_subscribe(mqc *m, struct mosquitto_evt_acl_check *ev)
     return MOSQ_ERR_ACL_DENIED;
 }
 
+/* The operator API's two topics: commands (publish) and their answers
+ * (subscribe; the answers themselves go to the admin's client id). Only
+ * admin_users; everybody else is refused here, whatever acl_file says. */
+static int control_topic(const mqc *m, const struct mosquitto_evt_acl_check *ev, int *rc)
+{
+    int cmd = strcmp(ev->topic, MQC_CONTROL_TOPIC) == 0;
+    int resp = strcmp(ev->topic, MQC_CONTROL_RESPONSE_TOPIC) == 0;
+    if (!cmd && !resp) return 0;
+    int admin = mqc_config_is_admin(&m->cfg, mosquitto_client_username(ev->client));
+    int ok =
+        ev->access == MOSQ_ACL_UNSUBSCRIBE ||
+        (admin && ((cmd && ev->access == MOSQ_ACL_WRITE) ||
+                   (resp && (ev->access == MOSQ_ACL_SUBSCRIBE || ev->access == MOSQ_ACL_READ))));
+    *rc = ok ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+    return 1;
+}
+
 int on_acl_check(int event, void *event_data, void *userdata)
 {
     mqc *m = userdata;
     struct mosquitto_evt_acl_check *ev = event_data;
+    int rc;
+    if (control_topic(m, ev, &rc)) return rc;
     if (ev->access == MOSQ_ACL_SUBSCRIBE || ev->access == MOSQ_ACL_UNSUBSCRIBE)
         return check_subscribe(m, ev);
     topic_info ti;

@@ -70,6 +70,15 @@ int on_basic_auth(int event, void *event_data, void *userdata)
     if (rc == MQJWT_OK)
         rc = mqjwt_check_identity(&claims, ev->username, client_id, err, sizeof(err));
     if (rc != MQJWT_OK) return refuse(m, ev->client, who, err);
+    /* An operator revoked the user's tokens issued before a time
+     * (revokeTokens, eraseUser): a token without iat cannot show it is
+     * newer. iat is in seconds: a token issued in the second of the
+     * revocation is refused too (the revocation must hold; the client
+     * gets a new token a second later). */
+    int64_t revoked = 0;
+    if (mqstore_user_revoke_get(m->store, claims.sub, &revoked) == MQSTORE_OK && revoked &&
+        (!claims.has_iat || claims.iat <= revoked / 1000))
+        return refuse(m, ev->client, who, "token revoked (issued before the user's revocation)");
     /* conn_add replaces an entry this connection already has; presence
      * must let go of it first (it holds watchers of that entry). */
     conn *old = conn_find(&m->dev, ev->client);

@@ -10,7 +10,8 @@
  *   acl.c       ACL_CHECK inside the chat namespace; defer outside it
  *   dispatch.c  MESSAGE: a device's publish to the device layer
  *   tick.c      TICK and the syncer's wake-up: send what became durable,
- *               ask for the pass's fsync, run what worker threads posted
+ *               ask for the pass's fsync, run what worker threads posted;
+ *               the metrics snapshot and the $SYS topics
  *
  * Threads: every callback runs on mosquitto's main thread; the only
  * function here called from another thread is tick.c's on_durable (the
@@ -27,6 +28,8 @@
 #include "jwt.h"
 #include "mqstore.h"
 #include "drain.h"
+#include "httpd.h"
+#include "metrics.h"
 #include "presence.h"
 #include "redis.h"
 #include "wake.h"
@@ -46,6 +49,13 @@ typedef struct mqc {
     mqc_redis *redis; /* the Redis thread, with pres */
     mqc_push *push;   /* NULL: push off (no Redis, or push 0) */
     uint64_t push_seen; /* the outbox's last job id at the last TICK */
+    /* Metrics (tick.c): the snapshot GET /metrics reads and its thread
+     * (NULL: metrics_http_port 0), and what $SYS last showed. */
+    mqc_metrics *metrics;
+    mqc_metrics_http *http;
+    mqc_sys sys;
+    int64_t next_snapshot_ms, next_sys_ms;
+    struct mqc_control *control; /* the $CONTROL API (control/control.h) */
 } mqc;
 
 int on_basic_auth(int event, void *event_data, void *userdata);
@@ -58,5 +68,7 @@ int on_tick(int event, void *event_data, void *userdata);
 void on_durable(void *data, uint64_t ticket);
 /* The durable async's callback (main thread). */
 void on_durable_main(void *data);
+/* Gather every metric into *s (main thread; tick.c). */
+void metrics_fill(mqc *m, mqc_snapshot *s);
 
 #endif

@@ -8,6 +8,7 @@
  * the broker loads plugins with RTLD_GLOBAL, so anything else we export
  * could collide with the broker or another plugin. */
 #include "broker.h"
+#include "control.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,10 +32,18 @@ static int fail(const char *msg)
 
 static void teardown(mqc *m)
 {
+    /* The metrics thread reads only the snapshot: it can go first. */
+    mqc_metrics_http_stop(m->http);
+    m->http = NULL;
+    mqc_metrics_free(m->metrics);
+    m->metrics = NULL;
     /* Stop the threads first: they may still send wake-ups. The Redis
      * thread before presence (it answers presence's reads), after
      * presence told it the node is going. */
     if (m->pres) presence_shutdown(m->pres);
+    /* The control worker may be in a store call: it goes first. */
+    mqc_control_free(m->control);
+    m->control = NULL;
     /* The push thread uses the store and the wake facility. */
     mqc_push_free(m->push);
     m->push = NULL;
@@ -76,6 +85,8 @@ static int open_store(mqc *m, char *err, size_t errlen)
     so.max_job = 16384; /* a push job: metadata, a token of up to 4 KiB, a preview */
     so.dedup_retention_ms = m->cfg.dedup_retention_s * 1000;
     so.inbox_retention_ms = m->cfg.inbox_retention_s * 1000;
+    so.retention_ms = m->cfg.retention_s * 1000;
+    so.retention_count = m->cfg.retention_count;
     so.on_durable = on_durable;
     so.on_durable_data = m;
     char *msg = NULL;
@@ -180,6 +191,26 @@ static int open_push(mqc *m, char *err, size_t errlen)
     return 0;
 }
 
+/* Metrics over HTTP: the snapshot the thread reads (filled once now, so
+ * that a first scrape shows real values), then the thread. */
+static int open_metrics(mqc *m, char *err, size_t errlen)
+{
+    if (!(m->metrics = mqc_metrics_new())) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    mqc_snapshot s;
+    metrics_fill(m, &s);
+    mqc_metrics_set(m->metrics, &s);
+    char msg[256];
+    if (!(m->http = mqc_metrics_http_start(m->metrics, m->cfg.metrics_http_bind,
+                                           (int)m->cfg.metrics_http_port, msg, sizeof(msg)))) {
+        snprintf(err, errlen, "plugin_opt_metrics_http_port / _bind: %s", msg);
+        return -1;
+    }
+    return 0;
+}
+
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
                           struct mosquitto_opt *opts, int opt_count)
 {
@@ -210,14 +241,40 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         teardown(m);
         return fail(err);
     }
+    if (!(m->control = mqc_control_new(m, err, sizeof(err)))) {
+        teardown(m);
+        return fail(err);
+    }
+    if (m->cfg.metrics_http_port && open_metrics(m, err, sizeof(err))) {
+        teardown(m);
+        return fail(err);
+    }
     for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++)
         if (mosquitto_callback_register(identifier, callbacks[i].event, callbacks[i].cb, NULL, m) !=
             MOSQ_ERR_SUCCESS) {
             teardown(m);
             return fail("cannot register callbacks");
         }
+    /* The operator API: one topic, exact match (docs/MOSQUITTO.md, "$CONTROL"). */
+    if (mosquitto_callback_register(identifier, MOSQ_EVT_CONTROL, mqc_control_on_event,
+                                    MQC_CONTROL_TOPIC, m) != MOSQ_ERR_SUCCESS) {
+        teardown(m);
+        return fail("cannot register " MQC_CONTROL_TOPIC " (another plugin owns it?)");
+    }
     *userdata = m;
     log_policies(m);
+    if (m->http)
+        mosquitto_log_printf(MOSQ_LOG_INFO, "mqchat: metrics: GET /metrics on %s port %d",
+                             m->cfg.metrics_http_bind, mqc_metrics_http_port(m->http));
+    if (m->cfg.sys_interval_s)
+        mosquitto_log_printf(MOSQ_LOG_INFO, "mqchat: metrics: " MQC_SYS_PREFIX "# every %lld s",
+                             (long long)m->cfg.sys_interval_s);
+    if (m->cfg.n_admins)
+        mosquitto_log_printf(MOSQ_LOG_INFO, "mqchat: %s for admin_users %s, backups in %s",
+                             MQC_CONTROL_TOPIC, m->cfg.admin_users, m->cfg.backup_dir);
+    else
+        mosquitto_log_printf(MOSQ_LOG_INFO, "mqchat: %s closed (no admin_users)",
+                             MQC_CONTROL_TOPIC);
     mosquitto_log_printf(
         MOSQ_LOG_INFO, "mqchat: store %s (%s durability), topics under %s/, JWT %s%s",
         m->cfg.store_dir, m->cfg.durability == MQSTORE_DURABILITY_SYNC ? "sync" : "os",
@@ -232,6 +289,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt
     if (!m) return MOSQ_ERR_SUCCESS;
     for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++)
         mosquitto_callback_unregister(m->id, callbacks[i].event, callbacks[i].cb, NULL);
+    mosquitto_callback_unregister(m->id, MOSQ_EVT_CONTROL, mqc_control_on_event, MQC_CONTROL_TOPIC);
     teardown(m);
     return MOSQ_ERR_SUCCESS;
 }

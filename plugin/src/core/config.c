@@ -52,6 +52,9 @@ static const opt_def opt_defs[] = {
     {"outside_namespace", T_OUTSIDE, OFF(outside_namespace), 0, 0},
     {"reply_max_bytes", T_SIZE, OFF(reply_max_bytes), 16384, 64 << 20},
     {"log_summary_interval_s", T_INT, OFF(log_summary_s), 1, 86400},
+    {"sys_interval_s", T_INT, OFF(sys_interval_s), 0, 86400},
+    {"metrics_http_port", T_INT, OFF(metrics_http_port), 0, 65535},
+    {"metrics_http_bind", T_STR, OFF(metrics_http_bind), 0, 0},
     {"redis", T_STR, OFF(redis), 0, 0},
     {"redis_password", T_STR, OFF(redis_password), 0, 0},
     {"redis_prefix", T_STR, OFF(redis_prefix), 0, 0},
@@ -68,6 +71,13 @@ static const opt_def opt_defs[] = {
     {"push_preview", T_INT, OFF(push_preview), 0, 1},
     {"push_outbox_max", T_SIZE, OFF(push_outbox_max), 1000, 100000000},
     {"push_large_interval_ms", T_INT, OFF(push_large_interval_ms), 0, 3600000},
+    {"admin_users", T_STR, OFF(admin_users), 0, 0},
+    {"control_max_bytes", T_SIZE, OFF(control_max_bytes), 1024, 16 << 20},
+    {"backup_dir", T_STR, OFF(backup_dir), 0, 0},
+    {"edit_window_s", T_INT, OFF(edit_window_s), 0, 3650LL * 86400},
+    {"delete_window_s", T_INT, OFF(delete_window_s), 0, 3650LL * 86400},
+    {"retention_s", T_INT, OFF(retention_s), 0, 3650LL * 86400},
+    {"retention_count", T_SIZE, OFF(retention_count), 0, 1e12},
 };
 
 static void defaults(mqc_config *c)
@@ -87,6 +97,9 @@ static void defaults(mqc_config *c)
     c->outside_namespace = OUTSIDE_DEFER;
     c->reply_max_bytes = 0; /* from max_body, after parsing */
     c->log_summary_s = 60;
+    c->sys_interval_s = 10; /* as mosquitto's sys_interval */
+    c->metrics_http_port = 0;
+    c->metrics_http_bind = strdup("127.0.0.1");
     c->redis_prefix = strdup("mqchat:");
     c->redis_timeout_ms = 2000;
     c->node_id = strdup("node1");
@@ -101,6 +114,45 @@ static void defaults(mqc_config *c)
     c->push_preview = 0;
     c->push_outbox_max = 1000000;
     c->push_large_interval_ms = 10000;
+    c->control_max_bytes = 65536;
+    c->edit_window_s = 900;
+    c->delete_window_s = 2 * 86400;
+}
+
+/* admin_users "a,b,c" into cfg->admins: each a valid user id, no empty
+ * items; the list may be empty (no $CONTROL access at all). */
+static int parse_admins(mqc_config *c, char *err, size_t errlen)
+{
+    if (!c->admin_users) return 0;
+    size_t n = 1;
+    for (const char *p = c->admin_users; *p; p++)
+        n += *p == ',';
+    if (!(c->admins = calloc(n, sizeof(*c->admins)))) return -1;
+    const char *p = c->admin_users;
+    for (size_t i = 0; i < n; i++) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char *name = strndup(p, len);
+        if (!name) return -1;
+        c->admins[c->n_admins++] = name;
+        if (!mqc_id_valid(MQC_ID_USER, name)) {
+            snprintf(err, errlen,
+                     "plugin_opt_admin_users: '%s' is not a valid username (1..128 of "
+                     "[A-Za-z0-9._-], comma-separated, no spaces)",
+                     name);
+            return -1;
+        }
+        p = end ? end + 1 : p + len;
+    }
+    return 0;
+}
+
+int mqc_config_is_admin(const mqc_config *c, const char *username)
+{
+    if (!username) return 0;
+    for (size_t i = 0; i < c->n_admins; i++)
+        if (strcmp(c->admins[i], username) == 0) return 1;
+    return 0;
 }
 
 /* A topic prefix is one or more plain topic levels: no wildcards, no
@@ -275,6 +327,12 @@ int mqc_config_parse(mqc_config *c, struct mosquitto_opt *opts, int n, char *err
     }
     if (c->rate_burst < 1) c->rate_burst = 1;
     if (c->redis && redis_addr(c, err, errlen)) return -1;
+    if (parse_admins(c, err, errlen)) return -1;
+    if (!c->backup_dir) {
+        size_t len = strlen(c->store_dir) + sizeof("-backups");
+        if (!(c->backup_dir = malloc(len))) return -1;
+        snprintf(c->backup_dir, len, "%s-backups", c->store_dir);
+    }
     if (!plain_chars(c->redis_prefix, 64, ":._-")) {
         snprintf(err, errlen, "plugin_opt_redis_prefix: '%s' must be 1..64 of [A-Za-z0-9:._-]",
                  c->redis_prefix);
@@ -320,8 +378,14 @@ void mqc_config_free(mqc_config *c)
     free(c->redis);
     free(c->redis_host);
     free(c->redis_socket);
+    free(c->metrics_http_bind);
     free(c->redis_password);
     free(c->redis_prefix);
     free(c->node_id);
+    free(c->admin_users);
+    for (size_t i = 0; i < c->n_admins; i++)
+        free(c->admins[i]);
+    free(c->admins);
+    free(c->backup_dir);
     memset(c, 0, sizeof(*c));
 }

@@ -49,6 +49,10 @@ typedef struct mqc_config {
      * message always fits. */
     size_t reply_max_bytes;
     int64_t log_summary_s; /* suppressed refusals are summed up this often */
+    /* Metrics (docs/OPERATIONS.md, "Metrics"). */
+    int64_t sys_interval_s;    /* $SYS/broker/mqchat/... this often; 0: off */
+    int64_t metrics_http_port; /* GET /metrics; 0: off */
+    char *metrics_http_bind;   /* the address it listens on */
     /* Presence (docs/OPERATIONS.md, "Presence and Redis"). redis NULL: off. */
     char *redis;      /* "host:port" or "unix:/path" */
     char *redis_host; /* parsed from redis: host, or NULL for a socket */
@@ -66,6 +70,18 @@ typedef struct mqc_config {
     int64_t push_preview;      /* text previews of plain-text messages in pushes */
     size_t push_outbox_max;    /* jobs waiting for Redis before new ones are dropped */
     int64_t push_large_interval_ms; /* a large group's pushes go out at most this often */
+    /* Operators (docs/OPERATIONS.md, "The $CONTROL API"). */
+    char *admin_users;    /* as configured: comma-separated usernames */
+    char **admins;        /* parsed from admin_users */
+    size_t n_admins;
+    size_t control_max_bytes; /* largest $CONTROL command payload */
+    char *backup_dir;         /* where the backup command puts checkpoints */
+    /* Edits and deletes (docs/PROTOCOL.md, "Edits and deletes"). */
+    int64_t edit_window_s;   /* a sender may edit a message this long after sending it */
+    int64_t delete_window_s; /* ... and delete it for everyone (admins: any time) */
+    /* Message retention (docs/OPERATIONS.md, "Retention"); 0: keep forever. */
+    int64_t retention_s;
+    size_t retention_count;
 } mqc_config;
 
 /* Room in a reply for everything but its messages (envelope, ids). */
@@ -78,5 +94,8 @@ struct mosquitto_opt;
  * -1 and writes a message naming the option into err. */
 int mqc_config_parse(mqc_config *cfg, struct mosquitto_opt *opts, int n, char *err, size_t errlen);
 void mqc_config_free(mqc_config *cfg);
+
+/* 1 if username is one of admin_users. */
+int mqc_config_is_admin(const mqc_config *cfg, const char *username);
 
 #endif

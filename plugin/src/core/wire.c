@@ -114,6 +114,12 @@ Mqchat__V1__SendRequest *wire_send(const void *buf, size_t len, size_t max_body,
              WIRE_MAX_CONTENT_TYPE);
     else if (r->n_media > WIRE_MAX_MEDIA)
         fail(err, EC(INVALID_ARGUMENT), "more than %d media references", WIRE_MAX_MEDIA);
+    else if (r->edit_seq && r->delete_seq)
+        fail(err, EC(INVALID_ARGUMENT), "edit_seq and delete_seq exclude each other");
+    else if (r->delete_seq && (r->body.len || r->n_media || r->content_type[0] || r->reply_to_seq))
+        fail(err, EC(INVALID_ARGUMENT), "a delete carries no body, media, content_type or reply");
+    else if ((r->edit_seq || r->delete_seq) && r->reply_to_seq)
+        fail(err, EC(INVALID_ARGUMENT), "an edit keeps the original's reply_to_seq");
     for (size_t i = 0; !err->code && i < r->n_media; i++) {
         Mqchat__V1__MediaRef *m = r->media[i];
         if (strlen(m->url) > 2048 || strlen(m->mime_type) > 128 ||

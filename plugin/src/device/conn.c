@@ -84,12 +84,20 @@ static int device_online(void *data, const char *user, const char *device)
     return 0;
 }
 
+conn *conn_of_user(dev *d, const char *user)
+{
+    user_conns *u;
+    HASH_FIND_STR(d->users, user, u);
+    return u ? u->devices : NULL;
+}
+
 void dev_init(dev *d, mqstore *store, const mqc_config *cfg)
 {
     memset(d, 0, sizeof(*d));
     d->chat.store = d->store = store;
     d->chat.cfg = d->cfg = cfg;
     d->lane_budget = cfg->fanout_per_pass;
+    d->timed = cfg->sys_interval_s > 0 || cfg->metrics_http_port > 0;
     d->chat.online = device_online;
     d->chat.online_data = d;
 }

@@ -24,6 +24,7 @@
 #include <uthash.h>
 
 #include "config.h"
+#include "metrics.h"
 #include "mqc_id.h"
 #include "mqchat.pb-c.h"
 #include "mqstore.h"
@@ -88,6 +89,7 @@ typedef struct pub {
 typedef struct pubs {
     size_t n, cap;
     pub *items;
+    int64_t ack_ns; /* metrics: a send's store write ended then (its SendAck is here); 0: none */
 } pubs;
 
 /* Publishes waiting for a store ticket to become durable. */
@@ -125,6 +127,13 @@ typedef struct dev {
     uint64_t lane_sent;            /* publishes made by the lane since start */
     unsigned conn_refusals_logged; /* connection-less ones, this interval */
     unsigned long conn_refusals_suppressed;
+    /* Metrics (metrics/metrics.h): plain counters, main thread only;
+     * broker/tick.c copies them into the snapshot other threads read.
+     * The histograms read the clock only while `timed` (metrics shown). */
+    int timed;
+    uint64_t msgs_stored, msgs_duplicate; /* sends written, sends answered from dedup */
+    uint64_t delivered_live, delivered_sync;
+    mqc_hist store_write_time, durable_ack_time;
 } dev;
 
 /* SendAcks go out at QoS 0. A SendAck is idempotent (a re-sent
@@ -148,6 +157,8 @@ conn *conn_find(dev *d, const struct mosquitto *client);
 /* A re-authentication replaces the old entry. NULL when out of memory. */
 conn *conn_add(dev *d, struct mosquitto *client, const char *user, const char *device);
 void conn_remove(dev *d, const struct mosquitto *client);
+/* The user's first connection here (the others follow on dev_next), or NULL. */
+conn *conn_of_user(dev *d, const char *user);
 /* Take one token; 0 if allowed, else the ms until one is available. */
 int64_t conn_rate_take(dev *d, conn *c);
 /* Queue msg to every connected device of `user` but `skip` (may be NULL),
@@ -159,6 +170,9 @@ int to_user(dev *d, pubs *out, const char *user, const conn *skip, const Protobu
 /* Append a publish of message `msg` (packed now). -1 on out of memory. */
 int pubs_add(pubs *p, const char *client_id, const char *topic, const ProtobufCMessage *msg,
              int qos);
+/* The same for bytes that are not a protobuf (copied): the $CONTROL API's JSON. */
+int pubs_add_raw(pubs *p, const char *client_id, const char *topic, const void *data, size_t len,
+                 int qos);
 void pubs_free(pubs *p);
 /* Send `p` once `ticket` is durable (now, if it already is and nothing
  * is queued before it). Takes ownership of p's contents. */
@@ -245,6 +259,10 @@ int message_view(const mqstore_msg *sm, Mqchat__V1__Message **stored, Mqchat__V1
 /* Queue a written message or event, with each user's inbox_seq, to every
  * connected device of every user in w->r's fan-out but `skip`. */
 int fanout_written(dev *d, pubs *out, chat_written *w, const conn *skip);
+/* Deliver a write nobody's device made (an operator's): rooms follow it,
+ * then the event to every fanned-out user's devices and the room, after
+ * w->r.ticket is durable. -1 when out of memory (logged). */
+int deliver_written(dev *d, chat_written *w);
 /* Queue `ev` to the connected devices of every member but the user
  * `skip_user` (may be NULL). */
 int fanout_members(dev *d, pubs *out, const mqstore_member_list *members, const char *skip_user,

@@ -215,6 +215,7 @@ static void respond_sync(dev *d, conn *c, Mqchat__V1__Response *resp, const mqst
     resp->body_case = MQCHAT__V1__RESPONSE__BODY_SYNC;
     resp->sync = &sync;
     reply_response(d, c, resp);
+    d->delivered_sync += n; /* metrics */
     views_free(p->n, ptrs, views, stored);
     free(pos);
     free(pptrs);
@@ -240,6 +241,7 @@ static void respond_pull(dev *d, conn *c, Mqchat__V1__Response *resp, const char
     resp->body_case = MQCHAT__V1__RESPONSE__BODY_PULL;
     resp->pull = &pr;
     reply_response(d, c, resp);
+    d->delivered_sync += n; /* metrics */
     views_free(p->n, ptrs, views, stored);
 }
 
@@ -294,7 +296,7 @@ static void respond_group(dev *d, conn *c, Mqchat__V1__Response *resp, chat_writ
 /* Run the request's rule and answer. Each branch answers exactly once. */
 static void run(dev *d, conn *c, const Mqchat__V1__Request *req, Mqchat__V1__Response *resp)
 {
-    chat_caller who = {c->user, c->device};
+    chat_caller who = {.user = c->user, .device = c->device};
     chat_status st;
     mqstore_page page;
     uint64_t head = 0;

@@ -34,7 +34,7 @@ int handle_send(dev *d, conn *c, const void *payload, size_t len)
     wire_err err;
     Mqchat__V1__SendRequest *req = wire_send(payload, len, d->cfg->max_body, &err);
     chat_status st = wire_status(&err);
-    chat_caller who = {c->user, c->device};
+    chat_caller who = {.user = c->user, .device = c->device};
     chat_written w;
     memset(&w, 0, sizeof(w));
     if (!st.code && d->n_pending >= MQC_MAX_PENDING) {
@@ -44,6 +44,7 @@ int handle_send(dev *d, conn *c, const void *payload, size_t len)
         st.retry_ms = 1000;
         snprintf(st.msg, sizeof(st.msg), "the server is overloaded; retry later");
     }
+    int64_t t0 = d->timed ? mqc_metrics_now_ns() : 0; /* metrics: the store call's time */
     if (st.code || rate_limited(d, c, "messages", &st) || chat_send(&d->chat, &who, req, &w, &st)) {
         reply_send_error(d, c, req, &st);
         if (req) mqchat__v1__send_request__free_unpacked(req, NULL);
@@ -51,6 +52,14 @@ int handle_send(dev *d, conn *c, const void *payload, size_t len)
     }
 
     pubs out = {0};
+    if (d->timed) { /* the write's end: also where the SendAck's wait starts (outq.c) */
+        out.ack_ns = mqc_metrics_now_ns();
+        mqc_hist_observe(&d->store_write_time, out.ack_ns - t0);
+    }
+    if (w.r.duplicate)
+        d->msgs_duplicate++;
+    else
+        d->msgs_stored++;
     Mqchat__V1__SendAck ack = MQCHAT__V1__SEND_ACK__INIT;
     ack.client_msg_id = req->client_msg_id;
     ack.conversation_id = req->conversation_id;
@@ -81,7 +90,7 @@ int handle_receipt(dev *d, conn *c, const void *payload, size_t len)
         reply_error(d, c, NULL, &st);
         return MOSQ_ERR_ACL_DENIED;
     }
-    chat_caller who = {c->user, c->device};
+    chat_caller who = {.user = c->user, .device = c->device};
     chat_receipt_result res;
     memset(&res, 0, sizeof(res));
     int ret = MOSQ_ERR_ACL_DENIED;
@@ -120,7 +129,7 @@ int handle_typing(dev *d, conn *c, const void *payload, size_t len)
         reply_error(d, c, NULL, &st);
         return MOSQ_ERR_ACL_DENIED;
     }
-    chat_caller who = {c->user, c->device};
+    chat_caller who = {.user = c->user, .device = c->device};
     mqstore_member_list members;
     memset(&members, 0, sizeof(members));
     int ret = MOSQ_ERR_ACL_DENIED, large = 0;

@@ -35,6 +35,7 @@ typedef struct lane_job {
     void *payload; /* the packed ServerEvent (malloc) */
     size_t len;
     int qos;
+    int message; /* metrics: the broadcast is a message (counted in delivered_live) */
     char skip_client[2 * MQC_ID_BUF];
     char (*skip_users)[MQC_ID_BUF]; /* sorted */
     size_t n_skip;
@@ -108,6 +109,7 @@ int lane_written(dev *d, pubs *out, chat_written *w, const conn *skip)
         ev.message = &w->msg;
         w->msg.inbox_seq = 0; /* not in the inboxes: devices order by seq */
         j = broadcast_job(d, w->conv, &ev.base, 1, &oom);
+        if (j) j->message = 1;
     }
     if (!j && !oom && p.n && (j = calloc(1, sizeof(*j)))) {
         /* Only per-user copies (e.g. the event that switched the group back
@@ -171,6 +173,7 @@ static void send_one(dev *d, lane_job *j, conn *c)
         mosquitto_free(copy);
     }
     d->lane_sent++;
+    if (j->message) d->delivered_live++;
 }
 
 void lane_run(dev *d)

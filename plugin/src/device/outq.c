@@ -27,13 +27,14 @@ static void *broker_alloc(size_t n)
     return mosquitto_malloc(n);
 }
 
-int pubs_add(pubs *p, const char *client_id, const char *topic, const ProtobufCMessage *msg,
-             int qos)
+/* The next free slot of p, zeroed, with its client id and topic copied;
+ * NULL when out of memory. The caller fills payload/len and counts it. */
+static pub *pubs_slot(pubs *p, const char *client_id, const char *topic, int qos)
 {
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 4;
         pub *items = realloc(p->items, cap * sizeof(*items));
-        if (!items) return -1;
+        if (!items) return NULL;
         p->items = items;
         p->cap = cap;
     }
@@ -41,14 +42,41 @@ int pubs_add(pubs *p, const char *client_id, const char *topic, const ProtobufCM
     memset(x, 0, sizeof(*x));
     x->client_id = client_id ? strdup(client_id) : NULL;
     x->topic = strdup(topic);
-    x->payload = wire_pack(msg, &x->len, broker_alloc);
     x->qos = qos;
-    if ((client_id && !x->client_id) || !x->topic || !x->payload) {
+    if ((client_id && !x->client_id) || !x->topic) {
         free(x->client_id);
         free(x->topic);
-        mosquitto_free(x->payload);
+        return NULL;
+    }
+    return x;
+}
+
+int pubs_add(pubs *p, const char *client_id, const char *topic, const ProtobufCMessage *msg,
+             int qos)
+{
+    pub *x = pubs_slot(p, client_id, topic, qos);
+    if (!x) return -1;
+    if (!(x->payload = wire_pack(msg, &x->len, broker_alloc))) {
+        free(x->client_id);
+        free(x->topic);
         return -1;
     }
+    p->n++;
+    return 0;
+}
+
+int pubs_add_raw(pubs *p, const char *client_id, const char *topic, const void *data, size_t len,
+                 int qos)
+{
+    pub *x = pubs_slot(p, client_id, topic, qos);
+    if (!x) return -1;
+    if (!(x->payload = broker_alloc(len ? len : 1))) {
+        free(x->client_id);
+        free(x->topic);
+        return -1;
+    }
+    memcpy(x->payload, data, len);
+    x->len = len;
     p->n++;
     return 0;
 }
@@ -78,6 +106,15 @@ void pubs_send(pubs *p)
     pubs_free(p);
 }
 
+/* Metrics: the SendAck in p leaves now (durable_ack_time); *now is read
+ * at most once per drain. */
+static void ack_leaves(dev *d, const pubs *p, int64_t *now)
+{
+    if (!p->ack_ns) return;
+    if (!*now) *now = mqc_metrics_now_ns();
+    mqc_hist_observe(&d->durable_ack_time, *now - p->ack_ns);
+}
+
 void out_after(dev *d, uint64_t ticket, pubs *p)
 {
     if (p->n == 0) {
@@ -85,6 +122,8 @@ void out_after(dev *d, uint64_t ticket, pubs *p)
         return;
     }
     if (!d->head && ticket <= mqstore_durable(d->store)) {
+        int64_t now = 0;
+        ack_leaves(d, p, &now);
         pubs_send(p);
         return;
     }
@@ -121,12 +160,14 @@ void out_drain(dev *d)
     /* Durability only grows, so whatever left before stays sent. */
     assert(durable >= d->last_drained);
     d->last_drained = durable;
+    int64_t now = 0;
     while (d->head && d->head->ticket <= durable) {
         pending *e = d->head;
         assert(!e->next || e->next->ticket >= e->ticket); /* tickets grow along the FIFO */
         d->head = e->next;
         if (!d->head) d->tail = NULL;
         d->n_pending--;
+        ack_leaves(d, &e->out, &now);
         pubs_send(&e->out);
         free(e);
     }

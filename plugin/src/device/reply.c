@@ -92,7 +92,20 @@ int message_view(const mqstore_msg *sm, Mqchat__V1__Message **stored, Mqchat__V1
     view->server_time_ms = sm->server_time_ms;
     view->client_msg_id = (char *)sm->client_msg_id;
     view->inbox_seq = sm->inbox_seq;
+    /* Past the retention, or gone with its group: the store has the
+     * envelope (or only the seq) left, never the content. */
+    if (sm->expired) view->expired = 1;
     return 0;
+}
+
+int deliver_written(dev *d, chat_written *w)
+{
+    pubs out = {0};
+    rooms_after_write(d, w);
+    int rc = lane_written(d, &out, w, NULL);
+    if (rc) mosquitto_log_printf(MOSQ_LOG_ERR, "mqchat: out of memory delivering an event");
+    out_after(d, w->r.ticket, &out);
+    return rc;
 }
 
 int fanout_written(dev *d, pubs *out, chat_written *w, const conn *skip)
@@ -101,11 +114,13 @@ int fanout_written(dev *d, pubs *out, chat_written *w, const conn *skip)
     ev.body_case = MQCHAT__V1__SERVER_EVENT__BODY_MESSAGE;
     ev.message = &w->msg;
     int rc = 0;
+    size_t before = out->n;
     for (size_t i = 0; !rc && i < w->r.n_fanout; i++) {
         w->msg.inbox_seq = w->r.fanout_inbox_seq[i];
         rc = to_user(d, out, w->r.fanout_user[i], skip, &ev.base, 1);
     }
     w->msg.inbox_seq = 0;
+    d->delivered_live += out->n - before; /* metrics */
     return rc;
 }
 

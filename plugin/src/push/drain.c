@@ -89,7 +89,7 @@ struct mqc_push {
     pthread_cond_t cond;
     int stop, kicked; /* under lock */
     _Atomic int blocked, up;
-    _Atomic uint64_t sent, expanded, collapsed, removed, invalid, deleted_upto;
+    _Atomic uint64_t sent, expanded, collapsed, removed, invalid, deleted_upto, connects;
     uint64_t read_upto; /* thread only: highest outbox id read */
     held *held;         /* thread only */
     int64_t backoff_ms;
@@ -563,6 +563,7 @@ static void *drain_main(void *arg)
         if (!c) {
             if ((c = connect_redis(p))) {
                 atomic_store(&p->up, 1);
+                atomic_fetch_add(&p->connects, 1);
                 p->down_logged = 0;
                 post_log(p, MOSQ_LOG_NOTICE, "connected to Redis; draining the outbox");
             } else {
@@ -710,5 +711,6 @@ void mqc_push_stats_get(mqc_push *p, mqc_push_stats *out)
     out->collapsed = atomic_load(&p->collapsed);
     out->removed = atomic_load(&p->removed);
     out->invalid = atomic_load(&p->invalid);
+    out->connects = atomic_load(&p->connects);
     out->waiting = mqstore_outbox_last(p->cfg.store) - atomic_load(&p->deleted_upto);
 }

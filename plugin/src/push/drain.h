@@ -38,6 +38,7 @@ typedef struct mqc_push_stats {
     uint64_t removed;   /* tokens removed after pushd's feedback */
     uint64_t invalid;   /* outbox jobs that did not parse (dropped) */
     uint64_t waiting;   /* jobs in the outbox now */
+    uint64_t connects;  /* successful connects to Redis (the first and every reconnect) */
 } mqc_push_stats;
 
 mqc_push *mqc_push_new(const mqc_push_config *cfg, char *err, size_t errlen);

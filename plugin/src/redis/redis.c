@@ -84,6 +84,8 @@ struct mqc_redis {
     int down_event;        /* down_reason changed: log it */
     char down_reason[160]; /* why Redis is unusable ("" while up) */
     _Atomic int up;
+    /* Successful connects, for metrics. */
+    _Atomic uint64_t connects;
     job *pass, *pass_tail; /* main thread only, with the next three */
     size_t n_pass;
     int urgent; /* a read, rebuild or goodbye waits in pass */
@@ -305,6 +307,11 @@ void mqc_redis_flush(mqc_redis *r)
 int mqc_redis_up(const mqc_redis *r)
 {
     return r && atomic_load(&r->up);
+}
+
+uint64_t mqc_redis_connects(const mqc_redis *r)
+{
+    return r ? atomic_load(&r->connects) : 0;
 }
 
 /* ---- the thread ------------------------------------------------------------ */
@@ -803,6 +810,7 @@ static void *redis_main(void *arg)
             backoff = BACKOFF_MIN_MS;
             next_live = mqc_mono_ms() + r->cfg.node_ttl_s * 1000 / 3;
             atomic_store(&r->up, 1);
+            atomic_fetch_add(&r->connects, 1);
             r->up_event = 1;
             r->down_reason[0] = '\0'; /* the next failure is news again */
             mqc_async_send(r->async);

@@ -19,7 +19,7 @@
  *
  * Keys: docs/OPERATIONS.md, "Presence and Redis".
  *
- * Threads: mqc_redis_up() from any thread; everything else on the main
+ * Threads: mqc_redis_up() and mqc_redis_connects() from any thread; everything else on the main
  * thread; callbacks (on_up, read results) run on the main thread. */
 #ifndef MQC_REDIS_H
 #define MQC_REDIS_H
@@ -63,6 +63,8 @@ void mqc_redis_free(mqc_redis *r);
 
 /* 1 while the thread holds a working connection. Any thread. */
 int mqc_redis_up(const mqc_redis *r);
+/* Successful connects so far (the first and every reconnect). Any thread. */
+uint64_t mqc_redis_connects(const mqc_redis *r);
 
 /* Queue writes; they leave at the next mqc_redis_flush. */
 void mqc_redis_session(mqc_redis *r, const char *user, const char *device, int present,

@@ -14,7 +14,7 @@
 typedef Mqchat__V1__ConversationEvent__Type ev_type;
 #define EVT(x) MQCHAT__V1__CONVERSATION_EVENT__TYPE__TYPE_##x
 
-enum op { OP_CREATE, OP_ADD, OP_REMOVE, OP_ROLE, OP_SETTINGS };
+enum op { OP_CREATE, OP_ADD, OP_REMOVE, OP_ROLE, OP_SETTINGS, OP_DELETE };
 #define MODE(x) MQCHAT__V1__CONVERSATION_MODE__CONVERSATION_MODE_##x
 #define POSTING(x) MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_##x
 
@@ -99,6 +99,12 @@ static int apply(chat *c, const chat_caller *who, chat_written *w, enum op op,
         break;
     case OP_SETTINGS:
         e = mqstore_conv_update(c->store, w->conv, &ev, &w->r);
+        break;
+    case OP_DELETE:
+        e = mqstore_conv_delete(c->store, w->conv, &ev, &w->r);
+        /* The event is in every member's inbox and nobody is a member
+         * any more: no room, no pull (device/rooms.c closes the room). */
+        w->r.large = w->r.pulled = 0;
         break;
     }
     if (e) return store_failed(st, e);
@@ -247,6 +253,42 @@ static int do_settings(chat *c, const chat_caller *who, const Mqchat__V1__GroupS
     event_init(w, who, g->conversation_id, EVT(SETTINGS_CHANGED), NULL, 0);
     w->ev.posting = g->posting;
     return apply(c, who, w, OP_SETTINGS, NULL, 0, MQSTORE_MODE_KEEP, st);
+}
+
+int chat_member_expel(chat *c, const chat_caller *who, const char *conv, const char *user,
+                      chat_written *out, chat_status *st)
+{
+    memset(out, 0, sizeof(*out));
+    mqstore_member self;
+    mqstore_err e;
+    if (!who->op) return chat_fail(st, EC(PERMISSION_DENIED), "only operators expel users");
+    if (chat_require_member(c, who, conv, &self, st)) return -1;
+    uint64_t members;
+    int large;
+    if ((e = conv_size(c, conv, &members, &large))) return store_failed(st, e);
+    if (!(out->users = calloc(1, sizeof(*out->users))))
+        return chat_fail(st, EC(INTERNAL), "out of memory");
+    out->users[0] = (char *)user;
+    event_init(out, who, conv, EVT(MEMBERS_REMOVED), out->users, 1);
+    int rc = apply(c, who, out, OP_REMOVE, NULL, 0,
+                   mqc_conv_is_group(conv) ? mode_for(c->cfg, large, members ? members - 1 : 0)
+                                           : MQSTORE_MODE_KEEP,
+                   st);
+    if (rc) chat_written_clear(out);
+    return rc;
+}
+
+int chat_group_delete(chat *c, const chat_caller *who, const char *conv, chat_written *out,
+                      chat_status *st)
+{
+    memset(out, 0, sizeof(*out));
+    mqstore_member self;
+    if (!who->op) return chat_fail(st, EC(PERMISSION_DENIED), "only operators delete groups");
+    if (need_group(conv, st) || chat_require_member(c, who, conv, &self, st)) return -1;
+    event_init(out, who, conv, EVT(GROUP_DELETED), NULL, 0);
+    int rc = apply(c, who, out, OP_DELETE, NULL, 0, MQSTORE_MODE_KEEP, st);
+    if (rc) chat_written_clear(out);
+    return rc;
 }
 
 int chat_group(chat *c, const chat_caller *who, const Mqchat__V1__Request *req, chat_written *out,

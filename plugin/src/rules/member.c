@@ -68,6 +68,18 @@ int chat_require_member(chat *c, const chat_caller *who, const char *conv, mqsto
 {
     char ua[MQC_ID_BUF], ub[MQC_ID_BUF];
     mqstore_err e;
+    if (who->op) {
+        /* An operator is no member: it acts with the owner's rights in a
+         * conversation that exists (and creates no implicit 1:1). */
+        if (!mqstore_conv_exists(c->store, conv, &e)) {
+            if (e) return chat_store_fail(st, e, EC(INTERNAL));
+            return chat_fail(st, EC(UNKNOWN_CONVERSATION), "no such conversation");
+        }
+        memset(self, 0, sizeof(*self));
+        snprintf(self->user, sizeof(self->user), "%s", who->user);
+        self->role = MQSTORE_ROLE_OWNER;
+        return 0;
+    }
     if (mqc_conv_direct(conv, ua, ub) == 0) {
         if (strcmp(who->user, ua) != 0 && strcmp(who->user, ub) != 0)
             return chat_fail(st, EC(NOT_MEMBER), "not a member of this conversation");

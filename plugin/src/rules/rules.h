@@ -48,6 +48,9 @@ typedef struct chat_caller {
     const char *user;
     const char *device; /* required for sends (the dedup key names it); may be
                            NULL for other rules (an operator acting as the user) */
+    int op;             /* an operator ($CONTROL, plugin/src/control/): `user` is the
+                           admin's name; it acts with an owner's rights in every
+                           existing conversation without being a member */
 } chat_caller;
 
 /* Why a rule refused. code is never UNSPECIFIED after a refusal. */
@@ -81,6 +84,12 @@ void chat_written_clear(chat_written *w);
 int chat_send(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *req,
               chat_written *out, chat_status *st);
 
+/* An edit or a delete for everyone (req->edit_seq / delete_seq set; chat_send
+ * calls it): one store append of the MESSAGE_EDITED / MESSAGE_DELETED event
+ * that also replaces the target's stored content (rules/edit.c). */
+int chat_edit(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *req,
+              chat_written *out, chat_status *st);
+
 /* ---- groups ----------------------------------------------------------- */
 
 /* Create a group, add, remove, leave, change roles (the Request's body says
@@ -88,6 +97,17 @@ int chat_send(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *re
  * ConversationEvent message every member (and every removed member) gets. */
 int chat_group(chat *c, const chat_caller *who, const Mqchat__V1__Request *req, chat_written *out,
                chat_status *st);
+
+/* Delete a group (operators only, who->op): a GROUP_DELETED event in every
+ * member's inbox, every member removed, the history before it deleted
+ * (mqstore_conv_delete); its seqs never repeat. */
+int chat_group_delete(chat *c, const chat_caller *who, const char *conv, chat_written *out,
+                      chat_status *st);
+
+/* Remove `user` from conv whatever their role, 1:1 conversations included
+ * (operators only: a user's erasure). A MEMBERS_REMOVED event names them. */
+int chat_member_expel(chat *c, const chat_caller *who, const char *conv, const char *user,
+                      chat_written *out, chat_status *st);
 
 /* ---- reading ------------------------------------------------------------ */
 

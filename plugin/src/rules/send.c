@@ -37,6 +37,7 @@ int chat_send(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *re
     if (mqc_conv_direct(req->conversation_id, ua, ub) == 0 && strcmp(who->user, ua) != 0 &&
         strcmp(who->user, ub) != 0)
         return chat_fail(st, EC(NOT_MEMBER), "a 1:1 conversation must name the sender");
+    if (req->edit_seq || req->delete_seq) return chat_edit(c, who, req, out, st);
 
     /* What we store: the message content; the envelope (ids, seq, time)
      * comes from the store record when it is read back. */

@@ -460,7 +460,7 @@ void presence_watch(presence *p, conn *c, const char *rid, const Mqchat__V1__Pre
 void presence_settings(presence *p, conn *c, const char *rid,
                        const Mqchat__V1__PresenceSettings *ps)
 {
-    chat_caller who = {c->user, c->device};
+    chat_caller who = {.user = c->user, .device = c->device};
     chat_presence_prefs prefs;
     chat_status st;
     if (chat_presence_settings(&p->d->chat, &who, ps, &prefs, &st)) {
