@@ -128,6 +128,13 @@ typedef struct mqstore_options {
     int64_t resume_interval_ms;      /* default 5000: after a write failure a store thread tries
                                         to make the store writable again this often (0: only
                                         mqstore_resume()) */
+    /* Writes stop (NOSPC) while the store's filesystem has less than this
+     * free (0: no reserve, the default; RocksDB then fails writes itself
+     * when the disk is full). Checked every few dozen writes; writes go on
+     * once there is min_free_bytes + a quarter free again (the resumer
+     * thread looks every resume_interval_ms). RocksDB never sees the full
+     * disk then: nothing to resume, fsyncs of what was written go on. */
+    uint64_t min_free_bytes;
     /* Message retention (see "retention and erasure" below): a message older
      * than retention_ms (0: no limit, the default), or one of the seqs
      * below the newest retention_count of its conversation (0: no limit,

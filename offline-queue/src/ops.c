@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 /* RocksDB's own recovery retries every 5 s: a manual resume that finds it
@@ -97,7 +98,10 @@ void store_fail(mqstore *s, mqstore_err e)
     pthread_mutex_lock(&s->ops_lock);
     atomic_fetch_add(&s->failures, 1);
     atomic_store(&s->fail_error, (int)e);
-    if (!atomic_load(&s->write_failed)) {
+    /* RocksDB's own error: a resume is needed, from this WAL on (also
+     * when the reserve had stopped writes before: the syncer's fsync). */
+    int was_soft = atomic_exchange(&s->soft_failed, 0);
+    if (!atomic_load(&s->write_failed) || was_soft) {
         s->fail_wal = wal;
         s->fail_wal_known = known;
         atomic_store(&s->failed_ms, now > 0 ? now : 1);
@@ -105,6 +109,61 @@ void store_fail(mqstore *s, mqstore_err e)
     }
     pthread_cond_signal(&s->ops_cond);
     pthread_mutex_unlock(&s->ops_lock);
+}
+
+/* ---- the free-space reserve (min_free_bytes) -------------------------------
+ *
+ * RocksDB failing a write on a full disk is the hard way: its WAL writer
+ * keeps the error, a resume must flush and switch WALs, and Debian's
+ * RocksDB, built with assertions, aborts the process if an fsync of the
+ * syncer meets a write failing at that moment (syncer.c). With a reserve
+ * the store stops writes itself first, while RocksDB still has room:
+ * writes are refused with NOSPC (then READONLY), reads and fsyncs go on,
+ * and once free space is back above the reserve and a quarter the store
+ * takes writes again — no RocksDB error, nothing to resume. The check is a
+ * statvfs every SPACE_CHECK_EVERY writes (and at the first write), so the
+ * reserve must hold what that many writes add: documented as "a few dozen
+ * maximum-size messages" for the operator. */
+#define SPACE_CHECK_EVERY 32
+
+uint64_t ops_free_bytes(mqstore *s)
+{
+    struct statvfs v;
+    if (!s->path || statvfs(s->path, &v) != 0) return UINT64_MAX;
+    return (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+}
+
+mqstore_err ops_space_check(mqstore *s)
+{
+    assert(store_write_locked(s));
+    if (!s->opt.min_free_bytes || s->space_check-- > 0) return MQSTORE_OK;
+    s->space_check = SPACE_CHECK_EVERY - 1;
+    if (ops_free_bytes(s) >= s->opt.min_free_bytes) return MQSTORE_OK;
+    int64_t now = store_now(s);
+    pthread_mutex_lock(&s->ops_lock);
+    atomic_fetch_add(&s->failures, 1);
+    atomic_store(&s->fail_error, (int)MQSTORE_ERR_NOSPC);
+    atomic_store(&s->soft_failed, 1);
+    atomic_store(&s->failed_ms, now > 0 ? now : 1);
+    atomic_store(&s->write_failed, 1);
+    pthread_cond_signal(&s->ops_cond);
+    pthread_mutex_unlock(&s->ops_lock);
+    return MQSTORE_ERR_NOSPC;
+}
+
+/* Stopped by the reserve: writable again once there is room. */
+static mqstore_err resume_soft(mqstore *s)
+{
+    uint64_t need = s->opt.min_free_bytes + s->opt.min_free_bytes / 4;
+    if (ops_free_bytes(s) < need) return MQSTORE_ERR_NOSPC;
+    pthread_mutex_lock(&s->write_lock);
+    atomic_store(&s->soft_failed, 0);
+    atomic_store(&s->failed_ms, 0);
+    atomic_store(&s->write_failed, 0);
+    s->space_check = 0; /* look again at the next write */
+    pthread_mutex_unlock(&s->write_lock);
+    atomic_fetch_add(&s->resumes, 1);
+    return MQSTORE_OK;
 }
 
 /* After a resume: ask the syncer (if any) to fsync, so that tickets written
@@ -126,6 +185,7 @@ static mqstore_err try_resume(mqstore *s, int wait_busy)
     /* Only a resume clears the flag, and resumes hold resume_lock. */
     assert(atomic_load(&s->write_failed));
     atomic_fetch_add(&s->resume_attempts, 1);
+    if (atomic_load(&s->soft_failed)) return resume_soft(s);
     int busy = 0;
     char *err = db_resume(s->db, &busy);
     for (int64_t waited = 0; err && busy && wait_busy && waited < RESUME_BUSY_WAIT_MS;

@@ -131,6 +131,8 @@ mqstore_err store_get_u64(mqstore *s, int cf, const key *k, uint64_t *v, int *fo
 mqstore_err store_write_wal(mqstore *s, rocksdb_writebatch_t *b)
 {
     if (atomic_load(&s->write_failed)) return MQSTORE_ERR_READONLY;
+    mqstore_err se = ops_space_check(s);
+    if (se) return se;
     char *err = NULL;
     atomic_fetch_add(&s->wal_writes, 1);
     rocksdb_write(s->db, s->wopt, b, &err);
@@ -364,6 +366,7 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
         free(s);
         return e;
     }
+    s->path = strdup(path); /* NULL: the free-space check is off */
     s->wopt = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->wopt, 0);
     s->ropt = rocksdb_readoptions_create();
@@ -408,6 +411,7 @@ void mqstore_free(mqstore *s)
     pthread_mutex_destroy(&s->sync_lock);
     pthread_mutex_destroy(&s->fsync_lock);
     ops_free(s);
+    free(s->path);
     cache_free(s);
     pthread_cond_destroy(&s->sync_cond);
     free(s);

@@ -89,7 +89,12 @@ struct mqstore {
      * does not start an fsync of a WAL whose write is failing (syncer.c). */
     _Atomic uint64_t wal_writes;
     /* Failures and recovery (ops.c), for mqstore_health_get. */
-    _Atomic int fail_error;    /* mqstore_err of the last failure */
+    _Atomic int fail_error; /* mqstore_err of the last failure */
+    /* write_failed was set by the free-space check (min_free_bytes), not by
+     * RocksDB: RocksDB takes writes, fsyncs go on, no resume is needed. */
+    _Atomic int soft_failed;
+    unsigned space_check;      /* guarded by write_lock: writes until the next check */
+    char *path;                /* the store's directory (statvfs) */
     _Atomic int64_t failed_ms; /* when writes stopped; 0 while writable */
     _Atomic uint64_t failures, resumes, resume_attempts;
     pthread_mutex_t resume_lock; /* one resume at a time */
@@ -216,6 +221,11 @@ int retention_expired(mqstore *s, const char *conv, uint64_t seq, int64_t time_m
  * errno), ops_stop stops it (before RocksDB is closed), ops_free frees
  * the locks (last). */
 void store_fail(mqstore *s, mqstore_err e);
+/* Free bytes on the store's filesystem; UINT64_MAX when unknown. */
+uint64_t ops_free_bytes(mqstore *s);
+/* The free-space check before a write (write_lock held): MQSTORE_ERR_NOSPC
+ * and writes stopped when below min_free_bytes. */
+mqstore_err ops_space_check(mqstore *s);
 void ops_init(mqstore *s);
 int ops_start(mqstore *s);
 void ops_stop(mqstore *s);

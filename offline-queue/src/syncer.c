@@ -43,7 +43,8 @@ static mqstore_err sync_once(mqstore *s, uint64_t *covered)
         else
             nanosleep(&ts, NULL);
     }
-    if (atomic_load(&s->write_failed)) return MQSTORE_ERR_READONLY;
+    /* Stopped by the free-space reserve only: RocksDB is fine, fsync. */
+    if (atomic_load(&s->write_failed) && !atomic_load(&s->soft_failed)) return MQSTORE_ERR_READONLY;
     uint64_t t = atomic_load(&s->last_ticket);
     char *err = NULL;
     rocksdb_flush_wal(s->db, 1, &err);

@@ -1,5 +1,5 @@
-/* testutil — temporary directories and a monotonic clock for the store's
- * tests and benchmark. See testutil.h. */
+/* testutil — temporary directories, a monotonic clock and a sleep for the
+ * store's tests and benchmark. See testutil.h. */
 #include "testutil.h"
 
 #include <errno.h>
@@ -43,4 +43,10 @@ uint64_t tu_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * TU_SEC_NS + (uint64_t)ts.tv_nsec;
+}
+
+void tu_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }

@@ -1,7 +1,8 @@
 /* testutil — what the store's tests and its benchmark share: a fresh
- * temporary directory, removing a directory tree, and a monotonic clock.
- * Used by tests/unit/test_store.c, tests/crash/crash_store.c and
- * bench/store_bench.c (target mqchat_testutil). */
+ * temporary directory, removing a directory tree, a monotonic clock and a
+ * sleep. Used by the store's unit tests (through store_fx.h),
+ * tests/crash/crash_store.c and bench/store_bench.c (target
+ * mqchat_testutil). */
 #ifndef MQCHAT_TESTUTIL_H
 #define MQCHAT_TESTUTIL_H
 
@@ -22,5 +23,8 @@ void tu_rm_rf(const char *dir);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t tu_now_ns(void);
+
+/* Sleep ms milliseconds (a signal may cut it short). */
+void tu_sleep_ms(long ms);
 
 #endif

@@ -6,7 +6,7 @@
  * watermarks, and the legacy 8-zero-byte conversation marker. Each test gets
  * its own store in a temporary directory (real RocksDB) through the
  * fixture; the teardown closes it and removes the directory even when the
- * test failed. Same fixture style as test_store.c. */
+ * test failed (tests/support/store_fx.h). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -18,120 +18,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mqstore.h"
-#include "raw_db.h"
-#include "testutil.h"
+#include "store_fx.h"
 
 #include <rocksdb/c.h>
 
-#define T0 INT64_C(1700000000000)
-#define MSG_KIND 1u
-#define EV_KIND 42u
-#define EV_DEVICE "dev-admin"
 #define MAXSEQ 64
-
-/* ---- assertion helpers --------------------------------------------------- */
-
-#define EXPECT_ERR(expr, want)                                                                     \
-    do {                                                                                           \
-        mqstore_err e_ = (expr);                                                                   \
-        mqstore_err w_ = (want);                                                                   \
-        if (e_ != w_) {                                                                            \
-            print_error("%s:%d: %s\n    got %s (%d), want %s (%d)\n", __FILE__, __LINE__, #expr,   \
-                        mqstore_strerror(e_), (int)e_, mqstore_strerror(w_), (int)w_);             \
-            _fail(__FILE__, __LINE__);                                                             \
-        }                                                                                          \
-    } while (0)
-#define EXPECT_OK(expr) EXPECT_ERR(expr, MQSTORE_OK)
-
-/* ---- fixture ------------------------------------------------------------- */
-
-typedef struct fx {
-    char dir[64];
-    mqstore_options opt;
-    mqstore *s;
-    _Atomic int64_t now;
-} fx;
-
-static int64_t fx_clock(void *data)
-{
-    return atomic_load(&((fx *)data)->now);
-}
-
-static int fx_setup(void **state)
-{
-    fx *f = calloc(1, sizeof *f);
-    if (f == NULL) return -1;
-    if (tu_mkdtemp(f->dir, sizeof f->dir, NULL, "mqstore-large-") != 0) {
-        free(f);
-        return -1;
-    }
-    mqstore_options_init(&f->opt);
-    f->opt.durability = MQSTORE_DURABILITY_OS;
-    f->opt.clock_ms = fx_clock;
-    f->opt.clock_data = f;
-    atomic_store(&f->now, T0);
-    *state = f;
-    return 0;
-}
-
-static int fx_teardown(void **state)
-{
-    fx *f = *state;
-    if (f != NULL) {
-        if (f->s != NULL) mqstore_free(f->s);
-        tu_rm_rf(f->dir);
-        free(f);
-    }
-    *state = NULL;
-    return 0;
-}
-
-static void fx_open(fx *f)
-{
-    char *msg = NULL;
-    f->s = NULL;
-    mqstore_err e = mqstore_open(f->dir, &f->opt, &f->s, &msg);
-    if (e != MQSTORE_OK) {
-        print_error("mqstore_open(%s): %s: %s\n", f->dir, mqstore_strerror(e),
-                    msg ? msg : "(no message)");
-        free(msg);
-        fail();
-    }
-    free(msg);
-    assert_non_null(f->s);
-}
-
-static void fx_close(fx *f)
-{
-    mqstore_free(f->s);
-    f->s = NULL;
-}
-
-static void fx_reopen(fx *f)
-{
-    fx_close(f);
-    fx_open(f);
-}
 
 /* ---- store helpers -------------------------------------------------------- */
 
-static mqstore_event ev_mode(const char *actor, const char *text, mqstore_mode mode)
-{
-    mqstore_event ev = {
-        .actor_user = actor,
-        .actor_device = EV_DEVICE,
-        .kind = EV_KIND,
-        .payload = text,
-        .payload_len = strlen(text),
-        .mode = mode,
-    };
-    return ev;
-}
-
 static mqstore_event ev_flags(const char *actor, const char *text, uint32_t flags)
 {
-    mqstore_event ev = ev_mode(actor, text, MQSTORE_MODE_KEEP);
+    mqstore_event ev = ev_make(actor, text, MQSTORE_MODE_KEEP);
     ev.set_flags = 1;
     ev.flags = flags;
     return ev;
@@ -147,21 +44,6 @@ static void check_res(const mqstore_result *r, uint64_t seq, int large, int pull
     assert_int_equal(r->members, members);
     assert_int_equal(r->n_fanout, n_fanout);
     assert_true(r->ticket > 0);
-}
-
-/* inbox_seq of `user` in a result's fan-out; 0 if absent. Fails if listed twice. */
-static uint64_t fanout_seq(const mqstore_result *r, const char *user)
-{
-    uint64_t found = 0;
-    int hits = 0;
-    for (size_t i = 0; i < r->n_fanout; i++) {
-        if (strcmp(r->fanout_user[i], user) == 0) {
-            found = r->fanout_inbox_seq[i];
-            hits++;
-        }
-    }
-    assert_true(hits <= 1);
-    return found;
 }
 
 static mqstore_err send_raw(fx *f, const char *conv, const char *user, const char *dev,
@@ -201,20 +83,6 @@ static uint64_t send_chk(fx *f, const char *conv, const char *user, const char *
     uint64_t seq = r.seq;
     mqstore_result_clear(&r);
     return seq;
-}
-
-static uint64_t chead(fx *f, const char *conv)
-{
-    uint64_t h = 12345;
-    EXPECT_OK(mqstore_conv_head(f->s, conv, &h));
-    return h;
-}
-
-static uint64_t ihead(fx *f, const char *user)
-{
-    uint64_t h = 12345;
-    EXPECT_OK(mqstore_inbox_head(f->s, user, &h));
-    return h;
 }
 
 static mqstore_conv_info info(fx *f, const char *conv)
@@ -400,21 +268,6 @@ static void check_inbox_entry(fx *f, const char *user, uint64_t inbox_seq, const
     mqstore_page_free(&p);
 }
 
-/* A store's directory written behind its back (tests/support/raw_db.h):
- * open and put, failing the test on a RocksDB error. */
-static void raw_open_ok(raw_db *r, const char *dir)
-{
-    char *err = raw_open(r, dir);
-    if (err) print_error("rocksdb open %s: %s\n", dir, err);
-    assert_null(err);
-}
-
-/* Write one value (both given as literals, which may hold NUL bytes). */
-#define RAW_PUT(r, cf, k, v) assert_null(raw_put((r), (cf), (k), sizeof(k) - 1, (v), sizeof(v) - 1))
-
-/* No protobuf decodes this: a varint that never ends. */
-#define GARBAGE "\xff\xff\xff\xff"
-
 /* ======================================================================== */
 /* 1. large from the start                                                  */
 /* ======================================================================== */
@@ -424,7 +277,7 @@ static void test_create_large(void **state)
     fx *f = *state;
     fx_open(f);
     const char *const mem[] = {"u1", "u2", "u3", "u4", "u5"};
-    mqstore_event ev = ev_mode("u1", "created", MQSTORE_MODE_LARGE);
+    mqstore_event ev = ev_make("u1", "created", MQSTORE_MODE_LARGE);
     mqstore_result r;
     EXPECT_OK(mqstore_conv_create(f->s, "big", mem, NULL, 5, &ev, &r));
     check_res(&r, 1, 1, 0, 5, 5);
@@ -547,7 +400,7 @@ static void run_switching(fx *f, int reopen)
 {
     fx_open(f);
     const char *const mem[] = {"a", "b", "c"};
-    mqstore_event ev = ev_mode("a", "created", MQSTORE_MODE_KEEP);
+    mqstore_event ev = ev_make("a", "created", MQSTORE_MODE_KEEP);
     mqstore_result r;
     EXPECT_OK(mqstore_conv_create(f->s, "sw", mem, NULL, 3, &ev, &r));
     check_res(&r, 1, 0, 0, 3, 3);
@@ -570,7 +423,7 @@ static void run_switching(fx *f, int reopen)
 
     /* -> large, adding d: the switch is in every member's inbox. */
     const char *const d[] = {"d"};
-    ev = ev_mode("a", "add d, large", MQSTORE_MODE_LARGE);
+    ev = ev_make("a", "add d, large", MQSTORE_MODE_LARGE);
     EXPECT_OK(mqstore_members_add(f->s, "sw", d, NULL, 1, &ev, &r));
     check_res(&r, 4, 1, 0, 4, 4);
     assert_int_equal(fanout_seq(&r, "a"), 4);
@@ -600,7 +453,7 @@ static void run_switching(fx *f, int reopen)
 
     /* -> small, removing c: every member before the change sees it. */
     const char *const c[] = {"c"};
-    ev = ev_mode("a", "remove c, small", MQSTORE_MODE_SMALL);
+    ev = ev_make("a", "remove c, small", MQSTORE_MODE_SMALL);
     EXPECT_OK(mqstore_members_remove(f->s, "sw", c, 1, &ev, &r));
     check_res(&r, 7, 0, 0, 3, 4);
     assert_int_equal(fanout_seq(&r, "a"), 5);
@@ -643,7 +496,7 @@ static void run_switching(fx *f, int reopen)
 
     /* -> large, adding e. */
     const char *const e[] = {"e"};
-    ev = ev_mode("d", "add e, large", MQSTORE_MODE_LARGE);
+    ev = ev_make("d", "add e, large", MQSTORE_MODE_LARGE);
     EXPECT_OK(mqstore_members_add(f->s, "sw", e, NULL, 1, &ev, &r));
     check_res(&r, 10, 1, 0, 4, 4);
     assert_int_equal(fanout_seq(&r, "a"), 8);
@@ -732,21 +585,21 @@ static void test_update_mode(void **state)
     fx *f = *state;
     fx_open(f);
     const char *const mem[] = {"a", "b"};
-    mqstore_event ev = ev_mode("a", "created", MQSTORE_MODE_KEEP);
+    mqstore_event ev = ev_make("a", "created", MQSTORE_MODE_KEEP);
     mqstore_result r;
     EXPECT_OK(mqstore_conv_create(f->s, "u", mem, NULL, 2, &ev, &r));
     mqstore_result_clear(&r);
-    ev = ev_mode("a", "large now", MQSTORE_MODE_LARGE);
+    ev = ev_make("a", "large now", MQSTORE_MODE_LARGE);
     EXPECT_OK(mqstore_conv_update(f->s, "u", &ev, &r));
     check_res(&r, 2, 1, 0, 2, 2);
     mqstore_result_clear(&r);
     check_info(f, "u", 2, 2, 1, 2, 0);
-    ev = ev_mode("a", "still large", MQSTORE_MODE_LARGE);
+    ev = ev_make("a", "still large", MQSTORE_MODE_LARGE);
     EXPECT_OK(mqstore_conv_update(f->s, "u", &ev, &r));
     check_res(&r, 3, 1, 1, 2, 0);
     assert_int_equal(r.inbox_seq, 0);
     mqstore_result_clear(&r);
-    ev = ev_mode("a", "keep", MQSTORE_MODE_KEEP);
+    ev = ev_make("a", "keep", MQSTORE_MODE_KEEP);
     EXPECT_OK(mqstore_conv_update(f->s, "u", &ev, &r));
     check_res(&r, 4, 1, 1, 2, 0);
     mqstore_result_clear(&r);
@@ -754,17 +607,17 @@ static void test_update_mode(void **state)
     assert_int_equal(ihead(f, "b"), 2);
     const uint64_t pulled[] = {3, 4};
     check_pull(f, "u", "b", 0, 10, SIZE_MAX, pulled, 2, 0, 4);
-    ev = ev_mode("a", "small", MQSTORE_MODE_SMALL);
+    ev = ev_make("a", "small", MQSTORE_MODE_SMALL);
     EXPECT_OK(mqstore_conv_update(f->s, "u", &ev, &r));
     check_res(&r, 5, 0, 0, 2, 2);
     mqstore_result_clear(&r);
     check_info(f, "u", 5, 2, 0, 4, 0);
     check_exactly_once(f, "u", "a", "x", 1, 5, NULL, 0);
     /* A bad mode. */
-    ev = ev_mode("a", "bad", (mqstore_mode)3);
+    ev = ev_make("a", "bad", (mqstore_mode)3);
     EXPECT_ERR(mqstore_conv_update(f->s, "u", &ev, &r), MQSTORE_ERR_INVAL);
     EXPECT_ERR(mqstore_conv_update(f->s, "nope", &ev, &r), MQSTORE_ERR_INVAL);
-    ev = ev_mode("a", "ok", MQSTORE_MODE_KEEP);
+    ev = ev_make("a", "ok", MQSTORE_MODE_KEEP);
     EXPECT_ERR(mqstore_conv_update(f->s, "nope", &ev, &r), MQSTORE_ERR_NOTFOUND);
     assert_int_equal(chead(f, "u"), 5);
 }
@@ -778,7 +631,7 @@ static void test_large_membership(void **state)
     fx *f = *state;
     fx_open(f);
     const char *const mem[] = {"a", "b", "c"};
-    mqstore_event ev = ev_mode("a", "created", MQSTORE_MODE_LARGE);
+    mqstore_event ev = ev_make("a", "created", MQSTORE_MODE_LARGE);
     mqstore_result r;
     EXPECT_OK(mqstore_conv_create(f->s, "g", mem, NULL, 3, &ev, &r));
     mqstore_result_clear(&r);
@@ -787,7 +640,7 @@ static void test_large_membership(void **state)
 
     /* Adding d: the event is in d's inbox only. */
     const char *const d[] = {"d"};
-    ev = ev_mode("a", "add d", MQSTORE_MODE_KEEP);
+    ev = ev_make("a", "add d", MQSTORE_MODE_KEEP);
     EXPECT_OK(mqstore_members_add(f->s, "g", d, NULL, 1, &ev, &r));
     check_res(&r, 4, 1, 1, 4, 1);
     assert_int_equal(fanout_seq(&r, "d"), 1);
@@ -828,7 +681,7 @@ static void test_large_membership(void **state)
 
     /* Removing b: the event is in b's inbox only. */
     const char *const b[] = {"b"};
-    ev = ev_mode("a", "remove b", MQSTORE_MODE_KEEP);
+    ev = ev_make("a", "remove b", MQSTORE_MODE_KEEP);
     EXPECT_OK(mqstore_members_remove(f->s, "g", b, 1, &ev, &r));
     check_res(&r, 7, 1, 1, 3, 1);
     assert_int_equal(fanout_seq(&r, "b"), 2);
@@ -863,7 +716,7 @@ static void test_large_membership(void **state)
 
     /* set_role in a large conversation: no inbox entry at all. */
     const char *const cc[] = {"c"};
-    ev = ev_mode("a", "c is admin", MQSTORE_MODE_KEEP);
+    ev = ev_make("a", "c is admin", MQSTORE_MODE_KEEP);
     EXPECT_OK(mqstore_members_set_role(f->s, "g", cc, 1, MQSTORE_ROLE_ADMIN, &ev, &r));
     check_res(&r, 9, 1, 1, 3, 0);
     assert_int_equal(r.inbox_seq, 0);
@@ -881,7 +734,7 @@ static void test_large_membership(void **state)
     check_exactly_once(f, "g", "a", "da", 1, 9, NULL, 0);
 
     /* b comes back: a new window from the re-add on. */
-    ev = ev_mode("a", "b is back", MQSTORE_MODE_KEEP);
+    ev = ev_make("a", "b is back", MQSTORE_MODE_KEEP);
     EXPECT_OK(mqstore_members_add(f->s, "g", b, NULL, 1, &ev, &r));
     check_res(&r, 10, 1, 1, 4, 1);
     assert_int_equal(fanout_seq(&r, "b"), 3);
@@ -903,7 +756,7 @@ static void test_member_counts(void **state)
     const char *const mem[] = {"a", "b", "c"};
     for (int large = 0; large <= 1; large++) {
         const char *conv = large ? "big" : "small";
-        mqstore_event ev = ev_mode("a", "created", large ? MQSTORE_MODE_LARGE : MQSTORE_MODE_KEEP);
+        mqstore_event ev = ev_make("a", "created", large ? MQSTORE_MODE_LARGE : MQSTORE_MODE_KEEP);
         mqstore_result r;
         EXPECT_OK(mqstore_conv_create(f->s, conv, mem, NULL, 3, &ev, &r));
         check_res(&r, 1, large, 0, 3, 3);
@@ -911,7 +764,7 @@ static void test_member_counts(void **state)
         check_info(f, conv, 1, 3, large, large ? 1 : 0, 0);
 
         const char *const add[] = {"d", "e"};
-        ev = ev_mode("a", "add", MQSTORE_MODE_KEEP);
+        ev = ev_make("a", "add", MQSTORE_MODE_KEEP);
         EXPECT_OK(mqstore_members_add(f->s, conv, add, NULL, 2, &ev, &r));
         check_res(&r, 2, large, large, 5, large ? 2 : 5);
         mqstore_result_clear(&r);
@@ -947,7 +800,7 @@ static void test_member_counts(void **state)
 
     /* A conversation of one: removing more names than members. */
     const char *const solo[] = {"s"};
-    mqstore_event ev = ev_mode("s", "created", MQSTORE_MODE_KEEP);
+    mqstore_event ev = ev_make("s", "created", MQSTORE_MODE_KEEP);
     mqstore_result r;
     EXPECT_OK(mqstore_conv_create(f->s, "solo", solo, NULL, 1, &ev, &r));
     mqstore_result_clear(&r);
@@ -989,7 +842,7 @@ static void test_admins_post(void **state)
     fx_open(f);
     const char *const mem[] = {"own", "adm", "mem"};
     const mqstore_role roles[] = {MQSTORE_ROLE_OWNER, MQSTORE_ROLE_ADMIN, MQSTORE_ROLE_MEMBER};
-    mqstore_event ev = ev_mode("own", "created", MQSTORE_MODE_KEEP);
+    mqstore_event ev = ev_make("own", "created", MQSTORE_MODE_KEEP);
     mqstore_result r;
     EXPECT_OK(mqstore_conv_create(f->s, "ch", mem, roles, 3, &ev, &r));
     mqstore_result_clear(&r);
@@ -1013,7 +866,7 @@ static void test_admins_post(void **state)
     assert_int_equal(send_chk(f, "ch", "adm", "a4", 0, 3), 4);
     assert_int_equal(send_chk(f, "ch", "own", "o5", 0, 3), 5);
     /* An update without set_flags keeps them. */
-    ev = ev_mode("own", "rename", MQSTORE_MODE_KEEP);
+    ev = ev_make("own", "rename", MQSTORE_MODE_KEEP);
     ev.flags = 0;
     EXPECT_OK(mqstore_conv_update(f->s, "ch", &ev, &r));
     mqstore_result_clear(&r);
@@ -1047,7 +900,7 @@ static void test_admins_post(void **state)
     mqstore_result_clear(&r);
 
     /* A large conversation created admins-only. */
-    ev = ev_mode("own", "announcements", MQSTORE_MODE_LARGE);
+    ev = ev_make("own", "announcements", MQSTORE_MODE_LARGE);
     ev.set_flags = 1;
     ev.flags = MQSTORE_CONV_ADMINS_POST;
     EXPECT_OK(mqstore_conv_create(f->s, "ann", mem, roles, 3, &ev, &r));
@@ -1092,7 +945,7 @@ static void test_read_state(void **state)
     fx *f = *state;
     fx_open(f);
     const char *const mem[] = {"a", "b", "c", "d"};
-    mqstore_event ev = ev_mode("a", "created", MQSTORE_MODE_LARGE);
+    mqstore_event ev = ev_make("a", "created", MQSTORE_MODE_LARGE);
     mqstore_result r;
     EXPECT_OK(mqstore_conv_create(f->s, "g", mem, NULL, 4, &ev, &r));
     mqstore_result_clear(&r);
@@ -1100,7 +953,7 @@ static void test_read_state(void **state)
     assert_int_equal(send_chk(f, "g", "b", "m3", 1, 4), 3);
     assert_int_equal(send_chk(f, "g", "a", "m4", 1, 4), 4);
     const char *const e[] = {"e"};
-    ev = ev_mode("a", "add e", MQSTORE_MODE_KEEP);
+    ev = ev_make("a", "add e", MQSTORE_MODE_KEEP);
     EXPECT_OK(mqstore_members_add(f->s, "g", e, NULL, 1, &ev, &r));
     mqstore_result_clear(&r);
     assert_int_equal(send_chk(f, "g", "a", "m6", 1, 5), 6);
@@ -1141,14 +994,14 @@ static void test_read_state(void **state)
 
     /* c leaves: its receipt no longer counts. */
     const char *const c[] = {"c"};
-    ev = ev_mode("a", "remove c", MQSTORE_MODE_KEEP);
+    ev = ev_make("a", "remove c", MQSTORE_MODE_KEEP);
     EXPECT_OK(mqstore_members_remove(f->s, "g", c, 1, &ev, &r));
     mqstore_result_clear(&r);
     check_rs(f, "g", 2, "a", NULL, 10, 2, 2, 1, bo, 1, 0);
     const char *const ab[] = {"a", "b"};
     check_rs(f, "g", 2, NULL, NULL, 10, 3, 3, 2, ab, 2, 0);
     /* Re-added at 8: it counts from there on only. */
-    ev = ev_mode("a", "c again", MQSTORE_MODE_KEEP);
+    ev = ev_make("a", "c again", MQSTORE_MODE_KEEP);
     EXPECT_OK(mqstore_members_add(f->s, "g", c, NULL, 1, &ev, &r));
     mqstore_result_clear(&r);
     check_rs(f, "g", 2, "a", NULL, 10, 2, 2, 1, bo, 1, 0);
@@ -1181,7 +1034,7 @@ static void test_device_forget(void **state)
     const char *const mem[] = {"u", "v"};
     const char *convs[] = {"L1", "L2", "L3"};
     for (int i = 0; i < 3; i++) {
-        mqstore_event ev = ev_mode("u", "created", MQSTORE_MODE_LARGE);
+        mqstore_event ev = ev_make("u", "created", MQSTORE_MODE_LARGE);
         mqstore_result r;
         EXPECT_OK(mqstore_conv_create(f->s, convs[i], mem, NULL, 2, &ev, &r));
         mqstore_result_clear(&r);
@@ -1294,7 +1147,7 @@ static void test_huge_group(void **state)
         snprintf(names[i], sizeof names[i], "u%05d", i);
         mem[i] = names[i];
     }
-    mqstore_event ev = ev_mode("u00000", "created", MQSTORE_MODE_LARGE);
+    mqstore_event ev = ev_make("u00000", "created", MQSTORE_MODE_LARGE);
     mqstore_result r;
     EXPECT_OK(mqstore_conv_create(f->s, "huge", mem, NULL, HUGE_N, &ev, &r));
     check_res(&r, 1, 1, 0, HUGE_N, HUGE_N);
@@ -1340,12 +1193,12 @@ static void test_legacy_marker(void **state)
     fx *f = *state;
     fx_open(f);
     const char *const mem[] = {"a", "b", "c"};
-    mqstore_event ev = ev_mode("a", "created", MQSTORE_MODE_KEEP);
+    mqstore_event ev = ev_make("a", "created", MQSTORE_MODE_KEEP);
     mqstore_result r;
     EXPECT_OK(mqstore_conv_create(f->s, "old", mem, NULL, 3, &ev, &r));
     mqstore_result_clear(&r);
     assert_int_equal(send_chk(f, "old", "b", "m2", 0, 3), 2);
-    ev = ev_mode("a", "created", MQSTORE_MODE_LARGE);
+    ev = ev_make("a", "created", MQSTORE_MODE_LARGE);
     EXPECT_OK(mqstore_conv_create(f->s, "bad", mem, NULL, 3, &ev, &r));
     mqstore_result_clear(&r);
     EXPECT_OK(mqstore_conv_create(f->s, "flg", mem, NULL, 3, &ev, &r));
@@ -1368,14 +1221,14 @@ static void test_legacy_marker(void **state)
     assert_int_equal(send_chk(f, "old", "c", "m3", 0, 3), 3);
     check_info(f, "old", 3, 3, 0, 0, 0);
     const char *const d[] = {"d"};
-    ev = ev_mode("a", "add d", MQSTORE_MODE_KEEP);
+    ev = ev_make("a", "add d", MQSTORE_MODE_KEEP);
     EXPECT_OK(mqstore_members_add(f->s, "old", d, NULL, 1, &ev, &r));
     check_res(&r, 4, 0, 0, 4, 4);
     mqstore_result_clear(&r);
     fx_reopen(f);
     check_info(f, "old", 4, 4, 0, 0, 0);
     /* It can become large like any other. */
-    ev = ev_mode("a", "large", MQSTORE_MODE_LARGE);
+    ev = ev_make("a", "large", MQSTORE_MODE_LARGE);
     EXPECT_OK(mqstore_conv_update(f->s, "old", &ev, &r));
     check_res(&r, 5, 1, 0, 4, 4);
     mqstore_result_clear(&r);
@@ -1394,7 +1247,7 @@ static void test_legacy_marker(void **state)
     EXPECT_ERR(mqstore_conv_info_get(f->s, "flg", &ci), MQSTORE_ERR_CORRUPT);
     EXPECT_ERR(send_raw(f, "bad", "a", "d", NULL, "x", &r), MQSTORE_ERR_CORRUPT);
     assert_int_equal(r.n_fanout, 0);
-    ev = ev_mode("a", "x", MQSTORE_MODE_KEEP);
+    ev = ev_make("a", "x", MQSTORE_MODE_KEEP);
     EXPECT_ERR(mqstore_conv_update(f->s, "bad", &ev, &r), MQSTORE_ERR_CORRUPT);
     uint64_t h = 7;
     EXPECT_ERR(mqstore_conv_head(f->s, "bad", &h), MQSTORE_ERR_CORRUPT);
@@ -1419,7 +1272,7 @@ static void test_legacy_marker(void **state)
 
 int main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
+#define T(fn) cmocka_unit_test_prestate_setup_teardown(fn, fx_setup, fx_teardown, "mqstore-large-")
     const struct CMUnitTest tests[] = {
         T(test_create_large), T(test_switching),        T(test_switching_reopen),
         T(test_update_mode),  T(test_large_membership), T(test_member_counts),

@@ -1,9 +1,9 @@
 /* Unit tests for libmqchat_store, written against the contract in
  * offline-queue/include/mqstore.h. Every test that touches a store gets its
- * own temporary directory (mkdtemp under /tmp) through the fixture, and the
- * teardown closes the store and removes the directory even when the test
- * failed. The clock is injected (options.clock_ms) so retention rules can be
- * exercised without sleeping. */
+ * own temporary directory (mkdtemp under /tmp) through the fixture
+ * (tests/support/store_fx.h), and the teardown closes the store and removes
+ * the directory even when the test failed. The clock is injected
+ * (options.clock_ms) so retention rules can be exercised without sleeping. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -19,133 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mqstore.h"
-#include "raw_db.h"
-#include "testutil.h"
+#include "store_fx.h"
 
 #include <rocksdb/c.h>
 
-#define T0 INT64_C(1700000000000)
-#define MSG_KIND 1u
-#define EV_KIND 42u
-#define EV_DEVICE "dev-admin"
-
-/* ---- assertion helpers --------------------------------------------------- */
-
-#define EXPECT_ERR(expr, want)                                                                     \
-    do {                                                                                           \
-        mqstore_err e_ = (expr);                                                                   \
-        mqstore_err w_ = (want);                                                                   \
-        if (e_ != w_) {                                                                            \
-            print_error("%s:%d: %s\n    got %s (%d), want %s (%d)\n", __FILE__, __LINE__, #expr,   \
-                        mqstore_strerror(e_), (int)e_, mqstore_strerror(w_), (int)w_);             \
-            _fail(__FILE__, __LINE__);                                                             \
-        }                                                                                          \
-    } while (0)
-#define EXPECT_OK(expr) EXPECT_ERR(expr, MQSTORE_OK)
-
-/* ---- fixture ------------------------------------------------------------- */
-
-typedef struct fx {
-    char dir[64];
-    mqstore_options opt;
-    mqstore *s;
-    _Atomic int64_t now;
-    _Atomic uint64_t cb_max;
-    _Atomic unsigned cb_calls;
-    _Atomic int cb_regress;
-} fx;
-
-static int64_t fx_clock(void *data)
-{
-    return atomic_load(&((fx *)data)->now);
-}
-
-static void fx_on_durable(void *data, uint64_t ticket)
-{
-    fx *f = data;
-    uint64_t prev = atomic_load(&f->cb_max);
-    if (ticket < prev) atomic_store(&f->cb_regress, 1);
-    while (prev < ticket && !atomic_compare_exchange_weak(&f->cb_max, &prev, ticket)) {
-    }
-    atomic_fetch_add(&f->cb_calls, 1);
-}
-
-static int fx_setup(void **state)
-{
-    fx *f = calloc(1, sizeof *f);
-    if (f == NULL) return -1;
-    if (tu_mkdtemp(f->dir, sizeof f->dir, NULL, "mqstore-test-") != 0) {
-        free(f);
-        return -1;
-    }
-    mqstore_options_init(&f->opt);
-    f->opt.durability = MQSTORE_DURABILITY_OS;
-    f->opt.clock_ms = fx_clock;
-    f->opt.clock_data = f;
-    atomic_store(&f->now, T0);
-    *state = f;
-    return 0;
-}
-
-static int fx_teardown(void **state)
-{
-    fx *f = *state;
-    if (f != NULL) {
-        if (f->s != NULL) mqstore_free(f->s);
-        tu_rm_rf(f->dir);
-        free(f);
-    }
-    *state = NULL;
-    return 0;
-}
-
-static void fx_open(fx *f)
-{
-    char *msg = NULL;
-    f->s = NULL;
-    mqstore_err e = mqstore_open(f->dir, &f->opt, &f->s, &msg);
-    if (e != MQSTORE_OK) {
-        print_error("mqstore_open(%s): %s: %s\n", f->dir, mqstore_strerror(e),
-                    msg ? msg : "(no message)");
-        free(msg);
-        fail();
-    }
-    free(msg);
-    assert_non_null(f->s);
-}
-
-static void fx_reopen(fx *f)
-{
-    mqstore_free(f->s);
-    f->s = NULL;
-    fx_open(f);
-}
-
-static void fx_advance(fx *f, int64_t ms)
-{
-    atomic_fetch_add(&f->now, ms);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- store helpers -------------------------------------------------------- */
-
-static mqstore_event ev_make(const char *actor, const char *text)
-{
-    mqstore_event ev = {
-        .actor_user = actor,
-        .actor_device = EV_DEVICE,
-        .kind = EV_KIND,
-        .payload = text,
-        .payload_len = strlen(text),
-    };
-    return ev;
-}
 
 /* Create a conversation; with ev_text NULL no event is logged. Returns the
  * event's seq (0 without event). */
@@ -155,7 +33,7 @@ static uint64_t conv_make(fx *f, const char *conv, const char *const *members,
     mqstore_result r;
     memset(&r, 0, sizeof r);
     mqstore_event ev;
-    if (ev_text != NULL) ev = ev_make(members[0], ev_text);
+    if (ev_text != NULL) ev = ev_make(members[0], ev_text, MQSTORE_MODE_KEEP);
     EXPECT_OK(mqstore_conv_create(f->s, conv, members, roles, n, ev_text ? &ev : NULL, &r));
     uint64_t seq = ev_text ? r.seq : 0;
     mqstore_result_clear(&r);
@@ -191,35 +69,6 @@ static uint64_t send_text(fx *f, const char *conv, const char *user, const char 
     uint64_t seq = r.seq;
     mqstore_result_clear(&r);
     return seq;
-}
-
-/* inbox_seq of `user` in a result's fan-out; 0 if absent. Fails if listed twice. */
-static uint64_t fanout_seq(const mqstore_result *r, const char *user)
-{
-    uint64_t found = 0;
-    int hits = 0;
-    for (size_t i = 0; i < r->n_fanout; i++) {
-        if (strcmp(r->fanout_user[i], user) == 0) {
-            found = r->fanout_inbox_seq[i];
-            hits++;
-        }
-    }
-    assert_true(hits <= 1);
-    return found;
-}
-
-static uint64_t chead(fx *f, const char *conv)
-{
-    uint64_t h = 12345;
-    EXPECT_OK(mqstore_conv_head(f->s, conv, &h));
-    return h;
-}
-
-static uint64_t ihead(fx *f, const char *user)
-{
-    uint64_t h = 12345;
-    EXPECT_OK(mqstore_inbox_head(f->s, user, &h));
-    return h;
 }
 
 static size_t outbox_count(fx *f)
@@ -533,8 +382,8 @@ static void test_invalid_ids_rejected(void **state)
         const char *const one_bad[] = {b};
         const char *const mixed[] = {"u1", b};
         const char *const u3[] = {"u3"};
-        mqstore_event ev = ev_make("u1", "ev");
-        mqstore_event bad_ev = ev_make(b, "ev");
+        mqstore_event ev = ev_make("u1", "ev", MQSTORE_MODE_KEEP);
+        mqstore_event bad_ev = ev_make(b, "ev", MQSTORE_MODE_KEEP);
 
         memset(&r, 0, sizeof r);
         EXPECT_ERR(mqstore_conv_create(f->s, b, ok2, NULL, 2, NULL, &r), MQSTORE_ERR_INVAL);
@@ -678,7 +527,7 @@ static void test_conv_create_basic(void **state)
     memset(&r, 0, sizeof r);
     EXPECT_ERR(mqstore_conv_create(f->s, "g1", mem2, NULL, 2, NULL, &r), MQSTORE_ERR_EXISTS);
     mqstore_result_clear(&r);
-    mqstore_event ev = ev_make("dave", "again");
+    mqstore_event ev = ev_make("dave", "again", MQSTORE_MODE_KEEP);
     memset(&r, 0, sizeof r);
     EXPECT_ERR(mqstore_conv_create(f->s, "g1", mem2, NULL, 2, &ev, &r), MQSTORE_ERR_EXISTS);
     mqstore_result_clear(&r);
@@ -711,7 +560,7 @@ static void test_conv_create_with_event(void **state)
     fx_open(f);
     const char *const mem[] = {"a", "b", "c"};
     const mqstore_role roles[] = {MQSTORE_ROLE_OWNER, MQSTORE_ROLE_MEMBER, MQSTORE_ROLE_MEMBER};
-    mqstore_event ev = ev_make("a", "made");
+    mqstore_event ev = ev_make("a", "made", MQSTORE_MODE_KEEP);
     mqstore_result r;
     memset(&r, 0, sizeof r);
     EXPECT_OK(mqstore_conv_create(f->s, "g", mem, roles, 3, &ev, &r));
@@ -1411,7 +1260,7 @@ static void test_members_add(void **state)
 
     const char *const add[] = {"c1", "d1"};
     const mqstore_role addr[] = {MQSTORE_ROLE_ADMIN, MQSTORE_ROLE_MEMBER};
-    mqstore_event ev = ev_make("a", "added");
+    mqstore_event ev = ev_make("a", "added", MQSTORE_MODE_KEEP);
     mqstore_result r;
     memset(&r, 0, sizeof r);
     EXPECT_OK(mqstore_members_add(f->s, "c", add, addr, 2, &ev, &r));
@@ -1484,7 +1333,7 @@ static void test_members_remove(void **state)
     assert_int_equal(send_text(f, "g", "a", "d", NULL, "m1"), 1);
 
     const char *const rm[] = {"c"};
-    mqstore_event ev = ev_make("a", "removed c");
+    mqstore_event ev = ev_make("a", "removed c", MQSTORE_MODE_KEEP);
     mqstore_result r;
     memset(&r, 0, sizeof r);
     EXPECT_OK(mqstore_members_remove(f->s, "g", rm, 1, &ev, &r));
@@ -1539,7 +1388,7 @@ static void test_members_remove(void **state)
 
     /* A user can leave (actor == removed). */
     const char *const rm3[] = {"b"};
-    mqstore_event leave = ev_make("b", "left");
+    mqstore_event leave = ev_make("b", "left", MQSTORE_MODE_KEEP);
     memset(&r, 0, sizeof r);
     EXPECT_OK(mqstore_members_remove(f->s, "g", rm3, 1, &leave, &r));
     assert_int_equal(r.seq, 4);
@@ -1557,7 +1406,7 @@ static void test_members_set_role(void **state)
     const mqstore_role roles[] = {MQSTORE_ROLE_OWNER, MQSTORE_ROLE_MEMBER, MQSTORE_ROLE_MEMBER};
     conv_make(f, "g", mem, roles, 3, "created");
     const char *const who[] = {"b", "c"};
-    mqstore_event ev = ev_make("a", "promoted");
+    mqstore_event ev = ev_make("a", "promoted", MQSTORE_MODE_KEEP);
     mqstore_result r;
     memset(&r, 0, sizeof r);
     EXPECT_OK(mqstore_members_set_role(f->s, "g", who, 2, MQSTORE_ROLE_ADMIN, &ev, &r));
@@ -1700,7 +1549,7 @@ static void test_events_interleave_seq(void **state)
     fx *f = *state;
     fx_open(f);
     const char *const mem[] = {"a", "b"};
-    mqstore_event ev = ev_make("a", "e");
+    mqstore_event ev = ev_make("a", "e", MQSTORE_MODE_KEEP);
     mqstore_result r;
     uint64_t last_ticket = 0;
     uint64_t seq = 0;
@@ -2442,21 +2291,6 @@ static void test_outbox_job_limits(void **state)
 /* damaged values                                                           */
 /* ======================================================================== */
 
-/* A store's directory written behind its back (tests/support/raw_db.h):
- * open and put, failing the test on a RocksDB error. */
-static void raw_open_ok(raw_db *r, const char *dir)
-{
-    char *err = raw_open(r, dir);
-    if (err) print_error("rocksdb open %s: %s\n", dir, err);
-    assert_null(err);
-}
-
-/* Write one value (both given as literals, which may hold NUL bytes). */
-#define RAW_PUT(r, cf, k, v) assert_null(raw_put((r), (cf), (k), sizeof(k) - 1, (v), sizeof(v) - 1))
-
-/* No protobuf decodes this: a varint that never ends. */
-#define GARBAGE "\xff\xff\xff\xff"
-
 /* Every reader reports a stored value that does not decode, breaks its
  * record's rules or sits under a malformed key as MQSTORE_ERR_CORRUPT, with
  * an empty result, while undamaged records around it still read. */
@@ -2635,7 +2469,7 @@ static void test_durability_sync_thread(void **state)
     uint64_t t0 = tu_now_ns();
     while ((mqstore_durable(f->s) < prev || atomic_load(&f->cb_max) < prev) &&
            tu_now_ns() - t0 < 5 * TU_SEC_NS)
-        sleep_ms(2);
+        tu_sleep_ms(2);
     if (mqstore_durable(f->s) < prev || atomic_load(&f->cb_max) < prev)
         print_error("after 5 s: durable %llu, callback max %llu, last ticket %llu\n",
                     (unsigned long long)mqstore_durable(f->s),
@@ -2655,7 +2489,7 @@ static void test_durability_sync_thread(void **state)
     t0 = tu_now_ns();
     while ((mqstore_durable(f->s) < prev || atomic_load(&f->cb_max) < prev) &&
            tu_now_ns() - t0 < 5 * TU_SEC_NS)
-        sleep_ms(2);
+        tu_sleep_ms(2);
     assert_true(mqstore_durable(f->s) >= prev);
     assert_true(atomic_load(&f->cb_max) >= prev);
 }
@@ -2955,7 +2789,7 @@ static void test_on_durable_thread(void **state)
     uint64_t last = mqstore_last_ticket(f->s);
     uint64_t t0 = tu_now_ns();
     while (atomic_load(&f->cb_max) < last && tu_now_ns() - t0 < 5 * TU_SEC_NS)
-        sleep_ms(2);
+        tu_sleep_ms(2);
     assert_true(atomic_load(&f->cb_max) >= last);
     if (atomic_load(&cb_on_main)) print_error("on_durable was called on the caller's thread\n");
     assert_false(atomic_load(&cb_on_main));
@@ -2980,15 +2814,15 @@ static void test_sync_request_driver(void **state)
     for (int i = 0; i < 10; i++)
         send_text(f, "c", "a", "d", NULL, "m");
     uint64_t last = mqstore_last_ticket(f->s);
-    sleep_ms(50);
+    tu_sleep_ms(50);
     assert_true(mqstore_durable(f->s) < last); /* not asked: not synced */
     mqstore_sync_request(f->s);
     uint64_t t0 = tu_now_ns();
     while (mqstore_durable(f->s) < last && tu_now_ns() - t0 < 5 * TU_SEC_NS)
-        sleep_ms(1);
+        tu_sleep_ms(1);
     assert_true(mqstore_durable(f->s) >= last);
     while (atomic_load(&f->cb_max) < last && tu_now_ns() - t0 < 5 * TU_SEC_NS)
-        sleep_ms(1);
+        tu_sleep_ms(1);
     assert_true(atomic_load(&f->cb_max) >= last);
     assert_false(atomic_load(&cb_on_main));
 }
@@ -3032,7 +2866,7 @@ static void test_member_rejoin(void **state)
     conv_make(f, "g", mem, NULL, 2, NULL);
     send_text(f, "g", "a", "d", NULL, "m1");
     const char *const b[] = {"b"};
-    mqstore_event ev = ev_make("a", "e");
+    mqstore_event ev = ev_make("a", "e", MQSTORE_MODE_KEEP);
     mqstore_result r;
     memset(&r, 0, sizeof r);
     EXPECT_OK(mqstore_members_remove(f->s, "g", b, 1, &ev, &r));

@@ -5,10 +5,10 @@
  * event (mqstore_append.replace_seq), deleting a conversation for everyone
  * (mqstore_conv_delete) and erasing a user (mqstore_user_erase).
  *
- * Each test gets its own store in a temporary directory (fixture); the
- * clock is injected (options.clock_ms) so messages age without sleeping.
- * What compaction left on disk is checked with plain RocksDB on the closed
- * store (tests/support/raw_db.h). */
+ * Each test gets its own store in a temporary directory (the fixture,
+ * tests/support/store_fx.h); the clock is injected (options.clock_ms) so
+ * messages age without sleeping. What compaction left on disk is checked
+ * with plain RocksDB on the closed store (tests/support/raw_db.h). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -21,114 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mqstore.h"
-#include "raw_db.h"
-#include "testutil.h"
+#include "store_fx.h"
 
 #include <rocksdb/c.h>
 
-#define T0 INT64_C(1700000000000)
 #define HOUR_MS INT64_C(3600000)
 #define DAY_MS (24 * HOUR_MS)
-#define MSG_KIND 1u
-#define EV_KIND 42u
-
-#define EXPECT_ERR(expr, want)                                                                     \
-    do {                                                                                           \
-        mqstore_err e_ = (expr);                                                                   \
-        mqstore_err w_ = (want);                                                                   \
-        if (e_ != w_) {                                                                            \
-            print_error("%s:%d: %s\n    got %s (%d), want %s (%d)\n", __FILE__, __LINE__, #expr,   \
-                        mqstore_strerror(e_), (int)e_, mqstore_strerror(w_), (int)w_);             \
-            _fail(__FILE__, __LINE__);                                                             \
-        }                                                                                          \
-    } while (0)
-#define EXPECT_OK(expr) EXPECT_ERR(expr, MQSTORE_OK)
-
-/* ---- fixture ------------------------------------------------------------- */
-
-typedef struct fx {
-    char dir[64];
-    mqstore_options opt;
-    mqstore *s;
-    _Atomic int64_t now;
-} fx;
-
-static int64_t fx_clock(void *data)
-{
-    return atomic_load(&((fx *)data)->now);
-}
-
-static int fx_setup(void **state)
-{
-    fx *f = calloc(1, sizeof *f);
-    if (f == NULL) return -1;
-    if (tu_mkdtemp(f->dir, sizeof f->dir, NULL, "mqstore-ops-") != 0) {
-        free(f);
-        return -1;
-    }
-    mqstore_options_init(&f->opt);
-    f->opt.durability = MQSTORE_DURABILITY_OS;
-    f->opt.clock_ms = fx_clock;
-    f->opt.clock_data = f;
-    atomic_store(&f->now, T0);
-    *state = f;
-    return 0;
-}
-
-static int fx_teardown(void **state)
-{
-    fx *f = *state;
-    if (f != NULL) {
-        if (f->s != NULL) mqstore_free(f->s);
-        tu_rm_rf(f->dir);
-        free(f);
-    }
-    *state = NULL;
-    return 0;
-}
-
-static void fx_open(fx *f)
-{
-    char *msg = NULL;
-    f->s = NULL;
-    mqstore_err e = mqstore_open(f->dir, &f->opt, &f->s, &msg);
-    if (e != MQSTORE_OK) print_error("mqstore_open: %s: %s\n", mqstore_strerror(e), msg);
-    free(msg);
-    assert_int_equal(e, MQSTORE_OK);
-}
-
-static void fx_close(fx *f)
-{
-    mqstore_free(f->s);
-    f->s = NULL;
-}
-
-static void fx_reopen(fx *f)
-{
-    fx_close(f);
-    fx_open(f);
-}
-
-static void fx_advance(fx *f, int64_t ms)
-{
-    atomic_fetch_add(&f->now, ms);
-}
 
 /* ---- store helpers ------------------------------------------------------- */
-
-static mqstore_event ev_make(const char *actor, const char *text, mqstore_mode mode)
-{
-    mqstore_event ev = {
-        .actor_user = actor,
-        .actor_device = "dev-admin",
-        .kind = EV_KIND,
-        .payload = text,
-        .payload_len = strlen(text),
-        .mode = mode,
-    };
-    return ev;
-}
 
 /* Create conv with members (the first is the actor); its event is seq 1. */
 static void conv_make(fx *f, const char *conv, const char *const *members, size_t n,
@@ -185,13 +85,6 @@ static mqstore_err send_edit(fx *f, const char *conv, const char *user, const ch
     return mqstore_append_msg(f->s, &a, r);
 }
 
-static uint64_t chead(fx *f, const char *conv)
-{
-    uint64_t h = 12345;
-    EXPECT_OK(mqstore_conv_head(f->s, conv, &h));
-    return h;
-}
-
 /* Fails unless m is message (conv, seq) with payload `text` (NULL: an
  * expired item without payload). */
 static void check_item(const mqstore_msg *m, const char *conv, uint64_t seq, const char *text)
@@ -238,13 +131,6 @@ static size_t history_seqs(fx *f, const char *conv, uint64_t *seqs, size_t cap, 
 }
 
 /* ---- raw reads of the closed store ---------------------------------------- */
-
-static void raw_open_ok(raw_db *r, const char *dir)
-{
-    char *err = raw_open(r, dir);
-    if (err) print_error("rocksdb open %s: %s\n", dir, err);
-    assert_null(err);
-}
 
 /* The stored value of message (conv, seq), malloc'ed (NULL: no key). The
  * store must be closed. */
@@ -1166,7 +1052,7 @@ static void test_invalid(void **state)
 
 int main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
+#define T(fn) cmocka_unit_test_prestate_setup_teardown(fn, fx_setup, fx_teardown, "mqstore-ops-")
     const struct CMUnitTest tests[] = {
         T(test_age_global),
         T(test_head_survives),

@@ -87,6 +87,7 @@ static int open_store(mqc *m, char *err, size_t errlen)
     so.inbox_retention_ms = m->cfg.inbox_retention_s * 1000;
     so.retention_ms = m->cfg.retention_s * 1000;
     so.retention_count = m->cfg.retention_count;
+    so.min_free_bytes = (uint64_t)m->cfg.store_min_free_mb << 20;
     so.on_durable = on_durable;
     so.on_durable_data = m;
     char *msg = NULL;

@@ -76,6 +76,7 @@ static const opt_def opt_defs[] = {
     {"backup_dir", T_STR, OFF(backup_dir), 0, 0},
     {"edit_window_s", T_INT, OFF(edit_window_s), 0, 3650LL * 86400},
     {"delete_window_s", T_INT, OFF(delete_window_s), 0, 3650LL * 86400},
+    {"store_min_free_mb", T_SIZE, OFF(store_min_free_mb), 0, 1 << 20},
     {"retention_s", T_INT, OFF(retention_s), 0, 3650LL * 86400},
     {"retention_count", T_SIZE, OFF(retention_count), 0, 1e12},
 };
@@ -115,6 +116,7 @@ static void defaults(mqc_config *c)
     c->push_outbox_max = 1000000;
     c->push_large_interval_ms = 10000;
     c->control_max_bytes = 65536;
+    c->store_min_free_mb = 64;
     c->edit_window_s = 900;
     c->delete_window_s = 2 * 86400;
 }

@@ -79,6 +79,7 @@ typedef struct mqc_config {
     /* Edits and deletes (docs/PROTOCOL.md, "Edits and deletes"). */
     int64_t edit_window_s;   /* a sender may edit a message this long after sending it */
     int64_t delete_window_s; /* ... and delete it for everyone (admins: any time) */
+    size_t store_min_free_mb; /* writes stop below this much free disk (0: off) */
     /* Message retention (docs/OPERATIONS.md, "Retention"); 0: keep forever. */
     int64_t retention_s;
     size_t retention_count;
