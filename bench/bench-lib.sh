@@ -182,3 +182,27 @@ run_bench() {
     grep -v '^RESULT' "$out" | sed 's/^/   /' >&2
     return "$rc"
 }
+
+# bench_collect MODE PHASE OUT RC: broker_bench's RESULT line in OUT into
+# res[MODE,PHASE,key] (the caller declares `res`), and the run's status.
+bench_collect() {
+    local mode=$1 phase=$2 out=$3 rc=$4 line kv
+    line=$(grep '^RESULT' "$out" || true)
+    if [ -z "$line" ]; then
+        res[$mode,$phase,status]="FAILED(rc=$rc)"
+        return 0
+    fi
+    for kv in ${line#RESULT }; do res[$mode,$phase,${kv%%=*}]=${kv#*=}; done
+    if [ "$rc" = 0 ]; then res[$mode,$phase,status]=ok; else res[$mode,$phase,status]="errors(rc=$rc)"; fi
+    broker_alive || res[$mode,$phase,status]="broker died"
+}
+
+# phase_run MODE PHASE RATE: a broker for MODE, the caller's run_one, stop.
+phase_run() {
+    if start_broker "$1"; then
+        run_one "$@"
+        stop_broker
+    else
+        res[$1,$2,status]="no broker"
+    fi
+}

@@ -146,25 +146,7 @@ run_one() {
         res[$mode,$phase,scrapes]="$(grep -c '^200$' "$rundir/scrapes" || true)/$(wc -l <"$rundir/scrapes")"
         rm -f "$rundir/scrapes"
     fi
-    local line
-    line=$(grep '^RESULT' "$out" || true)
-    if [ -z "$line" ]; then
-        res[$mode,$phase,status]="FAILED(rc=$rc)"
-        return 0
-    fi
-    local kv
-    for kv in ${line#RESULT }; do res[$mode,$phase,${kv%%=*}]=${kv#*=}; done
-    if [ "$rc" = 0 ]; then res[$mode,$phase,status]=ok; else res[$mode,$phase,status]="errors(rc=$rc)"; fi
-    broker_alive || res[$mode,$phase,status]="broker died"
-}
-
-phase_run() { # MODE PHASE RATE
-    if start_broker "$1"; then
-        run_one "$@"
-        stop_broker
-    else
-        res[$1,$2,status]="no broker"
-    fi
+    bench_collect "$mode" "$phase" "$out" "$rc"
 }
 
 echo "machine: $(machine_info)" >&2
