@@ -411,6 +411,15 @@ typedef struct mqstore_append {
  * deleted), NOTMEMBER, TOOBIG, IO, NOSPC, READONLY, CORRUPT, NOMEM. */
 mqstore_err mqstore_append_msg(mqstore *s, const mqstore_append *a, mqstore_result *out);
 
+/* Was an append with a's dedup key (sender_user, sender_device,
+ * client_msg_id) already written within the dedup retention? *hit = 1 and
+ * *out its first result (duplicate = 1, as mqstore_append_msg would
+ * answer), or *hit = 0; MQSTORE_ERR_EXISTS when the key was used for
+ * another conversation. For callers that check something before an append
+ * (an edit's target, which the first attempt already changed) and must
+ * answer a retry exactly like the first attempt. Reads only. */
+mqstore_err mqstore_dedup_check(mqstore *s, const mqstore_append *a, mqstore_result *out, int *hit);
+
 /* ---- reading: messages, inbox, history ----------------------------------- */
 
 typedef struct mqstore_msg {

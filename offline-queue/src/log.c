@@ -888,6 +888,20 @@ static mqstore_err dedup_lookup(mqstore *s, const key *k, const char *conv, mqst
     return MQSTORE_OK;
 }
 
+mqstore_err mqstore_dedup_check(mqstore *s, const mqstore_append *a, mqstore_result *out, int *hit)
+{
+    if (!s || !a || !out || !hit) return MQSTORE_ERR_INVAL;
+    memset(out, 0, sizeof(*out));
+    *hit = 0;
+    if (!a->client_msg_id) return MQSTORE_OK;
+    if (!mqc_id_valid(MQC_ID_KEY, a->conv) || !mqc_id_valid(MQC_ID_KEY, a->sender_user) ||
+        !mqc_id_valid(MQC_ID_KEY, a->sender_device) || !mqc_id_valid(MQC_ID_KEY, a->client_msg_id))
+        return MQSTORE_ERR_INVAL;
+    key dk;
+    dedup_key(&dk, a);
+    return dedup_lookup(s, &dk, a->conv, out, hit);
+}
+
 /* An edit's target: message seq of the conversation in state cs, which
  * must exist and not have expired. *old gets its record (codec_free it). */
 static mqstore_err replace_target(mqstore *s, const char *conv, uint64_t seq, const conv_state *cs,

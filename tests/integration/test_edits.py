@@ -83,9 +83,13 @@ def test_windows(make_broker, connect):
     ok = alice.send_ok(AB, delete_seq=m.seq)  # still within the delete window
     assert ok.seq == m.seq + 1
     m2 = alice.send_ok(AB, b"slow")
+    edit = alice.send_ok(AB, b"slower", client_msg_id="e-late", edit_seq=m2.seq)
     time.sleep(2.3)
     ack = alice.send(AB, delete_seq=m2.seq)
     assert H.is_error(ack, "PERMISSION_DENIED") and "window" in ack.error.message
+    # a retry of the edit is still its duplicate, window or not
+    again = alice.send_ok(AB, b"slower", client_msg_id="e-late", edit_seq=m2.seq)
+    assert again.duplicate and again.seq == edit.seq
 
 
 def test_group_admin_deletes_any_message(broker, connect):
@@ -101,8 +105,9 @@ def test_group_admin_deletes_any_message(broker, connect):
     assert ev.message.seq == d.seq
     t = history(carol, conv)[spam.seq]
     assert t.deleted and not t.body and t.sender_user_id == "bob"
-    # deleted stays deleted
+    # deleted stays deleted: no edit, no second delete
     assert H.is_error(bob.send(conv, b"back", edit_seq=spam.seq), "INVALID_ARGUMENT")
+    assert H.is_error(alice.send(conv, delete_seq=spam.seq), "INVALID_ARGUMENT")
 
 
 def test_late_device_never_sees_the_old_body(broker, connect):

@@ -1025,6 +1025,45 @@ static void test_user_erase_kind(void **state)
     check_get(f, "c", 1, "TOMB");
 }
 
+/* mqstore_dedup_check answers as a retried append would, writing nothing. */
+static void test_dedup_check(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    const char *const mem[] = {"a", "b"};
+    conv_make(f, "c", mem, 2, MQSTORE_MODE_KEEP);
+    conv_make(f, "e", mem, 2, MQSTORE_MODE_KEEP);
+    mqstore_result r;
+    EXPECT_OK(send_raw(f, "c", "a", "k1", "hello", &r));
+    uint64_t seq = r.seq, ticket = mqstore_last_ticket(f->s);
+    mqstore_result_clear(&r);
+    mqstore_append a = {
+        .conv = "c", .sender_user = "a", .sender_device = "d", .client_msg_id = "k1"};
+    int hit = 0;
+    EXPECT_OK(mqstore_dedup_check(f->s, &a, &r, &hit));
+    assert_int_equal(hit, 1);
+    assert_int_equal(r.duplicate, 1);
+    assert_int_equal(r.seq, seq);
+    a.client_msg_id = "k2";
+    EXPECT_OK(mqstore_dedup_check(f->s, &a, &r, &hit));
+    assert_int_equal(hit, 0);
+    a.client_msg_id = NULL;
+    EXPECT_OK(mqstore_dedup_check(f->s, &a, &r, &hit));
+    assert_int_equal(hit, 0);
+    a.client_msg_id = "k1";
+    a.conv = "e";
+    EXPECT_ERR(mqstore_dedup_check(f->s, &a, &r, &hit), MQSTORE_ERR_EXISTS);
+    a.sender_user = "bad id";
+    EXPECT_ERR(mqstore_dedup_check(f->s, &a, &r, &hit), MQSTORE_ERR_INVAL);
+    assert_int_equal(mqstore_last_ticket(f->s), ticket); /* nothing written */
+    /* Past the retention it is no retry any more. */
+    a.sender_user = "a";
+    a.conv = "c";
+    fx_advance(f, f->opt.dedup_retention_ms + 1);
+    EXPECT_OK(mqstore_dedup_check(f->s, &a, &r, &hit));
+    assert_int_equal(hit, 0);
+}
+
 /* Invalid arguments and options. */
 static void test_invalid(void **state)
 {
@@ -1069,6 +1108,7 @@ int main(void)
         T(test_user_erase),
         T(test_user_erase_batches),
         T(test_user_erase_kind),
+        T(test_dedup_check),
         T(test_invalid),
     };
 #undef T

@@ -57,6 +57,22 @@ int chat_edit(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *re
     const char *conv = req->conversation_id;
     mqstore_member self;
     if (chat_require_member(c, who, conv, &self, st)) return -1;
+    /* A retry is answered as the first attempt was, before any check
+     * that attempt's own write (or the time since) would now fail. */
+    mqstore_append probe = {.conv = conv,
+                            .sender_user = who->user,
+                            .sender_device = who->device,
+                            .client_msg_id = req->client_msg_id};
+    int hit;
+    mqstore_err de = mqstore_dedup_check(c->store, &probe, &out->r, &hit);
+    if (de == MQSTORE_ERR_EXISTS)
+        return chat_fail(st, EC(INVALID_ARGUMENT),
+                         "client_msg_id was already used for another conversation");
+    if (de) return chat_store_fail(st, de, EC(NOT_FOUND));
+    if (hit) {
+        snprintf(out->conv, sizeof(out->conv), "%s", conv);
+        return 0;
+    }
 
     mqstore_page pg = {0};
     mqstore_err e = mqstore_msg_get(c->store, conv, target, &pg);
@@ -77,10 +93,10 @@ int chat_edit(chat *c, const chat_caller *who, const Mqchat__V1__SendRequest *re
         chat_fail(st, EC(INTERNAL), "the stored message does not decode");
         goto out;
     }
-    /* A deleted message stays deleted: an edit would bring a body back.
-     * (A retried delete of it is answered from the dedup record first:
-     * chat_send's append sees the same client_msg_id and writes nothing.) */
-    if (orig->deleted && !del) {
+    /* A deleted message stays deleted: an edit would bring a body back, a
+     * second delete would only add an event. (A retried delete was
+     * answered from its dedup record above.) */
+    if (orig->deleted) {
         chat_fail(st, EC(INVALID_ARGUMENT), "message %llu was deleted", (unsigned long long)target);
         goto out;
     }
