@@ -55,7 +55,9 @@ nohup node tests/fakes/fake_push.js --port 0 --control-port 0 --record-max 1000 
   --fcm-sa "$PUSH/fcm-sa.json" --write-sa "$PUSH/fcm-sa.run.json" \
   > "$RUN/fake-push.json" 2> "$RUN/fake-push.log" &
 echo $! > "$RUN/fake-push.pid"
-for _ in $(seq 1 100); do
+# Up to 30 s: node starts slowly on a loaded machine (seen: over 10 s while
+# a build ran).
+for _ in $(seq 1 300); do
   [ -s "$RUN/fake-push.json" ] && [ -s "$PUSH/fcm-sa.run.json" ] && break
   sleep 0.1
 done
