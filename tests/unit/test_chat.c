@@ -1813,6 +1813,82 @@ static void test_large_mode_switch(void **state)
  * pass, each device gets each message once and in seq order, a 1:1
  * message is not held behind the walk, and a device that leaves mid-walk
  * or joins mid-walk breaks nothing. */
+/* Membership changes of a large group apply in the lane's order: a member
+ * removed while a broadcast of an earlier message is still queued gets it
+ * (it is in their window), not what is written after the removal; a re-add
+ * right after applies after the removal (rooms.c): what was written before
+ * it applied reaches them by pull (the next live message shows the gap),
+ * what follows live. */
+static void test_large_remove_while_queued(void **state)
+{
+    fx *f = *state;
+    char conv[MQC_ID_BUF];
+    char name[8];
+    for (size_t i = 0; i < 250; i++) {
+        snprintf(name, sizeof(name), "u%03zu", i);
+        assert_non_null(conn_add(&f->d, CLIENT(10 + i), name, "phone"));
+    }
+    dev_create_group(f, 299, conv);
+    for (int i = 0; i < 10 && f->d.lane_head; i++)
+        dev_tick(&f->d);
+    assert_null(f->d.lane_head);
+    dev_tick(&f->d);
+    stub_reset();
+    assert_int_equal(dev_send(f, f->a_phone, "m1", conv, "before"), MOSQ_ERR_SUCCESS);
+    Mqchat__V1__GroupRemoveMembers gr = MQCHAT__V1__GROUP_REMOVE_MEMBERS__INIT;
+    gr.conversation_id = conv;
+    gr.user_ids = (char *[]){"u200"};
+    gr.n_user_ids = 1;
+    Mqchat__V1__Request req = MQCHAT__V1__REQUEST__INIT;
+    req.request_id = "r1";
+    req.body_case = MQCHAT__V1__REQUEST__BODY_GROUP_REMOVE;
+    req.group_remove = &gr;
+    assert_int_equal(dev_request(f, f->a_phone, &req), MOSQ_ERR_SUCCESS);
+    assert_int_equal(dev_send(f, f->a_phone, "m2", conv, "while out"), MOSQ_ERR_SUCCESS);
+    Mqchat__V1__GroupAddMembers ga = MQCHAT__V1__GROUP_ADD_MEMBERS__INIT;
+    ga.conversation_id = conv;
+    ga.user_ids = (char *[]){"u200"};
+    ga.n_user_ids = 1;
+    req.request_id = "r2";
+    req.body_case = MQCHAT__V1__REQUEST__BODY_GROUP_ADD;
+    req.group_add = &ga;
+    assert_int_equal(dev_request(f, f->a_phone, &req), MOSQ_ERR_SUCCESS);
+    assert_int_equal(dev_send(f, f->a_phone, "m3", conv, "back"), MOSQ_ERR_SUCCESS);
+    assert_int_equal(mqstore_sync(f->store), MQSTORE_OK);
+    for (int i = 0; i < 40 && f->d.lane_head; i++)
+        dev_tick(&f->d);
+    assert_null(f->d.lane_head);
+    int before = 0, out = 0, back = 0, other_out = 0;
+    for (size_t i = 0; i < stub_pub_count(); i++) {
+        const stub_pub *p = pub_at(i);
+        if (!strstr(p->topic, "/inbox")) continue;
+        Mqchat__V1__ServerEvent *ev = decode_event(p);
+        if (ev->message && ev->message->kind == MQCHAT__V1__MESSAGE_KIND__MESSAGE_KIND_USER &&
+            strcmp(ev->message->conversation_id, conv) == 0) {
+            const char *b = (const char *)ev->message->body.data;
+            size_t n = ev->message->body.len;
+            int is_u200 = strcmp(p->client_id, "u200:phone") == 0;
+            if (is_u200 && n == 6 && memcmp(b, "before", 6) == 0) before++;
+            if (is_u200 && n == 9 && memcmp(b, "while out", 9) == 0) out++;
+            if (is_u200 && n == 4 && memcmp(b, "back", 4) == 0) back++;
+            if (!is_u200 && n == 9 && memcmp(b, "while out", 9) == 0) other_out++;
+        }
+        mqchat__v1__server_event__free_unpacked(ev, NULL);
+    }
+    assert_int_equal(before, 1); /* queued before the removal: in the window */
+    assert_int_equal(out, 0);    /* written while removed */
+    assert_true(back <= 1);      /* written before the re-add applied: live or pulled */
+    assert_true(other_out > 200);
+    /* Once the lane applied the re-add, u200 is in the room again. */
+    stub_reset();
+    dev_tick(&f->d);
+    assert_int_equal(dev_send(f, f->a_phone, "m4", conv, "later"), MOSQ_ERR_SUCCESS);
+    assert_int_equal(mqstore_sync(f->store), MQSTORE_OK);
+    for (int i = 0; i < 40 && f->d.lane_head; i++)
+        dev_tick(&f->d);
+    assert_true(pub_index("u200:phone") >= 0);
+}
+
 static void test_large_lane(void **state)
 {
     fx *f = *state;
@@ -1995,6 +2071,7 @@ int main(void)
         T(test_send_direct_creates, setup_sync),
         T(test_large_mode_switch, setup_large),
         T(test_large_lane, setup_large),
+        T(test_large_remove_while_queued, setup_large),
         T(test_large_admins_post, setup_large),
         T(test_large_switch_back_order, setup_large_sync),
         T(test_send_not_naming_sender, setup_os),

@@ -212,6 +212,9 @@ void room_hold(struct room *r);
 void room_release(dev *d, struct room *r);
 int room_walk(struct room *r, size_t *limit, const char **conv);
 conn *room_at(struct room *r, size_t i);
+/* A membership change queued in the lane (lane_member_change) reached
+ * the head: `user` joins (join = 1) or leaves the room now. */
+void room_change_apply(dev *d, struct room *r, const char *user, int join);
 
 /* ---- lane.c: the deliveries of large conversations ---- */
 /* Queue w's deliveries behind its ticket: the fan-out users' copies (with
@@ -223,6 +226,10 @@ int lane_written(dev *d, pubs *out, chat_written *w, const conn *skip);
  * devices, after `ticket`. */
 int lane_broadcast(dev *d, const char *conv, uint64_t ticket, const ProtobufCMessage *ev, int qos,
                    const char *skip_user);
+/* Queue `user` joining (join = 1) or leaving room r of a group change
+ * written with `ticket`, behind the broadcasts already queued (rooms.c says
+ * when). -1: out of memory (the caller applies it at once instead). */
+int lane_member_change(dev *d, struct room *r, const char *user, int join, uint64_t ticket);
 /* Inside out_drain: run what is durable, within the budget. */
 void lane_run(dev *d);
 /* 1 if durable lane work waits for the next pass's budget. */

@@ -24,6 +24,7 @@
 #include <assert.h>
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,8 @@ typedef struct lane_job {
     size_t len;
     int qos;
     int message; /* metrics: the broadcast is a message (counted in delivered_live) */
+    int change;  /* a membership change (rooms.c): 1 user joins, -1 user leaves */
+    char user[MQC_ID_BUF];
     char skip_client[2 * MQC_ID_BUF];
     char (*skip_users)[MQC_ID_BUF]; /* sorted */
     size_t n_skip;
@@ -176,6 +179,19 @@ static void send_one(dev *d, lane_job *j, conn *c)
     if (j->message) d->delivered_live++;
 }
 
+int lane_member_change(dev *d, struct room *r, const char *user, int join, uint64_t ticket)
+{
+    lane_job *j = calloc(1, sizeof(*j));
+    if (!j) return -1;
+    j->room = r; /* limit 0: nothing to walk */
+    room_hold(r);
+    j->change = join ? 1 : -1;
+    snprintf(j->user, sizeof(j->user), "%s", user);
+    j->ticket = ticket;
+    push(d, j);
+    return 0;
+}
+
 void lane_run(dev *d)
 {
     uint64_t durable = mqstore_durable(d->store);
@@ -196,6 +212,7 @@ void lane_run(dev *d)
             d->lane_budget--;
         }
         if (j->room && j->next < j->limit) break; /* the budget ran out mid-walk */
+        if (j->change) room_change_apply(d, j->room, j->user, j->change > 0);
         d->lane_head = j->next_job;
         if (!d->lane_head) d->lane_tail = NULL;
         d->lane_len--;

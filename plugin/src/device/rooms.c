@@ -17,6 +17,16 @@
  * last broadcast is done. A connection that joins meanwhile is appended
  * past every queued walk's end: it gets what is written from then on, and
  * pulls the rest (it joined before it synced).
+ *
+ * Membership changes follow the log's order, not the moment they are
+ * written: a member removed while broadcasts of earlier messages are still
+ * queued must get them (they are in their window), so the removal waits in
+ * the lane behind them (lane_member_change) and the user leaves the room
+ * when the lane reaches it. A join is applied at once (queued walks end
+ * before the new connection) unless a change of that room is still queued:
+ * then it waits too, so that a removal and a re-add apply in order (the
+ * re-added user gets what is written after the join is applied, and a gap
+ * in the seqs makes their device pull the rest).
  * Main thread only. */
 #include "device.h"
 
@@ -31,8 +41,9 @@ typedef struct room {
     char conv[MQC_ID_BUF];
     conn **v; /* connections; NULL: a hole (see above) */
     size_t n, cap, holes;
-    unsigned jobs; /* queued broadcasts that walk this room */
-    int open;      /* 0: the conversation is no longer large; freed when jobs == 0 */
+    unsigned jobs;    /* queued broadcasts that walk this room */
+    unsigned changes; /* of them, queued membership changes (lane_member_change) */
+    int open;         /* 0: the conversation is no longer large; freed when jobs == 0 */
     UT_hash_handle hh;
 } room;
 
@@ -265,10 +276,30 @@ void rooms_after_write(dev *d, const chat_written *w)
         return;
     }
     for (size_t i = 0; i < ev->n_user_ids; i++) {
-        if (ev->type == EVT(MEMBERS_ADDED))
+        int join = ev->type == EVT(MEMBERS_ADDED);
+        if (!join && ev->type != EVT(MEMBERS_REMOVED) && ev->type != EVT(MEMBER_LEFT)) continue;
+        /* Behind the queued broadcasts (see the top of the file). */
+        r = room_find(d, w->conv);
+        if (r && r->jobs && (!join || r->changes) &&
+            lane_member_change(d, r, ev->user_ids[i], join, w->r.ticket) == 0) {
+            r->changes++;
+            continue;
+        }
+        if (join)
             join_user(d, w->conv, ev->user_ids[i]);
-        else if (ev->type == EVT(MEMBERS_REMOVED) || ev->type == EVT(MEMBER_LEFT))
+        else
             leave_user(d, w->conv, ev->user_ids[i]);
+    }
+}
+
+void room_change_apply(dev *d, struct room *r, const char *user, int join)
+{
+    assert(r->changes > 0 && r->jobs > 0); /* the change's job holds r */
+    r->changes--;
+    if (join) {
+        if (r->open) join_user(d, r->conv, user);
+    } else {
+        leave_user(d, r->conv, user);
     }
 }
 
