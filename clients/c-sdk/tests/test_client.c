@@ -1,0 +1,216 @@
+/* test_client — the SDK's delivery rules without a network: packets are
+ * fed with mqchat__handle_incoming() to a poll-mode client that never
+ * connects, and the test checks what the app is handed and what the SQLite
+ * state says after the client is freed and made again on the same file:
+ * live inbox messages in order and once, duplicates dropped, a message
+ * committed only once its event is freed (so an app that never finished
+ * with it gets it again), own sends coming back completing the outbox,
+ * bad input an ERROR event. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "mqchat.h"
+#include "mqchat.pb-c.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char dir[64];
+
+static int token(void *data, char *buf, size_t cap, int refresh)
+{
+    return -1;
+}
+
+static mqchat_client *make(void)
+{
+    mqchat_options o;
+    mqchat_options_init(&o);
+    o.user = "me";
+    o.device = "phone";
+    o.state_dir = dir;
+    o.token = token;
+    o.poll_mode = 1;
+    char *err = NULL;
+    mqchat_client *c = mqchat_new(&o, &err);
+    assert_non_null(c);
+    return c;
+}
+
+static void feed_msg(mqchat_client *c, const char *conv, uint64_t seq, uint64_t inbox_seq,
+                     const char *from, const char *device, const char *cmid, const char *body)
+{
+    Mqchat__V1__ServerEvent e = MQCHAT__V1__SERVER_EVENT__INIT;
+    Mqchat__V1__Message m = MQCHAT__V1__MESSAGE__INIT;
+    m.conversation_id = (char *)conv;
+    m.seq = seq;
+    m.inbox_seq = inbox_seq;
+    m.sender_user_id = (char *)from;
+    m.sender_device_id = (char *)device;
+    m.client_msg_id = (char *)cmid;
+    m.kind = MQCHAT__V1__MESSAGE_KIND__MESSAGE_KIND_USER;
+    m.body.data = (uint8_t *)body;
+    m.body.len = strlen(body);
+    e.body_case = MQCHAT__V1__SERVER_EVENT__BODY_MESSAGE;
+    e.message = &m;
+    uint8_t buf[1024];
+    size_t n = mqchat__v1__server_event__pack(&e, buf);
+    assert_int_equal(mqchat__handle_incoming(c, mqchat__topic(c, "inbox"), buf, n), 0);
+}
+
+/* Takes every queued event; returns how many MESSAGE events, their bodies
+ * joined by ',' in out. Frees them unless keep is set (then *kept holds the
+ * first MESSAGE event, not freed). */
+static int take(mqchat_client *c, char *out, size_t cap, int *errors, mqchat_event **kept)
+{
+    int n = 0;
+    out[0] = 0;
+    if (errors) *errors = 0;
+    mqchat_event *ev;
+    while ((ev = mqchat_next_event(c))) {
+        if (ev->type == MQCHAT_EV_ERROR && errors) (*errors)++;
+        if (ev->type == MQCHAT_EV_MESSAGE) {
+            n++;
+            size_t l = strlen(out);
+            snprintf(out + l, cap - l, "%s%.*s", l ? "," : "", (int)ev->message.body_len,
+                     (const char *)ev->message.body);
+            if (kept && !*kept) {
+                *kept = ev;
+                continue;
+            }
+        }
+        mqchat_event_free(ev);
+    }
+    return n;
+}
+
+static int setup(void **state)
+{
+    strcpy(dir, "/tmp/mqchat-sdk-client-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char p[128];
+    const char *sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof(p), "%s/me.phone.sqlite%s", dir, sfx[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+    return 0;
+}
+
+static void test_order_dups_and_commit(void **state)
+{
+    char got[256];
+    /* The first life runs in a child that ends with _exit(), as a kill -9
+     * would end it: "three" was taken by the app and never freed. */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        mqchat_client *c = make();
+        feed_msg(c, "d:a:me", 1, 1, "a", "p", "x1", "one");
+        feed_msg(c, "d:a:me", 2, 2, "a", "p", "x2", "two");
+        feed_msg(c, "d:a:me", 2, 2, "a", "p", "x2", "two");  /* duplicate */
+        feed_msg(c, "d:a:me", 1, 1, "a", "p", "x1", "one");  /* old */
+        feed_msg(c, "d:a:me", 4, 4, "a", "p", "x4", "four"); /* gap: waits for the sync */
+        int ok = take(c, got, sizeof(got), NULL, NULL) == 2 && strcmp(got, "one,two") == 0;
+        feed_msg(c, "d:a:me", 3, 3, "a", "p", "x3", "three");
+        mqchat_event *kept = NULL;
+        ok = ok && take(c, got, sizeof(got), NULL, &kept) == 1 && kept;
+        _exit(ok ? 0 : 1);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    mqchat_client *c = make();
+    feed_msg(c, "d:a:me", 2, 2, "a", "p", "x2", "two"); /* committed: dropped */
+    feed_msg(c, "d:a:me", 3, 3, "a", "p", "x3", "three");
+    assert_int_equal(take(c, got, sizeof(got), NULL, NULL), 1);
+    assert_string_equal(got, "three"); /* again, once */
+    mqchat_free(c);
+    c = make();
+    feed_msg(c, "d:a:me", 3, 3, "a", "p", "x3", "three");
+    feed_msg(c, "d:a:me", 4, 4, "a", "p", "x4", "four");
+    assert_int_equal(take(c, got, sizeof(got), NULL, NULL), 1);
+    assert_string_equal(got, "four");
+    mqchat_free(c);
+}
+
+static void test_own_send_and_large(void **state)
+{
+    char got[256], cmid[MQCHAT_ID_BUF];
+    mqchat_client *c = make();
+    assert_int_equal(mqchat_send(c, "d:a:me", "text/plain", "hey", 3, cmid), MQCHAT_OK);
+    assert_int_equal(mqchat_outbox_count(c), 1);
+    /* Our own message comes back by sync / inbox: completes the send, not handed. */
+    feed_msg(c, "d:a:me", 1, 1, "me", "phone", cmid, "hey");
+    int sent = 0;
+    mqchat_event *ev;
+    while ((ev = mqchat_next_event(c))) {
+        assert_int_not_equal(ev->type, MQCHAT_EV_MESSAGE);
+        if (ev->type == MQCHAT_EV_SENT) {
+            sent++;
+            assert_string_equal(ev->sent.cmid, cmid);
+            assert_int_equal(ev->sent.seq, 1);
+        }
+        mqchat_event_free(ev);
+    }
+    assert_int_equal(sent, 1);
+    assert_int_equal(mqchat_outbox_count(c), 0);
+    /* Another device of mine: handed. */
+    feed_msg(c, "d:a:me", 2, 2, "me", "tablet", "t1", "from tablet");
+    assert_int_equal(take(c, got, sizeof(got), NULL, NULL), 1);
+    /* Large conversation, live (inbox_seq 0): by seq; a gap waits for a pull. */
+    feed_msg(c, "g:big", 1, 0, "b", "p", "b1", "L1");
+    feed_msg(c, "g:big", 2, 0, "b", "p", "b2", "L2");
+    feed_msg(c, "g:big", 2, 0, "b", "p", "b2", "L2");
+    feed_msg(c, "g:big", 5, 0, "b", "p", "b5", "L5");
+    assert_int_equal(take(c, got, sizeof(got), NULL, NULL), 2);
+    assert_string_equal(got, "L1,L2");
+    mqchat_free(c);
+    c = make();
+    feed_msg(c, "g:big", 2, 0, "b", "p", "b2", "L2");
+    feed_msg(c, "g:big", 3, 0, "b", "p", "b3", "L3");
+    assert_int_equal(take(c, got, sizeof(got), NULL, NULL), 1);
+    assert_string_equal(got, "L3");
+    mqchat_free(c);
+}
+
+static void test_bad_input(void **state)
+{
+    char got[64];
+    int errors;
+    mqchat_client *c = make();
+    const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+    assert_int_equal(mqchat__handle_incoming(c, mqchat__topic(c, "inbox"), junk, sizeof(junk)), -1);
+    assert_int_equal(mqchat__handle_incoming(c, mqchat__topic(c, "ack"), junk, sizeof(junk)), -1);
+    assert_int_equal(mqchat__handle_incoming(c, mqchat__topic(c, "resp"), junk, sizeof(junk)), -1);
+    assert_int_equal(mqchat__handle_incoming(c, mqchat__topic(c, "inbox"), "", 0),
+                     -1); /* no body */
+    assert_int_equal(take(c, got, sizeof(got), &errors, NULL), 0);
+    assert_int_equal(errors, 4);
+    assert_int_equal(mqchat_fd(c) >= 0, 1);
+    mqchat_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_order_dups_and_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_own_send_and_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
