@@ -342,3 +342,43 @@ def test_large_conversation_caught_up(make_broker, sdk, connect):
     bob.wait_up_to_date()
     again = bob.messages(conv)
     assert bodies(again) == ["after1", "after2"], again
+
+
+def test_token_refresh_after_not_authorized(broker, sdk):
+    bad = H.make_token("alice", "phone", secret="not-the-broker-secret-0123456789abcdef")
+    d = Path(tempfile.mkdtemp(prefix="mqchat-it-sdk-tok-"))
+    try:
+        alice = sdk(broker, "alice")
+        alice.wait_up_to_date()
+        alice.close()
+        alice.token_file.write_text(bad)
+        alice.start()
+        alice.wait(lambda evs: any(e["ev"] == "token" for e in evs), "token(refresh=1)")
+        alice.token_file.write_text(H.make_token("alice", "phone"))
+        alice.wait_up_to_date()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("v5", [True, False], ids=["mqtt5", "mqtt311"])
+def test_session_taken_over(broker, sdk, v5):
+    """A second connection with the same client id (the same device logged
+    in elsewhere): the older client reports taken_over and stops; the newer
+    one ends up connected (with MQTT 3.1.1 after a short scuffle, which is
+    how the SDK detects it)."""
+    first = sdk(broker, "alice", v5=v5)
+    first.wait_up_to_date()
+    second = SdkDriver(broker, "alice", "phone", Path(first.state_dir).parent / "second", v5=v5)
+    try:
+        second.wait_up_to_date()
+        first.wait(lambda evs: any(e["ev"] == "connection" and e["state"] == "taken_over"
+                                   for e in evs), "taken_over", timeout=WAIT * 2)
+        n_second = len(second.of("connection"))
+        time.sleep(2)  # the first one does not fight back any more
+        states = [e["state"] for e in first.of("connection")]
+        assert states[-1] == "taken_over", states
+        later = second.of("connection")[n_second:]
+        assert not [e for e in later if e["state"] == "disconnected"], later
+        assert [e["state"] for e in second.of("connection")][-1] in ("connected", "up_to_date")
+    finally:
+        second.close()

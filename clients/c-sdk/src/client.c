@@ -97,6 +97,7 @@ struct mqchat_client {
 
     /* connection */
     int want, connected, connecting, taken_over, attempt, refresh, quick_drops;
+    int after_loss, session_is_reconnect; /* taken-over detection (lost_session) */
     int64_t connected_at, reconnect_at, retry_at;
     enum MQTTReasonCodes v5_reason;
 
@@ -1057,9 +1058,17 @@ static void lost_session(mqchat_client *c, const char *why)
     c->catching_up = 0;
     while (c->n_pulls)
         pull_pop(c);
-    int quick = now_ms() - c->connected_at < 3000;
+    /* MQTT 3.1.1 says nothing when another connection with our client id
+     * takes the session (and an MQTT 5 DISCONNECT 0x8E may not reach us
+     * before the socket closes). The sign: a session we re-established
+     * after losing one is itself dropped within 3 s, twice in a row — we
+     * are kicking the new connection out and it kicks back. The app's own
+     * first session never counts, so the newer device is the one that
+     * stays. */
+    int quick = c->session_is_reconnect && now_ms() - c->connected_at < 3000;
     c->quick_drops = quick ? c->quick_drops + 1 : 0;
-    if (c->v5_reason == MQTTREASONCODE_SESSION_TAKEN_OVER || c->quick_drops >= 3) {
+    c->after_loss = 1;
+    if (c->v5_reason == MQTTREASONCODE_SESSION_TAKEN_OVER || c->quick_drops >= 2) {
         c->taken_over = 1;
         emit_conn(c, MQCHAT_CONN_TAKEN_OVER,
                   c->v5_reason == MQTTREASONCODE_SESSION_TAKEN_OVER
@@ -1085,7 +1094,14 @@ static void on_disconnected5(void *ctx, MQTTProperties *props, enum MQTTReasonCo
     mqchat_client *c = ctx;
     lock(c);
     c->v5_reason = rc;
-    if (c->connected) lost_session(c, MQTTReasonCode_toString(rc));
+    if (c->connected) {
+        lost_session(c, MQTTReasonCode_toString(rc));
+    } else if (rc == MQTTREASONCODE_SESSION_TAKEN_OVER && !c->taken_over) {
+        /* paho reported the lost connection first */
+        c->taken_over = 1;
+        c->reconnect_at = 0;
+        emit_conn(c, MQCHAT_CONN_TAKEN_OVER, "session taken over (0x8E)");
+    }
     unlock(c);
 }
 
@@ -1097,6 +1113,7 @@ static void connected(mqchat_client *c)
     c->refresh = 0;
     c->v5_reason = MQTTREASONCODE_SUCCESS;
     c->connected_at = now_ms();
+    c->session_is_reconnect = c->after_loss;
     c->cursor_acked = 0; /* ack again once per session */
     for (size_t i = 0; i < c->n_convs; i++)
         c->convs[i].position_acked = 0;
@@ -1481,6 +1498,7 @@ int mqchat_connect(mqchat_client *c)
     c->want = 1;
     c->taken_over = 0;
     c->quick_drops = 0;
+    c->after_loss = 0;
     if (!c->connected && !c->connecting) c->reconnect_at = now_ms();
     pthread_cond_signal(&c->cond);
     unlock(c);

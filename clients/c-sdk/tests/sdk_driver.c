@@ -128,8 +128,17 @@ static void on_event(void *data, const mqchat_event *ev)
     print_event(ev);
 }
 
+static void say(const char *fmt, const char *a, const char *b)
+{
+    pthread_mutex_lock(&out_mu);
+    printf(fmt, a, b);
+    fflush(stdout);
+    pthread_mutex_unlock(&out_mu);
+}
+
 static int token(void *data, char *buf, size_t cap, int refresh)
 {
+    if (refresh) say("{\"ev\":\"token\",\"refresh\":1%s%s}\n", "", "");
     FILE *f = fopen(token_file, "r");
     if (!f) return -1;
     size_t n = fread(buf, 1, cap - 1, f);
@@ -138,14 +147,6 @@ static int token(void *data, char *buf, size_t cap, int refresh)
         n--;
     buf[n] = 0;
     return n ? 0 : -1;
-}
-
-static void say(const char *fmt, const char *a, const char *b)
-{
-    pthread_mutex_lock(&out_mu);
-    printf(fmt, a, b);
-    fflush(stdout);
-    pthread_mutex_unlock(&out_mu);
 }
 
 static int command(mqchat_client *c, char *line)
