@@ -198,7 +198,7 @@ def assert_in_order_once(msgs):
 
 
 def test_send_and_receive(broker, sdk):
-    alice = sdk(broker, "alice")
+    alice = sdk(broker, "alice", v5=True)
     bob = sdk(broker, "bob", poll=True)
     alice.wait_up_to_date()
     bob.wait_up_to_date()
@@ -263,8 +263,9 @@ def test_outbox_survives_app_kill_with_broker_down(broker, sdk):
     assert r["ok"] == 1 and len(r["messages"]) == 3, "stored once on the server"
 
 
-def test_kill_mid_stream_no_loss(broker, sdk, connect):
-    bob = sdk(broker, "bob")
+@pytest.mark.parametrize("poll", [False, True], ids=["callbacks", "poll"])
+def test_kill_mid_stream_no_loss(broker, sdk, connect, poll):
+    bob = sdk(broker, "bob", poll=poll)
     bob.wait_up_to_date()
     alice = connect("alice")
     n = 40

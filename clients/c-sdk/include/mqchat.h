@@ -105,7 +105,8 @@ void mqchat_options_init(mqchat_options *o);
 mqchat_client *mqchat_new(const mqchat_options *o, char **err);
 
 /* Disconnects, stops the SDK's threads and frees everything, queued events
- * included. Not from a callback. NULL is a no-op. */
+ * included. Events taken with mqchat_next_event() must be freed before.
+ * Not from a callback. NULL is a no-op. */
 void mqchat_free(mqchat_client *c);
 
 /* Starts connecting and returns at once; from then on the client reconnects
