@@ -10,7 +10,6 @@ them. Every wait is bounded (H.WAIT)."""
 
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
@@ -173,17 +172,27 @@ def sdk(request):
 
     yield make
     problems = []
-    for d in drivers:
-        if d.proc.poll() is not None and d.proc.returncode == -signal.SIGKILL:
-            continue
-        rc, errs = d.close()
-        if rc != 0:
-            problems.append(f"{d.user}:{d.device} exited {rc}: {d.stderr[-3000:]!r}")
-        if b"Sanitizer" in d.stderr or b"runtime error" in d.stderr:
-            problems.append(f"{d.user}:{d.device} sanitizer: {d.stderr[-3000:]!r}")
-        if errs:
-            problems.append(f"{d.user}:{d.device} ERROR events: {errs}")
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        for d in drivers:
+            if d.proc.poll() is not None and d.proc.returncode == -signal.SIGKILL:
+                continue
+            try:
+                rc, errs = d.close()
+            except AssertionError as e:
+                problems.append(str(e))
+                continue
+            if rc != 0:
+                problems.append(f"{d.user}:{d.device} exited {rc}: {d.stderr[-3000:]!r}")
+            if b"Sanitizer" in d.stderr or b"runtime error" in d.stderr:
+                problems.append(f"{d.user}:{d.device} sanitizer: {d.stderr[-3000:]!r}")
+            if errs:
+                problems.append(f"{d.user}:{d.device} ERROR events: {errs}")
+    finally:
+        for d in drivers:
+            if d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait(WAIT)
+        shutil.rmtree(root, ignore_errors=True)
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 
@@ -347,18 +356,14 @@ def test_large_conversation_caught_up(make_broker, sdk, connect):
 
 def test_token_refresh_after_not_authorized(broker, sdk):
     bad = H.make_token("alice", "phone", secret="not-the-broker-secret-0123456789abcdef")
-    d = Path(tempfile.mkdtemp(prefix="mqchat-it-sdk-tok-"))
-    try:
-        alice = sdk(broker, "alice")
-        alice.wait_up_to_date()
-        alice.close()
-        alice.token_file.write_text(bad)
-        alice.start()
-        alice.wait(lambda evs: any(e["ev"] == "token" for e in evs), "token(refresh=1)")
-        alice.token_file.write_text(H.make_token("alice", "phone"))
-        alice.wait_up_to_date()
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    alice = sdk(broker, "alice")
+    alice.wait_up_to_date()
+    alice.close()
+    alice.token_file.write_text(bad)
+    alice.start()
+    alice.wait(lambda evs: any(e["ev"] == "token" for e in evs), "token(refresh=1)")
+    alice.token_file.write_text(H.make_token("alice", "phone"))
+    alice.wait_up_to_date()
 
 
 @pytest.mark.parametrize("v5", [True, False], ids=["mqtt5", "mqtt311"])
