@@ -22,10 +22,14 @@
  * every callback runs on paho's callback thread (or the SDK's timer thread
  * for CONNECTION events of reconnects): the app must not block there; it
  * may call any mqchat_* function from a callback except mqchat_free(). In
- * poll mode (poll_mode = 1) no app code runs on any SDK thread: events queue
- * up, mqchat_fd() becomes readable, and the app takes them with
- * mqchat_next_event(). No global state: several clients may live in one
- * process. All functions are thread-safe for one client. */
+ * poll mode (poll_mode = 1) no app code runs on any SDK thread (except the
+ * token provider): paho's thread only queues the packets it receives,
+ * mqchat_fd() becomes readable, and mqchat_next_event() decodes and applies
+ * them on the app's thread and returns the events. (Connects and lost
+ * connections are still handled on the SDK's threads: resending the
+ * outbox, starting the sync, queueing CONNECTION events.) No global state:
+ * several clients may live in one process. All functions are thread-safe
+ * for one client. */
 #ifndef MQCHAT_H
 #define MQCHAT_H
 
@@ -161,10 +165,11 @@ int mqchat_push_register(mqchat_client *c, const char *platform, const char *tok
 /* Poll mode: an eventfd that is readable while events are queued. */
 int mqchat_fd(mqchat_client *c);
 
-/* Poll mode: the oldest queued event, or NULL when none is queued. The
- * caller owns it and frees it with mqchat_event_free(); freeing a MESSAGE
- * event is what lets the SDK commit it as handed (so free it once the app
- * has stored the message). */
+/* Poll mode: decodes what has arrived and returns the oldest event, or
+ * NULL when there is none (when mqchat_fd() is readable, call it until
+ * NULL). The caller owns the event and frees it with mqchat_event_free();
+ * freeing a MESSAGE event is what lets the SDK commit it as handed (so free
+ * it once the app has stored the message). */
 mqchat_event *mqchat_next_event(mqchat_client *c);
 void mqchat_event_free(mqchat_event *ev);
 

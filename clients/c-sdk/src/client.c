@@ -116,6 +116,7 @@ struct mqchat_client {
     ievent *qh, *qt;
     pthread_mutex_t out_mu; /* guards oh/ot/draining, never held with c->mu taken after it */
     outpkt *oh, *ot;
+    outpkt *rh, *rt; /* poll mode: packets received, not decoded yet (under mu) */
     int draining;
     int depth; /* nesting of c->mu by its holder */
     uint64_t rid_counter;
@@ -1027,7 +1028,34 @@ static int on_arrived(void *ctx, char *topic, int tlen, MQTTAsync_message *m)
     if (n < sizeof(t)) {
         memcpy(t, topic, n);
         t[n] = 0;
-        mqchat__handle_incoming(c, t, m->payload, (size_t)m->payloadlen);
+        if (!c->poll_mode) {
+            mqchat__handle_incoming(c, t, m->payload, (size_t)m->payloadlen);
+        } else {
+            /* Poll mode: only queue; mqchat_next_event() decodes on the app's thread. */
+            outpkt *r = calloc(1, sizeof(*r));
+            if (r) {
+                r->topic = strdup(t);
+                r->len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+                r->buf = malloc(r->len ? r->len : 1);
+            }
+            if (r && r->topic && r->buf) {
+                if (r->len) memcpy(r->buf, m->payload, r->len);
+                lock(c);
+                if (c->rt)
+                    c->rt->next = r;
+                else
+                    c->rh = r;
+                c->rt = r;
+                uint64_t one = 1;
+                if (write(c->efd, &one, sizeof(one)) < 0) { /* counter full: still readable */
+                }
+                unlock(c);
+            } else if (r) {
+                free(r->topic);
+                free(r->buf);
+                free(r);
+            }
+        }
     }
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
@@ -1319,6 +1347,13 @@ static void client_destroy(mqchat_client *c)
         free(o->buf);
         free(o->topic);
         free(o);
+    }
+    while (c->rh) {
+        outpkt *r = c->rh;
+        c->rh = r->next;
+        free(r->buf);
+        free(r->topic);
+        free(r);
     }
     while (c->ph) {
         progress *p = c->ph;
@@ -1723,6 +1758,19 @@ mqchat_event *mqchat_next_event(mqchat_client *c)
 {
     if (!c || !c->poll_mode) return NULL;
     lock(c);
+    /* Decode queued packets until one yields an event. */
+    while (!c->qh && c->rh) {
+        outpkt *r = c->rh;
+        c->rh = r->next;
+        if (!c->rh) c->rt = NULL;
+        uint64_t v;
+        if (read(c->efd, &v, sizeof(v)) < 0) { /* already drained */
+        }
+        mqchat__handle_incoming(c, r->topic, r->buf, r->len);
+        free(r->topic);
+        free(r->buf);
+        free(r);
+    }
     ievent *ie = c->qh;
     if (ie) {
         c->qh = ie->next;
