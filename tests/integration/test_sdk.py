@@ -388,3 +388,27 @@ def test_session_taken_over(broker, sdk, v5):
         assert [e["state"] for e in second.of("connection")][-1] in ("connected", "up_to_date")
     finally:
         second.close()
+
+
+def test_rate_limited_sends_are_retried(make_broker, sdk):
+    """Sends over the connection's rate are refused RATE_LIMITED: the SDK
+    keeps them in the outbox and sends them again after retry_after_ms
+    (requests refused the same way are retried too), until all are stored,
+    each once."""
+    b = make_broker(opts={"rate_msgs_per_s": 5, "rate_burst": 3})
+    alice = sdk(b, "alice")
+    alice.wait_up_to_date()
+    n = 8
+    for i in range(n):
+        alice.send("d:alice:bob", f"r{i}")
+    alice.wait(lambda evs: len([e for e in evs if e["ev"] == "sent"]) >= n, f"{n} sent",
+               timeout=WAIT * 3)
+    refused = alice.of("send_failed")
+    assert refused and all(e["code"] == H.ecode("RATE_LIMITED") and e["retry"] == 1
+                           for e in refused), refused
+    assert alice.outbox() == 0
+    bob = sdk(b, "bob")
+    bob.wait_up_to_date()
+    got = bob.messages()
+    assert sorted(bodies(got)) == sorted(f"r{i}" for i in range(n))
+    assert [m["seq"] for m in got] == list(range(1, n + 1))

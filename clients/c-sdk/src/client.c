@@ -99,6 +99,7 @@ struct mqchat_client {
     int want, connected, connecting, taken_over, attempt, refresh, quick_drops;
     int after_loss, session_is_reconnect; /* taken-over detection (lost_session) */
     int64_t connected_at, reconnect_at, retry_at;
+    int64_t sync_retry_at, pull_retry_at; /* after a RATE_LIMITED / UNAVAILABLE answer */
     enum MQTTReasonCodes v5_reason;
 
     /* sync */
@@ -827,9 +828,19 @@ static void on_send_ack(mqchat_client *c, const Mqchat__V1__SendAck *a)
 static void on_response(mqchat_client *c, const Mqchat__V1__Response *r)
 {
     const char *rid = r->request_id;
+    int retry_ms = -1; /* >= 0: a refusal to retry after that long */
+    if (r->body_case == MQCHAT__V1__RESPONSE__BODY_ERROR &&
+        (r->error->code == MQCHAT__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED ||
+         r->error->code == MQCHAT__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE))
+        retry_ms = r->error->retry_after_ms ? (int)r->error->retry_after_ms : 500;
     if (c->sync_rid[0] && strcmp(rid, c->sync_rid) == 0) {
         if (r->body_case == MQCHAT__V1__RESPONSE__BODY_SYNC) {
             on_sync(c, r->sync);
+        } else if (retry_ms >= 0) {
+            c->inbox_syncing = 0;
+            c->sync_rid[0] = 0;
+            c->sync_retry_at = now_ms() + retry_ms;
+            pthread_cond_signal(&c->cond);
         } else {
             c->inbox_syncing = 0;
             c->sync_rid[0] = 0;
@@ -842,6 +853,10 @@ static void on_response(mqchat_client *c, const Mqchat__V1__Response *r)
     if (c->pull_rid[0] && strcmp(rid, c->pull_rid) == 0) {
         if (r->body_case == MQCHAT__V1__RESPONSE__BODY_PULL) {
             on_pull(c, r->pull);
+        } else if (retry_ms >= 0) {
+            c->pull_rid[0] = 0; /* the job stays first in line */
+            c->pull_retry_at = now_ms() + retry_ms;
+            pthread_cond_signal(&c->cond);
         } else {
             c->pull_rid[0] = 0;
             emit_error(c, "pull of %s refused: %s", c->n_pulls ? c->pulls[0].conv : "?",
@@ -853,7 +868,9 @@ static void on_response(mqchat_client *c, const Mqchat__V1__Response *r)
         return;
     }
     if (rid[0] == 'i') { /* CursorAck, PositionAck */
-        if (r->body_case == MQCHAT__V1__RESPONSE__BODY_ERROR)
+        if (retry_ms >= 0)
+            c->cursor_acked = 0; /* acked again with the next commit */
+        else if (r->body_case == MQCHAT__V1__RESPONSE__BODY_ERROR)
             emit_error(c, "ack %s refused: %s", rid, r->error->message);
         return;
     }
@@ -1084,6 +1101,7 @@ static void lost_session(mqchat_client *c, const char *why)
     c->sync_rid[0] = 0;
     c->pull_rid[0] = 0;
     c->catching_up = 0;
+    c->sync_retry_at = c->pull_retry_at = 0;
     while (c->n_pulls)
         pull_pop(c);
     /* MQTT 3.1.1 says nothing when another connection with our client id
@@ -1273,16 +1291,26 @@ static void *timer_main(void *arg)
             do_connect(c);
             continue;
         }
-        if (c->retry_at && now >= c->retry_at) {
-            c->retry_at = 0;
-            resend_outbox(c);
+        int64_t *due[3] = {&c->retry_at, &c->sync_retry_at, &c->pull_retry_at};
+        int fired = -1;
+        for (int i = 0; i < 3 && fired < 0; i++)
+            if (*due[i] && now >= *due[i]) {
+                *due[i] = 0;
+                fired = i;
+            }
+        if (fired >= 0) {
+            if (fired == 0) resend_outbox(c);
+            if (fired == 1) start_sync(c);
+            if (fired == 2 && c->connected && !c->pull_rid[0] && !c->inbox_syncing) next_pull(c);
+            flush(c);
             unlock(c); /* sends what was queued */
             lock(c);
             continue;
         }
         int64_t next = now + 1000;
         if (c->reconnect_at && c->reconnect_at < next) next = c->reconnect_at;
-        if (c->retry_at && c->retry_at < next) next = c->retry_at;
+        for (int i = 0; i < 3; i++)
+            if (*due[i] && *due[i] < next) next = *due[i];
         /* cond uses CLOCK_MONOTONIC (see mqchat_new). */
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
