@@ -412,3 +412,27 @@ def test_rate_limited_sends_are_retried(make_broker, sdk):
     got = bob.messages()
     assert sorted(bodies(got)) == sorted(f"r{i}" for i in range(n))
     assert [m["seq"] for m in got] == list(range(1, n + 1))
+
+
+def test_large_turned_small_while_offline(make_broker, sdk, connect):
+    """A group that was large (messages to pull) and turned small again
+    (messages in the inbox) while the device was away: the inbox part waits
+    for the pull, so the app gets every seq once and in order."""
+    b = make_broker(opts={"large_group_members": 4, "small_group_members": 3})
+    own = connect("own", broker=b)
+    r = own.request_ok(group_create=pb.GroupCreate(title="g", member_ids=["bob", "carol", "dave"]))
+    conv = r.group.conversation_id
+    own.send_many(conv, [b"L0", b"L1", b"L2"])                       # 2..4, large: pulled
+    own.request_ok(group_remove=pb.GroupRemoveMembers(conversation_id=conv,
+                                                      user_ids=["carol", "dave"]))  # 5: small
+    own.send_many(conv, [b"S0", b"S1"])                              # 6, 7: in the inbox
+    bob = sdk(b, "bob")
+    bob.wait_up_to_date()
+    got = bob.messages(conv)
+    assert [m["seq"] for m in got] == [1, 2, 3, 4, 5, 6, 7], [(m["seq"], m["body"]) for m in got]
+    assert bodies(got[1:4]) == ["L0", "L1", "L2"] and bodies(got[5:]) == ["S0", "S1"]
+    bob.close()
+    bob.start()
+    bob.wait_up_to_date()
+    time.sleep(0.2)
+    assert bob.messages(conv) == []

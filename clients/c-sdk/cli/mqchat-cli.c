@@ -268,6 +268,7 @@ static struct cli {
     int script;     /* --script: JSON lines */
     int rl;         /* interactive with readline (stdin is a terminal) */
     int rl_active;  /* the readline handler is installed */
+    int in_line;    /* in readline's line handler: the prompt is not shown */
     int quit;       /* /quit or EOF: drain (scripted) and leave */
     int eof;        /* stdin is at EOF */
     int up_to_date; /* the last CONNECTION event was UP_TO_DATE */
@@ -306,7 +307,7 @@ static volatile sig_atomic_t got_sigint, got_sigwinch;
 /* Prints one finished line: above the prompt in interactive mode. */
 static void out_line(const char *line)
 {
-    int redraw = S.rl && S.rl_active;
+    int redraw = S.rl && S.rl_active && !S.in_line;
     if (redraw) rl_clear_visible_line();
     fputs(line, stdout);
     fputc('\n', stdout);
@@ -436,9 +437,11 @@ static int pend_take(const char *rid, pending *out)
 
 /* ---- Events ------------------------------------------------------------ */
 
+/* The fields of a message, "conv":... (no leading comma). */
 static void json_message(buf *b, const mqchat_message *m)
 {
-    j_str(b, "conv", m->conv);
+    buf_add(b, "\"conv\":", 7);
+    j_strn(b, m->conv, strlen(m->conv));
     buf_printf(b, ",\"seq\":%" PRIu64 ",\"inbox_seq\":%" PRIu64 ",\"time_ms\":%" PRId64, m->seq,
                m->inbox_seq, m->time_ms);
     j_str(b, "from", m->sender_user);
@@ -656,7 +659,7 @@ static void on_event(const mqchat_event *ev)
     case MQCHAT_EV_MESSAGE:
         known_update(ev->message.conv, ev->message.seq);
         if (S.script) {
-            buf_add(&b, "{\"type\":\"message\"", 17);
+            buf_add(&b, "{\"type\":\"message\",", 18);
             json_message(&b, &ev->message);
         } else {
             text_message(&b, &ev->message);
@@ -708,8 +711,8 @@ static void on_event(const mqchat_event *ev)
             t_str(&b, ev->receipt.conv);
             buf_add(&b, "] ", 2);
             t_str(&b, ev->receipt.user);
-            buf_printf(&b, " read up to #%" PRIu64 " (delivered #%" PRIu64 ")",
-                       ev->receipt.read_seq, ev->receipt.delivered_seq);
+            buf_printf(&b, ": delivered #%" PRIu64 ", read #%" PRIu64, ev->receipt.delivered_seq,
+                       ev->receipt.read_seq);
         }
         break;
     case MQCHAT_EV_TYPING:
@@ -1014,8 +1017,11 @@ static void command(char *line)
     char rid[MQCHAT_ID_BUF];
     const char *users[256];
     int rc;
-    if (!cmd) return;
     S.n++;
+    if (!cmd) {
+        cmd_error("", "empty command (/help lists them)");
+        return;
+    }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "?") == 0) {
         help();
     } else if (strcmp(cmd, "quit") == 0 || strcmp(cmd, "exit") == 0) {
@@ -1328,7 +1334,9 @@ static void on_rl_line(char *s)
         HIST_ENTRY *h = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
         if (!h || strcmp(h->line, s) != 0) add_history(s);
     }
+    S.in_line = 1; /* readline moved to a new line and shows the prompt after us */
     line(s);
+    S.in_line = 0;
     free(s);
 }
 

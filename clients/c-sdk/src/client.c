@@ -58,7 +58,21 @@ typedef struct conv_state {
     uint64_t handed_mem; /* highest seq handed or queued to the app */
     uint64_t position_acked;
     int pulling;
+    uint64_t pull_after; /* the pull's start: inbox messages above it wait for the pull */
+    /* Inbox messages of this conversation that arrived while it is pulled
+     * (a group that turned small again while the device was away): handed
+     * in seq order among the pulled ones. Each holds its place in the
+     * progress FIFO (not done), so the cursor never passes it. */
+    struct deferred *dh, *dt;
 } conv_state;
+
+typedef struct deferred {
+    uint8_t *buf; /* the packed Message */
+    size_t len;
+    uint64_t seq;
+    struct progress *p;
+    struct deferred *next;
+} deferred;
 
 /* A packet to publish. Paho holds its own lock while it runs our
  * callbacks, and those take c->mu: so nothing calls into paho while holding
@@ -207,6 +221,7 @@ static ievent *ev_new(mqchat_client *c, mqchat_event_type t)
 }
 
 static void flush(mqchat_client *c);
+static void hand_deferred_all(mqchat_client *c, const char *conv, uint64_t below);
 
 /* Hands an event to the app: the callback now, or the poll queue. */
 static void emit(mqchat_client *c, ievent *ie)
@@ -561,6 +576,9 @@ static void next_pull(mqchat_client *c)
         return; /* offline: the next connect syncs again */
     }
     c->pull_rid[0] = 0;
+    if (!c->inbox_syncing) /* no pull left: nothing to wait for */
+        for (size_t i = 0; i < c->n_convs; i++)
+            if (c->convs[i].dh) hand_deferred_all(c, c->convs[i].conv, 0);
     if (c->catching_up && !c->inbox_syncing) {
         c->catching_up = 0;
         emit_conn(c, MQCHAT_CONN_UP_TO_DATE, "");
@@ -593,6 +611,7 @@ static void pull_add(mqchat_client *c, const char *conv, uint64_t after)
     c->pulls[c->n_pulls].after = after;
     c->n_pulls++;
     cs->pulling = 1;
+    cs->pull_after = after;
     /* A pull outside a catch-up (a live gap) starts at once. */
     if (!c->inbox_syncing && !c->pull_rid[0]) {
         c->catching_up = 1;
@@ -631,8 +650,10 @@ static void complete_own(mqchat_client *c, const char *cmid, const char *conv, u
 }
 
 /* Hands m to the app unless its seq was handed already; the progress item
- * carries the cursor (inbox arrivals) and/or position (large conversations). */
-static void hand(mqchat_client *c, const Mqchat__V1__Message *m, int has_cursor, uint64_t position)
+ * carries the cursor (inbox arrivals) and/or position (large conversations).
+ * ph: the item reserved when m was deferred (else a new one is added). */
+static void hand_in(mqchat_client *c, const Mqchat__V1__Message *m, int has_cursor,
+                    uint64_t position, progress *ph)
 {
     conv_state *cs = conv_get(c, m->conversation_id);
     if (!cs) {
@@ -656,10 +677,19 @@ static void hand(mqchat_client *c, const Mqchat__V1__Message *m, int has_cursor,
             }
             emit_error(c, "out of memory: message %s/%" PRIu64 " not handed", m->conversation_id,
                        m->seq);
-            return; /* nothing recorded: it comes again after a restart */
+            /* nothing recorded (a reserved item stays not done: the cursor
+             * stops before it until a restart, which brings it again) */
+            return;
         }
         cs->handed_mem = m->seq;
-        ie->p = progress_add(c, 0, has_cursor, m->inbox_seq, m->conversation_id, m->seq, position);
+        if (ph) {
+            ph->handed = m->seq;
+            ph->position = position;
+            ie->p = ph;
+        } else {
+            ie->p =
+                progress_add(c, 0, has_cursor, m->inbox_seq, m->conversation_id, m->seq, position);
+        }
         if (!ie->p) {
             event_clear(&ie->ev);
             free(ie);
@@ -669,7 +699,70 @@ static void hand(mqchat_client *c, const Mqchat__V1__Message *m, int has_cursor,
         return;
     }
     if (m->seq > cs->handed_mem) cs->handed_mem = m->seq;
-    progress_add(c, 1, has_cursor, m->inbox_seq, m->conversation_id, m->seq, position);
+    if (ph) {
+        ph->handed = m->seq;
+        ph->position = position;
+        ph->done = 1;
+    } else {
+        progress_add(c, 1, has_cursor, m->inbox_seq, m->conversation_id, m->seq, position);
+    }
+}
+
+static void hand(mqchat_client *c, const Mqchat__V1__Message *m, int has_cursor, uint64_t position)
+{
+    hand_in(c, m, has_cursor, position, NULL);
+}
+
+/* Hands the first deferred message of cs. */
+static void hand_deferred(mqchat_client *c, conv_state *cs)
+{
+    deferred *d = cs->dh;
+    cs->dh = d->next;
+    if (!cs->dh) cs->dt = NULL;
+    Mqchat__V1__Message *m = mqchat__v1__message__unpack(NULL, d->len, d->buf);
+    if (m) {
+        hand_in(c, m, 1, 0, d->p);
+        mqchat__v1__message__free_unpacked(m, NULL);
+    } else {
+        d->p->done = 1; /* cannot happen: the SDK packed it */
+    }
+    free(d->buf);
+    free(d);
+}
+
+static void hand_deferred_all(mqchat_client *c, const char *conv, uint64_t below)
+{
+    for (;;) {
+        conv_state *cs = conv_get(c, conv);
+        if (!cs || !cs->dh || (below && cs->dh->seq >= below)) return;
+        hand_deferred(c, cs); /* may move c->convs: look it up again */
+    }
+}
+
+static int defer_inbox(mqchat_client *c, conv_state *cs, const Mqchat__V1__Message *m)
+{
+    deferred *d = calloc(1, sizeof(*d));
+    if (!d) return -1;
+    d->len = mqchat__v1__message__get_packed_size(m);
+    d->buf = malloc(d->len ? d->len : 1);
+    d->p = progress_add(c, 0, 1, m->inbox_seq, m->conversation_id, 0, 0);
+    if (!d->buf || !d->p) {
+        if (d->p) { /* out of memory: the reserved item becomes a no-op */
+            d->p->has_cursor = 0;
+            d->p->done = 1;
+        }
+        free(d->buf);
+        free(d);
+        return -1;
+    }
+    mqchat__v1__message__pack(m, d->buf);
+    d->seq = m->seq;
+    if (cs->dt)
+        cs->dt->next = d;
+    else
+        cs->dh = d;
+    cs->dt = d;
+    return 0;
 }
 
 /* An inbox arrival with inbox_seq > cursor_mem (from a sync page, or live
@@ -677,6 +770,15 @@ static void hand(mqchat_client *c, const Mqchat__V1__Message *m, int has_cursor,
 static void apply_inbox(mqchat_client *c, const Mqchat__V1__Message *m)
 {
     assert(m->inbox_seq > c->cursor_mem);
+    conv_state *cs = conv_get(c, m->conversation_id);
+    if (cs && (cs->dh || (cs->pulling && m->seq > cs->pull_after))) {
+        if (defer_inbox(c, cs, m) != 0) {
+            emit_error(c, "out of memory: inbox %" PRIu64 " not applied", m->inbox_seq);
+            return; /* cursor_mem stays: the next sync brings it again */
+        }
+        c->cursor_mem = m->inbox_seq;
+        return;
+    }
     c->cursor_mem = m->inbox_seq;
     hand(c, m, 1, 0);
 }
@@ -698,7 +800,7 @@ static void on_live_message(mqchat_client *c, const Mqchat__V1__Message *m)
     conv_state *cs = conv_get(c, m->conversation_id);
     if (!cs) return;
     if (m->seq <= cs->handed_mem) return;
-    if (m->seq == cs->handed_mem + 1 && !cs->pulling) {
+    if (m->seq == cs->handed_mem + 1 && !cs->pulling && !cs->dh) {
         hand(c, m, 0, m->seq);
         return;
     }
@@ -713,14 +815,16 @@ static void on_sync(mqchat_client *c, const Mqchat__V1__SyncResponse *s)
         c->cursor_acked = s->inbox_head;
         progress_add(c, 1, 1, s->inbox_head, NULL, 0, 0);
     }
+    /* Positions first: inbox messages of a conversation about to be pulled
+     * wait for the pull (apply_inbox), so each conversation stays in seq order. */
+    for (size_t i = 0; i < s->n_positions; i++) {
+        const Mqchat__V1__ConversationPosition *p = s->positions[i];
+        if (p->end_seq > p->position) pull_add(c, p->conversation_id, p->position);
+    }
     for (size_t i = 0; i < s->n_messages; i++) {
         const Mqchat__V1__Message *m = s->messages[i];
         if (m->inbox_seq <= c->cursor_mem) continue;
         apply_inbox(c, m);
-    }
-    for (size_t i = 0; i < s->n_positions; i++) {
-        const Mqchat__V1__ConversationPosition *p = s->positions[i];
-        if (p->end_seq > p->position) pull_add(c, p->conversation_id, p->position);
     }
     if (s->more || s->positions_more) {
         c->sync_positions = s->positions_more;
@@ -757,6 +861,8 @@ static void on_pull(mqchat_client *c, const Mqchat__V1__ConversationPullResponse
             continue;
         }
         last = m->seq;
+        hand_deferred_all(c, j->conv, m->seq);
+        j = &c->pulls[0];
         hand(c, m, 0, 0);
     }
     if (p->through_seq > j->after) {
@@ -767,7 +873,10 @@ static void on_pull(mqchat_client *c, const Mqchat__V1__ConversationPullResponse
     if (p->more && p->through_seq > j->after) {
         j->after = p->through_seq;
     } else {
+        char *conv = strdup(j->conv);
         pull_pop(c);
+        if (conv) hand_deferred_all(c, conv, 0);
+        free(conv);
     }
     next_pull(c);
 }
@@ -808,16 +917,17 @@ static void on_send_ack(mqchat_client *c, const Mqchat__V1__SendAck *a)
     complete_own(c, a->client_msg_id, a->conversation_id, a->seq, a->inbox_seq, a->server_time_ms);
     conv_state *cs = conv_get(c, a->conversation_id);
     if (!cs) return;
+    int held = cs->pulling || cs->dh; /* the conv's order waits for a pull */
     if (a->inbox_seq > 0) {
         if (a->inbox_seq == c->cursor_mem + 1) {
             c->cursor_mem = a->inbox_seq;
-            if (a->seq > cs->handed_mem) cs->handed_mem = a->seq;
-            progress_add(c, 1, 1, a->inbox_seq, a->conversation_id, a->seq, 0);
+            if (!held && a->seq > cs->handed_mem) cs->handed_mem = a->seq;
+            progress_add(c, 1, 1, a->inbox_seq, held ? NULL : a->conversation_id, a->seq, 0);
         } else if (a->inbox_seq > c->cursor_mem + 1) {
             if (a->inbox_seq > c->max_seen_live) c->max_seen_live = a->inbox_seq;
             start_sync(c);
         }
-    } else if (a->seq == cs->handed_mem + 1 && !cs->pulling) {
+    } else if (a->seq == cs->handed_mem + 1 && !held) {
         cs->handed_mem = a->seq;
         progress_add(c, 1, 0, 0, a->conversation_id, a->seq, a->seq);
     }
@@ -862,7 +972,12 @@ static void on_response(mqchat_client *c, const Mqchat__V1__Response *r)
             emit_error(c, "pull of %s refused: %s", c->n_pulls ? c->pulls[0].conv : "?",
                        r->body_case == MQCHAT__V1__RESPONSE__BODY_ERROR ? r->error->message
                                                                         : "unexpected answer");
-            if (c->n_pulls) pull_pop(c);
+            if (c->n_pulls) {
+                char *conv = strdup(c->pulls[0].conv);
+                pull_pop(c);
+                if (conv) hand_deferred_all(c, conv, 0);
+                free(conv);
+            }
             next_pull(c);
         }
         return;
@@ -1392,8 +1507,15 @@ static void client_destroy(mqchat_client *c)
     while (c->n_pulls)
         pull_pop(c);
     free(c->pulls);
-    for (size_t i = 0; i < c->n_convs; i++)
+    for (size_t i = 0; i < c->n_convs; i++) {
+        while (c->convs[i].dh) {
+            deferred *d = c->convs[i].dh;
+            c->convs[i].dh = d->next;
+            free(d->buf);
+            free(d);
+        }
         free(c->convs[i].conv);
+    }
     free(c->convs);
     if (c->mq) MQTTAsync_destroy(&c->mq);
     mqc_state_close(c->st);
