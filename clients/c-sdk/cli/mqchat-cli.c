@@ -1566,7 +1566,7 @@ int main(int argc, char **argv)
     int status = 0, skipping = 0, drained = 0;
     for (;;) {
         /* Run what can run: the queued input lines, while no wait holds. */
-        while (!S.rl && !S.quit && wait_check() == 1) {
+        while (!S.rl && !S.quit && S.wait != W_DRAIN && wait_check() == 1) {
             char *nl = in.n ? memchr(in.p, '\n', in.n) : NULL;
             if (!nl) break;
             *nl = 0;
@@ -1580,7 +1580,7 @@ int main(int argc, char **argv)
             memmove(in.p, in.p + used, in.n - used);
             in.n -= used;
         }
-        if (S.rl) wait_check();
+        if (S.rl && S.wait != W_NONE) wait_check();
         if ((S.eof || S.quit) && S.wait == W_NONE) {
             if (S.rl || drained) break;
             /* scripted or piped: drain (bounded), once */
@@ -1647,8 +1647,10 @@ int main(int argc, char **argv)
             in.n += (size_t)n;
             in.p[in.n] = 0;
             if (in.n > LINE_MAX_BYTES && !memchr(in.p, '\n', in.n)) {
-                S.n++;
-                cmd_error("?", "line longer than %d bytes: dropped", LINE_MAX_BYTES);
+                if (!skipping) { /* one error line for one long line */
+                    S.n++;
+                    cmd_error("?", "line longer than %d bytes: dropped", LINE_MAX_BYTES);
+                }
                 in.n = 0;
                 skipping = 1; /* up to the next newline */
             }
