@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <locale.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -266,6 +267,8 @@ static struct cli {
     mqchat_client *c;
     const char *user;
     int script;     /* --script: JSON lines */
+    int strict;     /* --strict: exit 3 after any error, refusal or failed send */
+    long failures;  /* error lines, refused requests, failed sends */
     int rl;         /* interactive with readline (stdin is a terminal) */
     int rl_active;  /* the readline handler is installed */
     int in_line;    /* in readline's line handler: the prompt is not shown */
@@ -345,6 +348,7 @@ __attribute__((format(printf, 2, 3))) static void cmd_error(const char *cmd, con
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    S.failures++;
     buf b = {0};
     if (S.script) {
         buf_printf(&b, "{\"type\":\"error\",\"n\":%ld", S.n);
@@ -525,6 +529,7 @@ static void on_response(const mqchat_event *ev)
         known_update(ev->response.messages[i].conv, ev->response.messages[i].seq);
     for (size_t i = 0; i < ev->response.n_conversations; i++)
         known_update(ev->response.conversations[i].conv, ev->response.conversations[i].head_seq);
+    if (!ev->response.ok) S.failures++;
     if (ev->response.group_conv && ev->response.group_seq)
         known_update(ev->response.group_conv, ev->response.group_seq);
 
@@ -668,6 +673,7 @@ static void on_event(const mqchat_event *ev)
     case MQCHAT_EV_SENT:
     case MQCHAT_EV_SEND_FAILED: {
         int ok = ev->type == MQCHAT_EV_SENT;
+        if (!ok && !ev->sent.will_retry) S.failures++;
         if (ok) known_update(ev->sent.conv, ev->sent.seq);
         if (S.script) {
             buf_printf(&b, "{\"type\":\"%s\"", ok ? "sent" : "send_failed");
@@ -1338,6 +1344,10 @@ static void on_rl_line(char *s)
     line(s);
     S.in_line = 0;
     free(s);
+    if (S.quit) { /* no new prompt */
+        rl_callback_handler_remove();
+        S.rl_active = 0;
+    }
 }
 
 static void on_signal(int sig)
@@ -1365,7 +1375,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: mqchat-cli --user U [--device D] (--token T | --token-file F |\n"
                "                  --dev-secret-file F [--iss X] [--aud Y] [--ttl S])\n"
                "                  [--host H] [--port N] [--tls] [--cafile F] [--mqtt5]\n"
-               "                  [--prefix P] [--state-dir DIR] [--script]\n"
+               "                  [--prefix P] [--state-dir DIR] [--script [--strict]]\n"
                "                  [--history N] [--wait-timeout MS]\n"
                "\n"
                "  --token T            the JWT (visible in ps; prefer --token-file)\n"
@@ -1378,6 +1388,8 @@ static void usage(FILE *f)
                "                       (default $XDG_STATE_HOME/mqchat-cli or\n"
                "                       ~/.local/state/mqchat-cli)\n"
                "  --script             commands on stdin, events as JSON lines on stdout\n"
+               "  --strict             exit 3 if a command failed, a request was refused\n"
+               "                       or a send failed\n"
                "  --history N          messages /open shows (default 20)\n"
                "  --wait-timeout MS    default bound of wait-* and of the drain at EOF\n"
                "                       (default 10000)\n"
@@ -1402,6 +1414,8 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--script") == 0) {
             S.script = 1;
+        } else if (strcmp(a, "--strict") == 0) {
+            S.strict = 1;
         } else if (strcmp(a, "--tls") == 0) {
             o.use_tls = 1;
         } else if (strcmp(a, "--mqtt5") == 0) {
@@ -1528,6 +1542,7 @@ int main(int argc, char **argv)
     }
 
     S.rl = !S.script && isatty(0) && isatty(1);
+    if (S.rl) setlocale(LC_CTYPE, ""); /* readline: multibyte input in a UTF-8 terminal */
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -1597,7 +1612,11 @@ int main(int argc, char **argv)
             }
         }
 
-        struct pollfd pf[2] = {{.fd = S.eof || S.quit ? -1 : 0, .events = POLLIN},
+        /* While a wait holds with a line queued, stdin is left unread (the
+         * script waits in the pipe, not in memory). */
+        int want_in =
+            !S.eof && !S.quit && (S.rl || S.wait == W_NONE || !in.n || !memchr(in.p, '\n', in.n));
+        struct pollfd pf[2] = {{.fd = want_in ? 0 : -1, .events = POLLIN},
                                {.fd = mqchat_fd(S.c), .events = POLLIN}};
         int timeout = -1;
         if (S.wait != W_NONE) {
@@ -1676,5 +1695,6 @@ int main(int argc, char **argv)
     free(S.known);
     free(S.pend);
     mqjwt_secret_free(S.secret, S.secret_len);
+    if (S.strict && S.failures && status == 0) status = 3;
     return status;
 }
