@@ -12,11 +12,13 @@
  *     until the server acknowledges it (SENT) or refuses it (SEND_FAILED);
  *   - every message reaches the app once and in seq order per conversation
  *     across disconnects and broker restarts. Across a kill -9 of the app
- *     process: the app gets a message at least once — a message whose
- *     callback ran (or, in poll mode, whose event was taken but not yet
- *     freed) before the kill may be handed once more after the restart,
- *     because the SDK commits what it handed only after the callback
- *     returned (after mqchat_event_free() in poll mode).
+ *     process: without a persist hook the app gets a message at least
+ *     once — a message whose callback ran (or, in poll mode, whose event
+ *     was taken but not yet freed) before the kill may be handed once more
+ *     after the restart, because the SDK commits what it handed only after
+ *     the callback returned (after mqchat_event_free() in poll mode). With
+ *     a persist hook (mqchat_options.persist) it is exactly once for what
+ *     the app writes in the hook: see mqchat_persist_fn.
  *
  * Threading: paho runs its own thread. In callback mode (poll_mode = 0)
  * every callback runs on paho's callback thread (or the SDK's timer thread
@@ -81,6 +83,37 @@ typedef int (*mqchat_token_fn)(void *data, char *buf, size_t cap, int refresh);
  * only (copy what you keep). Runs on an SDK thread (see above). */
 typedef void (*mqchat_event_fn)(void *data, const mqchat_event *ev);
 
+/* The persist hook, for exactly once across a kill -9 of the app. For
+ * every MESSAGE event (live, sync and pull deliveries; not history) the
+ * SDK opens a transaction on its state file, records the message's seq as
+ * handed (and moves the inbox cursor / positions over what is finished),
+ * calls persist(data, db, ev) inside that transaction, and commits — all
+ * before the event reaches on_event or the poll queue. db is the SDK's
+ * connection to the state file: cast it to `sqlite3 *` and write the
+ * app's own tables of the same file with it (create them with it too, or
+ * with another connection to <state_dir>/<user>.<device>.sqlite; do not
+ * use PRAGMA user_version, the SDK's schema version). The app's writes
+ * and the SDK's record of the message commit together or not at all:
+ *   - a message whose transaction committed is never offered to the hook
+ *     again (not after a kill -9, a crash, a power cut or a restart);
+ *   - a message whose transaction did not commit (the process died first,
+ *     persist returned non-zero, or the commit failed) is offered again,
+ *     in seq order, so what the app stores there it stores exactly once.
+ * Non-zero return: the transaction is rolled back, an ERROR event says
+ * so, and the SDK forgets everything it had not committed and delivers
+ * again from the committed state: that message and all after it are
+ * offered again through a sync from the committed cursor, about 1 s later
+ * if connected, else after the next connect (returning non-zero for good
+ * stops delivery in a retry loop: fix the cause). In the hook: do not
+ * BEGIN / COMMIT / ROLLBACK on db (SAVEPOINT ... RELEASE is fine), do not
+ * keep db, do not call mqchat_* functions of this client; it runs where
+ * events are decoded (paho's thread in callback mode, the app's thread in
+ * mqchat_next_event in poll mode), with the client's lock held: keep it
+ * quick. ev is valid during the call only. With persist set the MESSAGE
+ * event that follows is information only: freeing it (poll mode) commits
+ * nothing, and an event still queued at a kill is not offered again. */
+typedef int (*mqchat_persist_fn)(void *data, void *db, const mqchat_event *ev);
+
 typedef struct mqchat_options {
     const char *host; /* default "127.0.0.1" */
     int port;         /* default 1883 (8883 with use_tls) */
@@ -89,15 +122,16 @@ typedef struct mqchat_options {
     int mqtt_version; /* 4 (MQTT 3.1.1, default) or 5 */
     const char *user; /* required; MQTT username, client id "<user>:<device>" */
     const char *device;
-    mqchat_token_fn token;    /* required: the MQTT password */
-    const char *state_dir;    /* required: the SQLite file lives there */
-    const char *topic_prefix; /* default "mqchat/v1" */
-    int keepalive_s;          /* default 30 */
-    int backoff_min_ms;       /* reconnect delay: full jitter in [0, min(max, min*2^n)] */
-    int backoff_max_ms;       /* defaults 500 and 30000 */
-    mqchat_event_fn on_event; /* callback mode: every event */
-    void *data;               /* passed to token and on_event */
-    int poll_mode;            /* 1: events queue for mqchat_next_event() */
+    mqchat_token_fn token;     /* required: the MQTT password */
+    const char *state_dir;     /* required: the SQLite file lives there */
+    const char *topic_prefix;  /* default "mqchat/v1" */
+    int keepalive_s;           /* default 30 */
+    int backoff_min_ms;        /* reconnect delay: full jitter in [0, min(max, min*2^n)] */
+    int backoff_max_ms;        /* defaults 500 and 30000 */
+    mqchat_event_fn on_event;  /* callback mode: every event */
+    void *data;                /* passed to token, on_event and persist */
+    int poll_mode;             /* 1: events queue for mqchat_next_event() */
+    mqchat_persist_fn persist; /* optional: exactly once (see mqchat_persist_fn) */
 } mqchat_options;
 
 /* Fills o with the defaults above (everything else zero / NULL). */
@@ -132,6 +166,29 @@ int mqchat_disconnect(mqchat_client *c);
 int mqchat_send(mqchat_client *c, const char *conv, const char *content_type, const void *body,
                 size_t len, char cmid_out[MQCHAT_ID_BUF]);
 
+/* mqchat_send() with more: content_type (NULL: ""), reply_to_seq (0: not
+ * a reply; the seq of the message this replies to in conv). o may be NULL. */
+typedef struct mqchat_send_options {
+    const char *content_type;
+    uint64_t reply_to_seq;
+} mqchat_send_options;
+int mqchat_send_ex(mqchat_client *c, const char *conv, const mqchat_send_options *o,
+                   const void *body, size_t len, char cmid_out[MQCHAT_ID_BUF]);
+
+/* Edits (replaces the body and content type of) message seq of conv, or
+ * deletes it for everyone (docs/PROTOCOL.md, "Edits and deletes"). Both are
+ * sends, with everything said for mqchat_send(): committed to the outbox
+ * before they return, with a new client message id, retried with that id
+ * until SENT (the edit's or delete's own seq) or SEND_FAILED (e.g.
+ * PERMISSION_DENIED outside the edit window). Every member's devices get a
+ * MESSAGE of kind EVENT, event_type MQCHAT_CE_MESSAGE_EDITED (the new
+ * content in body / content_type) or _DELETED, target_seq = seq; history
+ * and syncs return the target replaced (edited = 1, or deleted = 1 with no
+ * body). */
+int mqchat_edit(mqchat_client *c, const char *conv, uint64_t seq, const char *content_type,
+                const void *body, size_t len, char cmid_out[MQCHAT_ID_BUF]);
+int mqchat_delete(mqchat_client *c, const char *conv, uint64_t seq, char cmid_out[MQCHAT_ID_BUF]);
+
 /* Number of sends in the outbox (not yet acknowledged), or < 0 on error. */
 int mqchat_outbox_count(mqchat_client *c);
 
@@ -161,6 +218,40 @@ int mqchat_presence_watch(mqchat_client *c, const char *const *users, size_t n,
 /* platform: "apns", "apns-sandbox" or "fcm"; app may be NULL. */
 int mqchat_push_register(mqchat_client *c, const char *platform, const char *token, const char *app,
                          char rid_out[MQCHAT_ID_BUF]);
+/* Removes this device's push token. */
+int mqchat_push_unregister(mqchat_client *c, char rid_out[MQCHAT_ID_BUF]);
+
+/* Roles and posting policies (mqchat.v1.Role / PostingPolicy numbers). */
+enum { MQCHAT_ROLE_MEMBER = 1, MQCHAT_ROLE_ADMIN = 2, MQCHAT_ROLE_OWNER = 3 };
+enum { MQCHAT_POSTING_EVERYONE = 1, MQCHAT_POSTING_ADMINS = 2 };
+/* Presence visibility (mqchat.v1.PresenceVisibility numbers); 0: unchanged. */
+enum {
+    MQCHAT_VISIBLE_EVERYONE = 1,
+    MQCHAT_VISIBLE_CONTACTS = 2,
+    MQCHAT_VISIBLE_NOBODY = 3,
+};
+
+/* The members of conv after user id `after` ("" or NULL: first), by user
+ * id; the RESPONSE carries .members / .n_members and .more. */
+int mqchat_list_members(mqchat_client *c, const char *conv, const char *after, unsigned limit,
+                        char rid_out[MQCHAT_ID_BUF]);
+/* Sets users' role (MQCHAT_ROLE_MEMBER or _ADMIN; the owner only). The
+ * RESPONSE carries group_conv / group_seq (the ROLE_CHANGED event). */
+int mqchat_group_set_role(mqchat_client *c, const char *conv, const char *const *users, size_t n,
+                          int role, char rid_out[MQCHAT_ID_BUF]);
+/* Who may post in the group: MQCHAT_POSTING_EVERYONE or _ADMINS (admins
+ * and the owner). The RESPONSE carries group_conv / group_seq. */
+int mqchat_group_settings(mqchat_client *c, const char *conv, int posting,
+                          char rid_out[MQCHAT_ID_BUF]);
+/* Who has message seq of conv: the RESPONSE carries .read_state (counts,
+ * and the readers after user id `after`, at most limit; .more: another
+ * page of readers). */
+int mqchat_read_state(mqchat_client *c, const char *conv, uint64_t seq, const char *after,
+                      unsigned limit, char rid_out[MQCHAT_ID_BUF]);
+/* The user's own presence privacy: hide_last_seen (0/1) and visibility
+ * (MQCHAT_VISIBLE_*, 0: unchanged). Stored by the server; answered ok. */
+int mqchat_presence_settings(mqchat_client *c, int hide_last_seen, int visibility,
+                             char rid_out[MQCHAT_ID_BUF]);
 
 /* Poll mode: an eventfd that is readable while events are queued. */
 int mqchat_fd(mqchat_client *c);
@@ -233,6 +324,8 @@ typedef struct mqchat_message {
     int mode;            /* 1 small, 2 large: the event switched the mode */
     char *title;
     uint64_t inbox_seq; /* 0 for large conversations and history */
+    int role;           /* ROLE_CHANGED: MQCHAT_ROLE_* */
+    int posting;        /* CREATED / SETTINGS_CHANGED: MQCHAT_POSTING_* (0: not set) */
 } mqchat_message;
 
 typedef struct mqchat_conversation {
@@ -242,6 +335,22 @@ typedef struct mqchat_conversation {
     int mode; /* 1 small, 2 large */
     uint32_t member_count;
 } mqchat_conversation;
+
+typedef struct mqchat_member {
+    char *user;
+    int role; /* MQCHAT_ROLE_* */
+    uint64_t joined_seq;
+} mqchat_member;
+
+typedef struct mqchat_read_result {
+    char *conv;
+    uint64_t seq;
+    uint32_t members;   /* members who joined at or before seq, its sender excluded */
+    uint32_t delivered; /* of them, delivered up to seq */
+    uint32_t read;      /* of them, read up to seq */
+    char **readers;     /* who read it (this page) */
+    size_t n_readers;
+} mqchat_read_result;
 
 typedef struct mqchat_presence {
     char *user;
@@ -290,7 +399,10 @@ struct mqchat_event {
             size_t n_conversations;
             mqchat_presence *presence; /* presence_watch */
             size_t n_presence;
-            int more; /* history / list_conversations: another page exists */
+            int more; /* history / list_conversations / members / readers: another page */
+            mqchat_member *members; /* list_members, by user id */
+            size_t n_members;
+            mqchat_read_result *read_state; /* read_state (else NULL) */
         } response;
         struct {
             char *message; /* what was wrong */

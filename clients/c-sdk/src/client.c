@@ -194,6 +194,7 @@ mqchat_client *mqchat_new(const mqchat_options *o, char **err)
     c->poll_mode = o->poll_mode;
     c->token = o->token;
     c->on_event = o->on_event;
+    c->persist = o->persist;
     c->data = o->data;
     size_t pn = strlen(o->state_dir) + strlen(c->user) + strlen(c->device) + 16;
     c->path = malloc(pn);

@@ -77,6 +77,8 @@ struct mqchat_client {
     int port, use_tls, mqtt_version, keepalive_s, backoff_min_ms, backoff_max_ms, poll_mode;
     mqchat_token_fn token;
     mqchat_event_fn on_event;
+    mqchat_persist_fn persist; /* NULL: commit after the app is done (at least once) */
+    int persist_failed;        /* the hook refused: flush() rewinds (deliver.c) */
     void *data;
     char t_send[512], t_req[512], t_receipt[512], t_typing[512], t_ack[512], t_resp[512],
         t_inbox[512];

@@ -74,34 +74,31 @@ progress *progress_add(mqchat_client *c, int done, int has_cursor, uint64_t curs
     return p;
 }
 
-void flush(mqchat_client *c)
+/* Writes the done prefix of the FIFO (inside the caller's transaction);
+ * *cursor and *moved say where the cursor went. */
+static int flush_writes(mqchat_client *c, uint64_t *cursor, int *moved)
 {
-    if (!c->ph || !c->ph->done) return;
-    if (mqc_state_begin(c->st) != 0) {
-        emit_error(c, "state: begin: %s", mqc_state_errmsg(c->st));
-        return;
-    }
-    uint64_t cursor = c->cursor_committed;
-    int cursor_moved = 0, rc = 0;
-    progress *p;
-    for (p = c->ph; p && p->done && rc == 0; p = p->next) {
+    int rc = 0;
+    *cursor = c->cursor_committed;
+    *moved = 0;
+    for (progress *p = c->ph; p && p->done && rc == 0; p = p->next) {
         if (p->has_cursor) {
-            cursor = p->cursor;
-            cursor_moved = 1;
-            rc = mqc_state_set_cursor(c->st, cursor);
+            *cursor = p->cursor;
+            *moved = 1;
+            rc = mqc_state_set_cursor(c->st, *cursor);
         }
         if (rc == 0 && p->conv && p->handed) rc = mqc_state_set_handed(c->st, p->conv, p->handed);
         if (rc == 0 && p->conv && p->position)
             rc = mqc_state_set_position(c->st, p->conv, p->position);
     }
-    if (rc != 0 || mqc_state_commit(c->st) != 0) {
-        emit_error(c, "state: commit: %s", mqc_state_errmsg(c->st));
-        mqc_state_rollback(c->st);
-        return;
-    }
-    /* Committed: drop the items, then tell the server. */
+    return rc;
+}
+
+/* The done prefix is committed: drop its items, then tell the server. */
+static void flush_committed(mqchat_client *c, uint64_t cursor, int moved)
+{
     while (c->ph && c->ph->done) {
-        p = c->ph;
+        progress *p = c->ph;
         c->ph = p->next;
         if (!c->ph) c->pt = NULL;
         if (p->conv && p->position) {
@@ -119,7 +116,7 @@ void flush(mqchat_client *c)
         free(p->conv);
         free(p);
     }
-    if (cursor_moved) c->cursor_committed = cursor;
+    if (moved) c->cursor_committed = cursor;
     if (c->connected && c->cursor_committed > c->cursor_acked) {
         Mqchat__V1__Request r = MQCHAT__V1__REQUEST__INIT;
         Mqchat__V1__CursorAck ca = MQCHAT__V1__CURSOR_ACK__INIT;
@@ -128,6 +125,98 @@ void flush(mqchat_client *c)
         r.cursor_ack = &ca;
         if (request(c, 'i', &r, NULL) == MQCHAT_OK) c->cursor_acked = c->cursor_committed;
     }
+}
+
+/* The app's persist hook refused a message (or its transaction did not
+ * commit): forget everything not committed and start delivery again from
+ * the committed state, so that message (and all after it) is offered
+ * again, in order, by a sync from the committed cursor (and pulls from
+ * the server's positions). Runs from flush(), at the end of a unit of
+ * work, never in the middle of a sync or pull page. With persist set no
+ * event points at a progress item (they are done before the event is
+ * made), so the FIFO can go. */
+static void rewind_delivery(mqchat_client *c)
+{
+    assert(c->persist);
+    c->persist_failed = 0;
+    for (size_t i = 0; i < c->n_convs; i++) {
+        while (c->convs[i].dh) {
+            deferred *d = c->convs[i].dh;
+            c->convs[i].dh = d->next;
+            free(d->buf);
+            free(d);
+        }
+        c->convs[i].dt = NULL;
+    }
+    while (c->ph) {
+        progress *p = c->ph;
+        c->ph = p->next;
+        free(p->conv);
+        free(p);
+    }
+    c->pt = NULL;
+    while (c->n_pulls)
+        pull_pop(c);
+    c->inbox_syncing = 0;
+    c->catching_up = 0;
+    c->sync_rid[0] = 0; /* answers to the old sync / pull are dropped */
+    c->pull_rid[0] = 0;
+    c->cursor_mem = c->cursor_committed;
+    c->max_seen_live = 0;
+    for (size_t i = 0; i < c->n_convs; i++) {
+        uint64_t h = 0, p = 0;
+        if (mqc_state_conv(c->st, c->convs[i].conv, &h, &p) != 0) continue;
+        c->convs[i].handed_mem = h > p ? h : p;
+        c->convs[i].position_acked = p;
+    }
+    if (c->connected) { /* else the next connect syncs */
+        c->sync_retry_at = now_ms() + 1000;
+        pthread_cond_signal(&c->cond);
+    }
+}
+
+void flush(mqchat_client *c)
+{
+    if (c->persist_failed) rewind_delivery(c);
+    if (!c->ph || !c->ph->done) return;
+    if (mqc_state_begin(c->st) != 0) {
+        emit_error(c, "state: begin: %s", mqc_state_errmsg(c->st));
+        return;
+    }
+    uint64_t cursor;
+    int moved;
+    if (flush_writes(c, &cursor, &moved) != 0 || mqc_state_commit(c->st) != 0) {
+        emit_error(c, "state: commit: %s", mqc_state_errmsg(c->st));
+        mqc_state_rollback(c->st);
+        return;
+    }
+    flush_committed(c, cursor, moved);
+}
+
+/* With a persist hook: one transaction records the handed seq of ev's
+ * message, runs the hook (the app's own writes), marks p done and commits
+ * the done prefix of the FIFO with it. Returns 0 when all of it committed;
+ * else nothing of it did (p stays not done). */
+static int persist_message(mqchat_client *c, const mqchat_event *ev, progress *p)
+{
+    assert(c->persist && !p->done);
+    if (mqc_state_begin(c->st) != 0) return -1;
+    uint64_t cursor;
+    int moved;
+    int rc = mqc_state_set_handed(c->st, ev->message.conv, ev->message.seq);
+    if (rc == 0) rc = c->persist(c->data, mqc_state_db(c->st), ev) != 0 ? 1 : 0;
+    if (rc == 0) {
+        p->done = 1;
+        rc = flush_writes(c, &cursor, &moved);
+    }
+    if (rc == 0) rc = mqc_state_commit(c->st);
+    if (rc != 0) {
+        mqc_state_rollback(c->st);
+        p->done = 0;
+        return -1;
+    }
+    flush_committed(c, cursor, moved);
+    return 0;
 }
 
 static void send_sync(mqchat_client *c)
@@ -225,6 +314,7 @@ static int own_message(mqchat_client *c, const Mqchat__V1__Message *m)
 static void hand_in(mqchat_client *c, const Mqchat__V1__Message *m, int has_cursor,
                     uint64_t position, progress *ph)
 {
+    if (c->persist_failed) return; /* everything comes again after the rewind */
     conv_state *cs = conv_get(c, m->conversation_id);
     if (!cs) {
         emit_error(c, "out of memory");
@@ -251,7 +341,6 @@ static void hand_in(mqchat_client *c, const Mqchat__V1__Message *m, int has_curs
              * stops before it until a restart, which brings it again) */
             return;
         }
-        cs->handed_mem = m->seq;
         if (ph) {
             ph->handed = m->seq;
             ph->position = position;
@@ -265,6 +354,21 @@ static void hand_in(mqchat_client *c, const Mqchat__V1__Message *m, int has_curs
             free(ie);
             return;
         }
+        if (c->persist) {
+            if (persist_message(c, &ie->ev, ie->p) != 0) {
+                emit_error(c,
+                           "persist of message %s/%" PRIu64 " failed (%s): offered again after "
+                           "a sync from the committed state",
+                           m->conversation_id, m->seq, mqc_state_errmsg(c->st));
+                event_clear(&ie->ev);
+                free(ie);
+                c->persist_failed = 1; /* flush() rewinds */
+                return;
+            }
+            ie->p = NULL; /* committed: the event is the app's alone */
+        }
+        cs = conv_get(c, m->conversation_id); /* persist_message may have moved c->convs */
+        if (cs) cs->handed_mem = m->seq;
         emit(c, ie);
         return;
     }

@@ -70,6 +70,17 @@ void event_clear(mqchat_event *ev)
         for (size_t i = 0; i < ev->response.n_presence; i++)
             free(ev->response.presence[i].user);
         free(ev->response.presence);
+        for (size_t i = 0; i < ev->response.n_members; i++)
+            free(ev->response.members[i].user);
+        free(ev->response.members);
+        if (ev->response.read_state) {
+            mqchat_read_result *rs = ev->response.read_state;
+            free(rs->conv);
+            for (size_t i = 0; i < rs->n_readers; i++)
+                free(rs->readers[i]);
+            free(rs->readers);
+            free(rs);
+        }
         break;
     case MQCHAT_EV_ERROR:
         free(ev->error.message);
@@ -156,6 +167,8 @@ int copy_message(mqchat_message *d, const Mqchat__V1__Message *m)
         d->event_type = (int)e->type;
         d->target_seq = e->target_seq;
         d->mode = (int)e->mode;
+        d->role = (int)e->role;
+        d->posting = (int)e->posting;
         if (e->n_user_ids) {
             d->users = calloc(e->n_user_ids, sizeof(char *));
             if (d->users) {

@@ -1,7 +1,8 @@
 /* outbox.c — sends: the SQLite outbox, (re)publishing it, SendAck.
  *
- * mqchat_send() writes the message to the outbox (with a fresh client
- * message id) in one transaction, then publishes it. The whole outbox is
+ * mqchat_send() (and _send_ex, _edit, _delete: an edit or delete is a
+ * send with edit_seq / delete_seq) writes the message to the outbox (with
+ * a fresh client message id) in one transaction, then publishes it. The whole outbox is
  * published again on every connect and when a refused send's retry time
  * comes (the server deduplicates by client message id). An entry leaves
  * the outbox when its SendAck says it is stored, when a non-retryable error
@@ -13,15 +14,17 @@
 #include <stdio.h>
 #include <string.h>
 
-static void send_entry(mqchat_client *c, const char *cmid, const char *conv, const char *ct,
-                       const void *body, size_t len)
+static void send_entry(mqchat_client *c, const mqc_outbox_entry *e)
 {
     Mqchat__V1__SendRequest s = MQCHAT__V1__SEND_REQUEST__INIT;
-    s.client_msg_id = (char *)cmid;
-    s.conversation_id = (char *)conv;
-    s.content_type = (char *)ct;
-    s.body.data = (uint8_t *)body;
-    s.body.len = len;
+    s.client_msg_id = e->cmid;
+    s.conversation_id = e->conv;
+    s.content_type = e->content_type;
+    s.body.data = e->body;
+    s.body.len = e->body_len;
+    s.reply_to_seq = e->reply_to_seq;
+    s.edit_seq = e->edit_seq;
+    s.delete_seq = e->delete_seq;
     publish(c, c->t_send, &s.base, 1);
 }
 
@@ -34,7 +37,7 @@ void resend_outbox(mqchat_client *c)
         return;
     }
     for (size_t i = 0; i < n; i++)
-        send_entry(c, e[i].cmid, e[i].conv, e[i].content_type, e[i].body, e[i].body_len);
+        send_entry(c, &e[i]);
     mqc_outbox_free(e, n);
 }
 
@@ -111,28 +114,66 @@ void on_send_ack(mqchat_client *c, const Mqchat__V1__SendAck *a)
     }
 }
 
-int mqchat_send(mqchat_client *c, const char *conv, const char *content_type, const void *body,
-                size_t len, char cmid_out[MQCHAT_ID_BUF])
+/* Commits e (with a new cmid) to the outbox, then publishes it. */
+static int queue_send(mqchat_client *c, mqc_outbox_entry *e, char cmid_out[MQCHAT_ID_BUF])
 {
-    if (!c || !conv || !*conv || strlen(conv) > 128 || (len && !body)) return MQCHAT_ERR;
-    if (!content_type) content_type = "";
+    if (!c || !e->conv || !*e->conv || strlen(e->conv) > 128 || (e->body_len && !e->body))
+        return MQCHAT_ERR;
+    if (!e->content_type) e->content_type = "";
     char cmid[MQCHAT_ID_BUF];
+    e->cmid = cmid;
     lock(c);
     int rc = MQCHAT_ERR_STATE;
     if (mqc_state_begin(c->st) == 0) {
         if (mqc_state_new_cmid(c->st, cmid, sizeof(cmid)) == 0 &&
-            mqc_state_outbox_add(c->st, cmid, conv, content_type, body, len) == 0 &&
-            mqc_state_commit(c->st) == 0)
+            mqc_state_outbox_put(c->st, e) == 0 && mqc_state_commit(c->st) == 0)
             rc = MQCHAT_OK;
         else
             mqc_state_rollback(c->st);
     }
     if (rc == MQCHAT_OK) {
         if (cmid_out) memcpy(cmid_out, cmid, MQCHAT_ID_BUF);
-        send_entry(c, cmid, conv, content_type, body, len);
+        send_entry(c, e);
     }
     unlock(c);
     return rc;
+}
+
+int mqchat_send_ex(mqchat_client *c, const char *conv, const mqchat_send_options *o,
+                   const void *body, size_t len, char cmid_out[MQCHAT_ID_BUF])
+{
+    mqc_outbox_entry e = {.conv = (char *)conv,
+                          .content_type = (char *)(o ? o->content_type : NULL),
+                          .body = (unsigned char *)body,
+                          .body_len = len,
+                          .reply_to_seq = o ? o->reply_to_seq : 0};
+    return queue_send(c, &e, cmid_out);
+}
+
+int mqchat_send(mqchat_client *c, const char *conv, const char *content_type, const void *body,
+                size_t len, char cmid_out[MQCHAT_ID_BUF])
+{
+    mqchat_send_options o = {.content_type = content_type};
+    return mqchat_send_ex(c, conv, &o, body, len, cmid_out);
+}
+
+int mqchat_edit(mqchat_client *c, const char *conv, uint64_t seq, const char *content_type,
+                const void *body, size_t len, char cmid_out[MQCHAT_ID_BUF])
+{
+    if (!seq) return MQCHAT_ERR;
+    mqc_outbox_entry e = {.conv = (char *)conv,
+                          .content_type = (char *)content_type,
+                          .body = (unsigned char *)body,
+                          .body_len = len,
+                          .edit_seq = seq};
+    return queue_send(c, &e, cmid_out);
+}
+
+int mqchat_delete(mqchat_client *c, const char *conv, uint64_t seq, char cmid_out[MQCHAT_ID_BUF])
+{
+    if (!seq) return MQCHAT_ERR;
+    mqc_outbox_entry e = {.conv = (char *)conv, .delete_seq = seq};
+    return queue_send(c, &e, cmid_out);
 }
 
 int mqchat_outbox_count(mqchat_client *c)

@@ -1,6 +1,7 @@
 /* requests.c — the thin requests (history, conversation lists, groups,
  * presence, typing, receipts, push tokens) and the responses to all
- * requests.
+ * requests (members, roles, group settings, read state, presence settings
+ * too).
  *
  * Each request goes out with a fresh id whose first letter says who asked:
  * 'a' the app, 's' a sync, 'p' a pull, 'i' the SDK's own acks. on_response
@@ -134,13 +135,49 @@ void on_response(mqchat_client *c, const Mqchat__V1__Response *r)
         }
         break;
     }
+    case MQCHAT__V1__RESPONSE__BODY_MEMBERS: {
+        const Mqchat__V1__ListMembersResponse *l = r->members;
+        ie->ev.response.more = l->more;
+        if (l->n_members) {
+            ie->ev.response.members = calloc(l->n_members, sizeof(mqchat_member));
+            if (ie->ev.response.members) {
+                for (size_t i = 0; i < l->n_members; i++) {
+                    mqchat_member *d = &ie->ev.response.members[i];
+                    d->user = xstrdup(l->members[i]->user_id);
+                    d->role = (int)l->members[i]->role;
+                    d->joined_seq = l->members[i]->joined_seq;
+                    ie->ev.response.n_members++;
+                }
+            }
+        }
+        break;
+    }
+    case MQCHAT__V1__RESPONSE__BODY_READ_STATE: {
+        const Mqchat__V1__ReadStateResponse *s = r->read_state;
+        mqchat_read_result *d = calloc(1, sizeof(*d));
+        ie->ev.response.read_state = d;
+        ie->ev.response.more = s->more;
+        if (d) {
+            d->conv = xstrdup(s->conversation_id);
+            d->seq = s->seq;
+            d->members = s->members;
+            d->delivered = s->delivered;
+            d->read = s->read;
+            if (s->n_readers) d->readers = calloc(s->n_readers, sizeof(char *));
+            for (size_t i = 0; d->readers && i < s->n_readers; i++) {
+                d->readers[i] = xstrdup(s->readers[i]);
+                d->n_readers++;
+            }
+        }
+        break;
+    }
     case MQCHAT__V1__RESPONSE__BODY__NOT_SET:
         event_clear(&ie->ev);
         free(ie);
         emit_error(c, "response %s has no body (unknown to this SDK)", rid);
         return;
     default:
-        break; /* ok, members, read_state, sync/pull of an app: success, untyped */
+        break; /* ok, sync/pull of an app: success, untyped */
     }
     ie->ev.response.ok = ok;
     emit(c, ie);
@@ -298,5 +335,83 @@ int mqchat_push_register(mqchat_client *c, const char *platform, const char *tok
     p.app_id = (char *)(app ? app : "");
     r.body_case = MQCHAT__V1__REQUEST__BODY_PUSH_REGISTER;
     r.push_register = &p;
+    return app_request(c, &r, rid_out);
+}
+
+int mqchat_push_unregister(mqchat_client *c, char rid_out[MQCHAT_ID_BUF])
+{
+    Mqchat__V1__Request r = MQCHAT__V1__REQUEST__INIT;
+    Mqchat__V1__PushTokenUnregister p = MQCHAT__V1__PUSH_TOKEN_UNREGISTER__INIT;
+    r.body_case = MQCHAT__V1__REQUEST__BODY_PUSH_UNREGISTER;
+    r.push_unregister = &p;
+    return app_request(c, &r, rid_out);
+}
+
+int mqchat_list_members(mqchat_client *c, const char *conv, const char *after, unsigned limit,
+                        char rid_out[MQCHAT_ID_BUF])
+{
+    if (!conv) return MQCHAT_ERR;
+    Mqchat__V1__Request r = MQCHAT__V1__REQUEST__INIT;
+    Mqchat__V1__ListMembers l = MQCHAT__V1__LIST_MEMBERS__INIT;
+    l.conversation_id = (char *)conv;
+    l.after_user_id = (char *)(after ? after : "");
+    l.limit = limit;
+    r.body_case = MQCHAT__V1__REQUEST__BODY_LIST_MEMBERS;
+    r.list_members = &l;
+    return app_request(c, &r, rid_out);
+}
+
+int mqchat_group_set_role(mqchat_client *c, const char *conv, const char *const *users, size_t n,
+                          int role, char rid_out[MQCHAT_ID_BUF])
+{
+    if (!conv) return MQCHAT_ERR;
+    Mqchat__V1__Request r = MQCHAT__V1__REQUEST__INIT;
+    Mqchat__V1__GroupSetRole g = MQCHAT__V1__GROUP_SET_ROLE__INIT;
+    g.conversation_id = (char *)conv;
+    g.user_ids = (char **)users;
+    g.n_user_ids = n;
+    g.role = (Mqchat__V1__Role)role;
+    r.body_case = MQCHAT__V1__REQUEST__BODY_GROUP_SET_ROLE;
+    r.group_set_role = &g;
+    return app_request(c, &r, rid_out);
+}
+
+int mqchat_group_settings(mqchat_client *c, const char *conv, int posting,
+                          char rid_out[MQCHAT_ID_BUF])
+{
+    if (!conv) return MQCHAT_ERR;
+    Mqchat__V1__Request r = MQCHAT__V1__REQUEST__INIT;
+    Mqchat__V1__GroupSettings g = MQCHAT__V1__GROUP_SETTINGS__INIT;
+    g.conversation_id = (char *)conv;
+    g.posting = (Mqchat__V1__PostingPolicy)posting;
+    r.body_case = MQCHAT__V1__REQUEST__BODY_GROUP_SETTINGS;
+    r.group_settings = &g;
+    return app_request(c, &r, rid_out);
+}
+
+int mqchat_read_state(mqchat_client *c, const char *conv, uint64_t seq, const char *after,
+                      unsigned limit, char rid_out[MQCHAT_ID_BUF])
+{
+    if (!conv) return MQCHAT_ERR;
+    Mqchat__V1__Request r = MQCHAT__V1__REQUEST__INIT;
+    Mqchat__V1__ReadStateRequest q = MQCHAT__V1__READ_STATE_REQUEST__INIT;
+    q.conversation_id = (char *)conv;
+    q.seq = seq;
+    q.after_user_id = (char *)(after ? after : "");
+    q.limit = limit;
+    r.body_case = MQCHAT__V1__REQUEST__BODY_READ_STATE;
+    r.read_state = &q;
+    return app_request(c, &r, rid_out);
+}
+
+int mqchat_presence_settings(mqchat_client *c, int hide_last_seen, int visibility,
+                             char rid_out[MQCHAT_ID_BUF])
+{
+    Mqchat__V1__Request r = MQCHAT__V1__REQUEST__INIT;
+    Mqchat__V1__PresenceSettings p = MQCHAT__V1__PRESENCE_SETTINGS__INIT;
+    p.hide_last_seen = hide_last_seen != 0;
+    p.visibility = (Mqchat__V1__PresenceVisibility)visibility;
+    r.body_case = MQCHAT__V1__REQUEST__BODY_PRESENCE_SETTINGS;
+    r.presence_settings = &p;
     return app_request(c, &r, rid_out);
 }

@@ -21,21 +21,69 @@ struct mqc_state {
     int in_tx;
 };
 
-static const char *SCHEMA =
-    "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS convs(conv TEXT PRIMARY KEY, handed INTEGER NOT NULL DEFAULT 0,"
-    "  position INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  cmid TEXT NOT NULL UNIQUE, conv TEXT NOT NULL, content_type TEXT NOT NULL,"
-    "  body BLOB NOT NULL);"
-    "INSERT OR IGNORE INTO meta(k, v) VALUES('version', 1), ('cursor', 0), ('counter', 0);";
-
 static char *dupmsg(const char *a, const char *b)
 {
     size_t n = strlen(a) + strlen(b) + 3;
     char *s = malloc(n);
     if (s) snprintf(s, n, "%s: %s", a, b);
     return s;
+}
+
+static const char *SCHEMA =
+    "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS convs(conv TEXT PRIMARY KEY, handed INTEGER NOT NULL DEFAULT 0,"
+    "  position INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  cmid TEXT NOT NULL UNIQUE, conv TEXT NOT NULL, content_type TEXT NOT NULL,"
+    "  body BLOB NOT NULL, reply_to_seq INTEGER NOT NULL DEFAULT 0,"
+    "  edit_seq INTEGER NOT NULL DEFAULT 0, delete_seq INTEGER NOT NULL DEFAULT 0);"
+    "INSERT OR IGNORE INTO meta(k, v) VALUES('cursor', 0), ('counter', 0);";
+
+/* Creates the schema in a new file, or checks the version of an existing
+ * one (PRAGMA user_version; a file from before it was kept there has
+ * user_version 0 and tables: version 1). In one transaction, so two
+ * processes opening a new file do not both create it. */
+static int schema(sqlite3 *db, const char *path, char **err)
+{
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        if (err) *err = dupmsg(path, sqlite3_errmsg(db));
+        return -1;
+    }
+    sqlite3_stmt *s = NULL;
+    int version = -1, tables = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        version = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    s = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master WHERE name = 'meta'", -1, &s,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        tables = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    int rc = version < 0 || tables < 0 ? -1 : 0;
+    if (rc == 0 && version == 0 && tables == 0) { /* a new file */
+        char sql[64];
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", MQC_STATE_SCHEMA);
+        if (sqlite3_exec(db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+            rc = -1;
+    } else if (rc == 0 && version != MQC_STATE_SCHEMA) {
+        if (err) {
+            char m[200];
+            snprintf(m, sizeof(m),
+                     "state file has schema version %d, this libmqchat needs %d (no migration: "
+                     "delete the file to start the device again)",
+                     version ? version : 1, MQC_STATE_SCHEMA);
+            *err = dupmsg(path, m);
+        }
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    if (rc == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) return 0;
+    if (err) *err = dupmsg(path, sqlite3_errmsg(db));
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
 }
 
 int mqc_state_open(const char *path, mqc_state **out, char **err)
@@ -51,11 +99,14 @@ int mqc_state_open(const char *path, mqc_state **out, char **err)
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL,
                           NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(st->db, SCHEMA, NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         if (err) *err = dupmsg(path, st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
         sqlite3_close(st->db);
         free(st);
+        return -1;
+    }
+    if (schema(st->db, path, err) != 0) {
+        mqc_state_close(st);
         return -1;
     }
     /* The id nonce, once per file. */
@@ -93,6 +144,11 @@ void mqc_state_close(mqc_state *st)
 const char *mqc_state_errmsg(mqc_state *st)
 {
     return sqlite3_errmsg(st->db);
+}
+
+void *mqc_state_db(mqc_state *st)
+{
+    return st->db;
 }
 
 int mqc_state_begin(mqc_state *st)
@@ -213,22 +269,37 @@ int mqc_state_new_cmid(mqc_state *st, char *buf, size_t cap)
     return w > 0 && (size_t)w < cap ? 0 : -1;
 }
 
-int mqc_state_outbox_add(mqc_state *st, const char *cmid, const char *conv,
-                         const char *content_type, const void *body, size_t len)
+int mqc_state_outbox_put(mqc_state *st, const mqc_outbox_entry *e)
 {
     assert(st->in_tx);
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(st->db,
-                           "INSERT INTO outbox(cmid, conv, content_type, body) VALUES(?,?,?,?)", -1,
-                           &s, NULL) != SQLITE_OK)
+                           "INSERT INTO outbox(cmid, conv, content_type, body, reply_to_seq, "
+                           "edit_seq, delete_seq) VALUES(?,?,?,?,?,?,?)",
+                           -1, &s, NULL) != SQLITE_OK)
         return -1;
-    sqlite3_bind_text(s, 1, cmid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, conv, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, content_type, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 4, len ? body : "", (int)len, SQLITE_STATIC);
+    sqlite3_bind_text(s, 1, e->cmid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, e->conv, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, e->content_type ? e->content_type : "", -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 4, e->body_len ? (const void *)e->body : "", (int)e->body_len,
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(s, 5, (int64_t)e->reply_to_seq);
+    sqlite3_bind_int64(s, 6, (int64_t)e->edit_seq);
+    sqlite3_bind_int64(s, 7, (int64_t)e->delete_seq);
     int rc = sqlite3_step(s);
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int mqc_state_outbox_add(mqc_state *st, const char *cmid, const char *conv,
+                         const char *content_type, const void *body, size_t len)
+{
+    mqc_outbox_entry e = {.cmid = (char *)cmid,
+                          .conv = (char *)conv,
+                          .content_type = (char *)content_type,
+                          .body = (unsigned char *)body,
+                          .body_len = len};
+    return mqc_state_outbox_put(st, &e);
 }
 
 int mqc_state_outbox_remove(mqc_state *st, const char *cmid)
@@ -263,8 +334,11 @@ int mqc_state_outbox_list(mqc_state *st, mqc_outbox_entry **out, size_t *n)
     sqlite3_stmt *s;
     *out = NULL;
     *n = 0;
-    if (sqlite3_prepare_v2(st->db, "SELECT cmid, conv, content_type, body FROM outbox ORDER BY id",
-                           -1, &s, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            st->db,
+            "SELECT cmid, conv, content_type, body, reply_to_seq, edit_seq, delete_seq "
+            "FROM outbox ORDER BY id",
+            -1, &s, NULL) != SQLITE_OK)
         return -1;
     size_t cap = 0;
     int rc;
@@ -282,6 +356,9 @@ int mqc_state_outbox_list(mqc_state *st, mqc_outbox_entry **out, size_t *n)
         e->content_type = dupcol(s, 2);
         e->body_len = (size_t)sqlite3_column_bytes(s, 3);
         e->body = malloc(e->body_len + 1);
+        e->reply_to_seq = (uint64_t)sqlite3_column_int64(s, 4);
+        e->edit_seq = (uint64_t)sqlite3_column_int64(s, 5);
+        e->delete_seq = (uint64_t)sqlite3_column_int64(s, 6);
         (*n)++;
         if (!e->cmid || !e->conv || !e->content_type || !e->body) break;
         if (e->body_len) memcpy(e->body, sqlite3_column_blob(s, 3), e->body_len);

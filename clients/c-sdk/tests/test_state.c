@@ -1,7 +1,9 @@
 /* test_state — the SDK's SQLite state layer (src/state.c): cursor and
  * per-conversation watermarks survive a reopen only when committed, the
  * outbox keeps order and ids, client message ids never repeat (also not
- * after the file is recreated), a rolled back transaction leaves nothing. */
+ * after the file is recreated), a rolled back transaction leaves nothing,
+ * edits and deletes keep their target seqs, a file of another schema
+ * version is refused. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +11,8 @@
 #include <cmocka.h>
 
 #include "state.h"
+
+#include <sqlite3.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,12 +167,71 @@ static void test_empty_body(void **state)
     mqc_outbox_free(e, n);
 }
 
+static void test_edit_delete_and_version(void **state)
+{
+    fx *f = *state;
+    char id[129];
+    mqc_outbox_entry in = {.cmid = id,
+                           .conv = "d:a:b",
+                           .content_type = "text/plain",
+                           .body = (unsigned char *)"new",
+                           .body_len = 3,
+                           .edit_seq = 4};
+    assert_int_equal(mqc_state_begin(f->st), 0);
+    assert_int_equal(mqc_state_new_cmid(f->st, id, sizeof(id)), 0);
+    assert_int_equal(mqc_state_outbox_put(f->st, &in), 0);
+    in.edit_seq = 0;
+    in.delete_seq = 5;
+    in.body_len = 0;
+    assert_int_equal(mqc_state_new_cmid(f->st, id, sizeof(id)), 0);
+    assert_int_equal(mqc_state_outbox_put(f->st, &in), 0);
+    in.delete_seq = 0;
+    in.reply_to_seq = 2;
+    assert_int_equal(mqc_state_new_cmid(f->st, id, sizeof(id)), 0);
+    assert_int_equal(mqc_state_outbox_put(f->st, &in), 0);
+    assert_int_equal(mqc_state_commit(f->st), 0);
+    reopen(f);
+    mqc_outbox_entry *e;
+    size_t n;
+    assert_int_equal(mqc_state_outbox_list(f->st, &e, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(e[0].edit_seq, 4);
+    assert_int_equal(e[0].delete_seq, 0);
+    assert_int_equal(e[0].body_len, 3);
+    assert_int_equal(e[1].delete_seq, 5);
+    assert_int_equal(e[1].edit_seq, 0);
+    assert_int_equal(e[2].reply_to_seq, 2);
+    mqc_outbox_free(e, n);
+    /* Another schema version: refused with a message that says so. */
+    sqlite3 *db = mqc_state_db(f->st);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 7", NULL, NULL, NULL), SQLITE_OK);
+    mqc_state_close(f->st);
+    f->st = NULL;
+    char *err = NULL;
+    assert_int_equal(mqc_state_open(f->path, &f->st, &err), -1);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "schema version 7"));
+    free(err);
+    /* A file of version 1 (no user_version, the old tables) too. */
+    rm_files(f);
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE meta(k TEXT PRIMARY KEY, v)", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    err = NULL;
+    assert_int_equal(mqc_state_open(f->path, &f->st, &err), -1);
+    assert_non_null(strstr(err, "schema version 1"));
+    free(err);
+    assert_null(f->st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cursor_and_convs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_edit_delete_and_version, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
