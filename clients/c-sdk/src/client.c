@@ -246,6 +246,11 @@ mqchat_client *mqchat_new(const mqchat_options *o, char **err)
     snprintf(cid, sizeof(cid), "%s:%s", c->user, c->device);
     MQTTAsync_createOptions cro = MQTTAsync_createOptions_initializer;
     cro.MQTTVersion = c->mqtt_version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
+    /* paho refuses publishes beyond maxBufferedMessages (default 100) queued
+     * in its command queue: a reconnect with a big outbox, or a burst of
+     * sends, would lose the rest (and the SyncRequest behind them). The
+     * outbox bounds what we queue; paho's bound only has to be above it. */
+    cro.maxBufferedMessages = MQCHAT_PAHO_MAX_BUFFERED;
     if (MQTTAsync_createWithOptions(&c->mq, uri, cid, MQTTCLIENT_PERSISTENCE_NONE, NULL, &cro) !=
             MQTTASYNC_SUCCESS ||
         MQTTAsync_setCallbacks(c->mq, c, on_lost, on_arrived, NULL) != MQTTASYNC_SUCCESS ||

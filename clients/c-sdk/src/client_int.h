@@ -16,6 +16,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* paho's command queue bound (client.c); a publish it refuses is an ERROR
+ * event and retried with the next connect (conn.c). */
+#define MQCHAT_PAHO_MAX_BUFFERED 1000000
+
 typedef struct progress {
     int done;
     int has_cursor;

@@ -76,8 +76,13 @@ void drain_out(mqchat_client *c)
         msg.qos = o->qos;
         MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
         /* A failure (connection gone) is covered: sends are in the outbox,
-         * and sync, pulls and acks start again on the next connect. */
-        MQTTAsync_sendMessage(c->mq, o->topic, &msg, &ro);
+         * and sync, pulls and acks start again on the next connect. A full
+         * paho queue is not: say so (it should not happen below
+         * MQCHAT_PAHO_MAX_BUFFERED). */
+        int rc = MQTTAsync_sendMessage(c->mq, o->topic, &msg, &ro);
+        if (rc == MQTTASYNC_MAX_BUFFERED_MESSAGES)
+            fprintf(stderr, "mqchat: paho's queue is full: a publish to %s was dropped\n",
+                    o->topic);
         free(o->buf);
         free(o->topic);
         free(o);
