@@ -11,6 +11,8 @@ PACKAGES=(
   protobuf-c-compiler libprotobuf-c-dev librocksdb-dev libssl-dev libcjson-dev uthash-dev
   # broker and its plugin API, clients
   mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients libpaho-mqtt-dev
+  # the device SDK's local state; mqchat-cli's line editor (tmux drives it in the tests)
+  libsqlite3-dev libreadline-dev tmux
   # presence and push
   redis-server libhiredis-dev libcurl4-openssl-dev
   # metrics: the HTTP endpoint; promtool (in prometheus) checks its text in the tests
