@@ -127,7 +127,7 @@ while True:
     if not r.sync.more or n > 50:
         break
 laptop.request(f"c-{RUN}", cursor_ack=pb.CursorAck(inbox_seq=after))
-print(f"   cursor acked at {after} (entries every device acked are trimmed)")
+print(f"   cursor acked at {after} (the server trims what every device acked, 64 entries at a time)")
 
 print("4. bob makes a group with alice and carol, and writes in it")
 g = bob.request(f"g-{RUN}", group_create=pb.GroupCreate(title="demo", member_ids=["alice", "carol"]))

@@ -942,14 +942,30 @@ static void test_cursor_ack(void **state)
     assert_int_equal(chat_cursor_ack(f->c, &BOB, 1, &st), 0);
     assert_int_equal(mqstore_cursor_get(f->store, "bob", "phone", &cur), MQSTORE_OK);
     assert_int_equal(cur, 2);
-    /* bob's only known device acked 2: the inbox is trimmed behind it. */
+    /* bob's only known device acked 2, below the trim step: nothing is
+     * trimmed yet (each trim is a range deletion every read pays for). */
     Mqchat__V1__SyncRequest s = MQCHAT__V1__SYNC_REQUEST__INIT;
     mqstore_page p;
     uint64_t head;
     assert_int_equal(chat_sync(f->c, &BOB, &s, &p, &head, &st), 0);
     assert_int_equal(head, 3);
-    assert_int_equal(p.n, 1);
-    assert_int_equal(p.items[0].inbox_seq, 3);
+    assert_int_equal(p.n, 3);
+    mqstore_page_free(&p);
+    /* Crossing a multiple of CHAT_TRIM_EVERY trims behind the cursor. */
+    for (int i = 3; i < CHAT_TRIM_EVERY + 2; i++) {
+        char cmid[16];
+        snprintf(cmid, sizeof(cmid), "m%d", i);
+        send_ok(f, &ALICE, "d:alice:bob", cmid);
+    }
+    assert_int_equal(chat_cursor_ack(f->c, &BOB, CHAT_TRIM_EVERY - 1, &st), 0);
+    assert_int_equal(chat_sync(f->c, &BOB, &s, &p, &head, &st), 0);
+    assert_int_equal(p.n, CHAT_TRIM_EVERY + 2); /* still nothing trimmed */
+    mqstore_page_free(&p);
+    assert_int_equal(chat_cursor_ack(f->c, &BOB, CHAT_TRIM_EVERY, &st), 0);
+    assert_int_equal(chat_sync(f->c, &BOB, &s, &p, &head, &st), 0);
+    assert_int_equal(head, CHAT_TRIM_EVERY + 2);
+    assert_int_equal(p.n, 2);
+    assert_int_equal(p.items[0].inbox_seq, CHAT_TRIM_EVERY + 1);
     mqstore_page_free(&p);
 }
 

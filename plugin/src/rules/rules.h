@@ -117,7 +117,9 @@ int chat_sync(chat *c, const chat_caller *who, const Mqchat__V1__SyncRequest *s,
               uint64_t *inbox_head, chat_status *st);
 
 /* The device's cursor moves up to inbox_seq (never down); the inbox is
- * trimmed behind the slowest device. */
+ * trimmed behind the slowest device each time the cursor crosses a
+ * multiple of CHAT_TRIM_EVERY (rules/read.c says why). */
+#define CHAT_TRIM_EVERY 64
 int chat_cursor_ack(chat *c, const chat_caller *who, uint64_t inbox_seq, chat_status *st);
 
 /* A page of a conversation's log before h->before_seq (members only). */
