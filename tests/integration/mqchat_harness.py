@@ -595,6 +595,71 @@ def wait_until(fn, timeout=WAIT, interval=0.05, what="a condition"):
 # Device
 # ---------------------------------------------------------------------------
 
+class JsonLinesProc:
+    """A child process that prints one JSON object a line on stdout (the
+    SDK's test driver, `mqchat-cli --script`), read on a thread into
+    self.lines (a line that is not JSON becomes {kind_key: "unparsable",
+    "line": ...}); its stderr collects in self.stderr. spawn() starts (or
+    restarts) it, write() sends a command line, wait() blocks, bounded,
+    until pred(self.lines) is true. `label` names it in failures."""
+
+    def __init__(self, kind_key, label):
+        self.kind_key = kind_key
+        self.label = label
+        self.lines = []
+        self.cv = threading.Condition()
+        self.stderr = b""
+        self.proc = None
+
+    def spawn(self, args):
+        self.lines = []
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "abort_on_error=1")
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.err_reader = threading.Thread(target=self._read_err, daemon=True)
+        self.err_reader.start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                ev = {self.kind_key: "unparsable", "line": raw.decode(errors="replace")}
+            with self.cv:
+                self.lines.append(ev)
+                self.cv.notify_all()
+        with self.cv:
+            self.cv.notify_all()
+
+    def _read_err(self):
+        self.stderr += self.proc.stderr.read()
+
+    def write(self, line):
+        self.proc.stdin.write((line + "\n").encode())
+        self.proc.stdin.flush()
+
+    def wait(self, pred, what, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while True:
+                r = pred(self.lines)
+                if r:
+                    return r
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    self.cv.wait(0.2)  # one last look after the reader drained
+                    r = pred(self.lines)
+                    if r:
+                        return r
+                    raise AssertionError(f"{self.label}: no {what} within {timeout} s; "
+                                         f"last lines: {self.lines[-20:]}; "
+                                         f"stderr: {self.stderr[-2000:]!r}")
+                self.cv.wait(min(left, 0.1))
+
+
 class ConnectRefused(AssertionError):
     def __init__(self, rc, msg):
         super().__init__(msg)

@@ -18,14 +18,12 @@ CLI writes sanitizer reports to a log_path the test checks.
 
 Every wait is bounded (H.WAIT)."""
 
-import json
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -48,65 +46,22 @@ def cli_args(broker, user, state_dir, secret_file, device="cli"):
             "--iss", H.ISSUER, "--aud", H.AUDIENCE, "--wait-timeout", str(int(WAIT * 1000))]
 
 
-class ScriptCli:
+class ScriptCli(H.JsonLinesProc):
     """One `mqchat-cli --script` process; its JSON lines in self.lines."""
 
     def __init__(self, broker, user, root, secret_file, extra=(), auth=None):
+        super().__init__("type", user)
         self.user = user
         self.expect_rc = 0  # the exit status the fixture expects
         self.n = 0
-        self.lines = []
-        self.cv = threading.Condition()
-        self.stderr = b""
-        env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "abort_on_error=1")
         args = cli_args(broker, user, root / user, secret_file) + ["--script", *extra]
         if auth is not None:  # instead of --dev-secret-file and its claims
             i = args.index("--dev-secret-file")
             del args[i:i + 6]
             args[i:i] = auth
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env)
-        threading.Thread(target=self._read, daemon=True).start()
-        self.err_thread = threading.Thread(target=self._read_err, daemon=True)
-        self.err_thread.start()
+        self.spawn(args)
 
-    def _read(self):
-        for raw in self.proc.stdout:
-            try:
-                ev = json.loads(raw)
-            except ValueError:
-                ev = {"type": "unparsable", "line": raw.decode(errors="replace")}
-            with self.cv:
-                self.lines.append(ev)
-                self.cv.notify_all()
-        with self.cv:
-            self.cv.notify_all()
-
-    def _read_err(self):
-        self.stderr += self.proc.stderr.read()
-
-    def send_line(self, line):
-        self.proc.stdin.write((line + "\n").encode())
-        self.proc.stdin.flush()
-
-    def wait(self, pred, what, timeout=WAIT):
-        deadline = time.monotonic() + timeout
-        with self.cv:
-            while True:
-                r = pred(self.lines)
-                if r:
-                    return r
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    self.cv.wait(0.2)
-                    r = pred(self.lines)
-                    if r:
-                        return r
-                    raise AssertionError(f"{self.user}: no {what} within {timeout} s; "
-                                         f"last lines: {self.lines[-15:]}; "
-                                         f"stderr: {self.stderr[-2000:]!r}")
-                self.cv.wait(min(left, 0.1))
+    send_line = H.JsonLinesProc.write
 
     def run(self, line, ok=True, timeout=WAIT):
         """Runs a command; returns its result (or error) line. A request's
@@ -152,7 +107,7 @@ class ScriptCli:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(WAIT)
-        self.err_thread.join(WAIT)
+        self.err_reader.join(WAIT)
         return self.proc.returncode
 
 

@@ -11,7 +11,6 @@ a kill -9 mid-stream.
 The driver prints every SDK event as one JSON line; SdkDriver collects
 them. Every wait is bounded (H.WAIT)."""
 
-import json
 import os
 import shutil
 import signal
@@ -32,12 +31,13 @@ DRIVER = os.environ.get("MQCHAT_SDK_DRIVER")
 pytestmark = pytest.mark.skipif(not DRIVER, reason="MQCHAT_SDK_DRIVER is not set")
 
 
-class SdkDriver:
+class SdkDriver(H.JsonLinesProc):
     """One sdk_driver process: one SDK client (user, device) whose state
     lives in state_dir (kept across restarts of the driver)."""
 
     def __init__(self, broker, user, device, state_dir, poll=False, v5=False, drop_live=0,
                  persist=False):
+        super().__init__("ev", f"{user}:{device}")
         self.broker, self.user, self.device = broker, user, device
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -53,59 +53,16 @@ class SdkDriver:
             self.args += ["--drop-live", str(drop_live)]
         if persist:
             self.args.append("--persist")
-        self.events = []
-        self.cv = threading.Condition()
-        self.proc = None
-        self.stderr = b""
         self.start()
 
     def start(self):
-        self.events = []
-        env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "abort_on_error=1")
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.err_reader = threading.Thread(target=self._read_err, daemon=True)
-        self.err_reader.start()
+        self.spawn(self.args)
 
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                ev = {"ev": "unparsable", "line": line.decode(errors="replace")}
-            with self.cv:
-                self.events.append(ev)
-                self.cv.notify_all()
+    @property
+    def events(self):
+        return self.lines
 
-    def _read_err(self):
-        data = self.proc.stderr.read()
-        self.stderr += data
-
-    def cmd(self, line):
-        self.proc.stdin.write((line + "\n").encode())
-        self.proc.stdin.flush()
-
-    def wait(self, pred, what, timeout=WAIT):
-        deadline = time.monotonic() + timeout
-        with self.cv:
-            while True:
-                r = pred(self.events)
-                if r:
-                    return r
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None and not r:
-                    if left > 0:  # exited: one last look after the reader drained
-                        self.cv.wait(0.2)
-                        r = pred(self.events)
-                        if r:
-                            return r
-                    raise AssertionError(f"{self.user}:{self.device}: no {what} within "
-                                         f"{timeout} s; events: {self.events[-20:]}; "
-                                         f"stderr: {self.stderr[-2000:]!r}")
-                self.cv.wait(min(left, 0.1))
+    cmd = H.JsonLinesProc.write
 
     def of(self, kind):
         with self.cv:
@@ -125,10 +82,7 @@ class SdkDriver:
         return self.messages(conv)
 
     def send(self, conv, text):
-        before = len(self.of("queued"))
-        self.cmd(f"send {conv} {text}")
-        self.wait(lambda evs: len([e for e in evs if e["ev"] == "queued"]) > before, "queued")
-        return self.of("queued")[-1]["cmid"]
+        return self.queue(f"send {conv} {text}")
 
     def queue(self, line):
         """A send-like command (edit, delete, reply): its client message id."""
@@ -301,22 +255,29 @@ def test_outbox_survives_app_kill_with_broker_down(broker, sdk):
     assert r["ok"] == 1 and len(r["messages"]) == 3, "stored once on the server"
 
 
+def pump(dev, conv, n):
+    """dev sends s0..s<n-1> to conv, 10 ms apart, on a thread: (the thread,
+    an Event set once all were acknowledged)."""
+    stop = threading.Event()
+
+    def run():
+        for i in range(n):
+            dev.send_ok(conv, f"s{i}")
+            time.sleep(0.01)
+        stop.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, stop
+
+
 @pytest.mark.parametrize("poll", [False, True], ids=["callbacks", "poll"])
 def test_kill_mid_stream_no_loss(broker, sdk, connect, poll):
     bob = sdk(broker, "bob", poll=poll)
     bob.wait_up_to_date()
     alice = connect("alice")
     n = 40
-    stop = threading.Event()
-
-    def pump():
-        for i in range(n):
-            alice.send_ok("d:alice:bob", f"s{i}")
-            time.sleep(0.01)
-        stop.set()
-
-    t = threading.Thread(target=pump)
-    t.start()
+    t, stop = pump(alice, "d:alice:bob", n)
     try:
         bob.wait_messages(10)
         bob.kill9()
@@ -582,16 +543,7 @@ def test_persist_kill_mid_stream_exactly_once(broker, sdk, connect, poll):
     bob.wait_up_to_date()
     alice = connect("alice")
     n = 40
-    stop = threading.Event()
-
-    def pump():
-        for i in range(n):
-            alice.send_ok("d:alice:bob", f"s{i}")
-            time.sleep(0.01)
-        stop.set()
-
-    t = threading.Thread(target=pump)
-    t.start()
+    t, stop = pump(alice, "d:alice:bob", n)
     try:
         bob.wait_messages(10)
         bob.kill9()
