@@ -8,13 +8,15 @@
  *
  *   sdk  every device is an mqchat_client (callback mode): mqchat_send()
  *        commits the send to the SQLite outbox, SENT is the durable ACK,
- *        MESSAGE is the delivery to the app; the SDK commits its cursor and
- *        sends CursorAck per packet, as it always does.
+ *        MESSAGE is the delivery to the app; the SDK commits its cursor per
+ *        packet and acks it at most every MQCHAT_ACK_DELAY_MS (50 ms), after
+ *        one fsync, as it always does.
  *   raw  every device is a bare MQTTAsync client (paho, the library the SDK
  *        uses) that subscribes to the same topics (inbox, ack, resp),
  *        publishes SendRequest itself (protobuf-c, as the SDK), parses the
- *        SendAck / ServerEvent packets and sends the same CursorAck per
- *        inbox message, but keeps no state: no SQLite, no queues, no copies.
+ *        SendAck / ServerEvent packets and sends a CursorAck for an inbox
+ *        message when its last one is 50 ms old (as often as the SDK acks),
+ *        but keeps no state: no SQLite, no queues, no copies.
  *
  * The wire traffic of the two modes is the same, so the difference in the
  * bench process's CPU time per message (CLOCK_PROCESS_CPUTIME_ID over the
@@ -95,6 +97,7 @@ struct dev {
     atomic_int ready; /* up_to_date / subscribed */
     atomic_int failed;
     uint64_t req_counter;
+    uint64_t last_ack_ns; /* raw: when the last CursorAck went out */
 };
 
 struct pair {
@@ -233,6 +236,8 @@ static int sdk_send(struct pair *p, const unsigned char *body, uint64_t n)
 
 /* ---- raw mode ------------------------------------------------------------ */
 
+#define RAW_ACK_EVERY_NS 50000000ull /* MQCHAT_ACK_DELAY_MS of the SDK */
+
 static void raw_cursor_ack(struct dev *d, uint64_t inbox_seq)
 {
     char rid[64];
@@ -268,7 +273,12 @@ static int raw_arrived(void *ctx, char *topic, int tlen, MQTTAsync_message *m)
             if (e->body_case == MQCHAT__V1__SERVER_EVENT__BODY_MESSAGE) {
                 const Mqchat__V1__Message *msg = e->message;
                 if (!d->is_sender) on_delivered(p, msg->body.data, msg->body.len);
-                if (msg->inbox_seq && !opt.no_cursor_ack) raw_cursor_ack(d, msg->inbox_seq);
+                uint64_t now = bench_now_ns();
+                if (msg->inbox_seq && !opt.no_cursor_ack &&
+                    now - d->last_ack_ns >= RAW_ACK_EVERY_NS) {
+                    d->last_ack_ns = now;
+                    raw_cursor_ack(d, msg->inbox_seq);
+                }
             }
             mqchat__v1__server_event__free_unpacked(e, NULL);
         }

@@ -16,7 +16,8 @@
  *   requests.c  the thin requests (history, lists, groups, presence,
  *               typing, receipts, push) and their responses
  *   events.c    events for the app: decoding packets, the callback or the
- *               poll queue (eventfd)
+ *               poll queue (a wake fd)
+ *   platform.c  the OS calls that differ on iOS and Android (platform.h)
  *
  * Invariant: c->depth counts the holder's nesting of c->mu (asserted in
  * unlock()), so the packets publish() queued go out (drain_out) only once
@@ -27,8 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -133,7 +132,7 @@ static void client_destroy(mqchat_client *c)
     free(c->convs);
     if (c->mq) MQTTAsync_destroy(&c->mq);
     mqc_state_close(c->st);
-    if (c->efd >= 0) close(c->efd);
+    mqc_wake_close(&c->wake);
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->out_mu);
@@ -167,18 +166,14 @@ mqchat_client *mqchat_new(const mqchat_options *o, char **err)
         set_err(err, "out of memory");
         return NULL;
     }
-    c->efd = -1;
+    c->wake.rfd = c->wake.wfd = -1;
     pthread_mutexattr_t ma;
     pthread_mutexattr_init(&ma);
     pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
     pthread_mutex_init(&c->mu, &ma);
     pthread_mutexattr_destroy(&ma);
     pthread_mutex_init(&c->out_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    mqc_cond_init(&c->cond);
     c->host = xstrdup(o->host ? o->host : "127.0.0.1");
     c->user = xstrdup(o->user);
     c->device = xstrdup(o->device);
@@ -231,31 +226,16 @@ mqchat_client *mqchat_new(const mqchat_options *o, char **err)
     }
     c->cursor_mem = c->cursor_committed;
     unsigned char r[4];
-    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) memset(r, 0, sizeof(r));
+    if (mqc_random(r, sizeof(r)) != 0) memset(r, 0, sizeof(r));
     snprintf(c->nonce, sizeof(c->nonce), "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
     if (c->poll_mode) {
-        c->efd = eventfd(0, EFD_NONBLOCK | EFD_SEMAPHORE | EFD_CLOEXEC);
-        if (c->efd < 0) {
-            set_err(err, "eventfd failed");
+        if (mqc_wake_open(&c->wake) != 0) {
+            set_err(err, "cannot make the poll-mode wake fd");
             client_destroy(c);
             return NULL;
         }
     }
-    char uri[600], cid[300];
-    snprintf(uri, sizeof(uri), "%s://%s:%d", c->use_tls ? "ssl" : "tcp", c->host, c->port);
-    snprintf(cid, sizeof(cid), "%s:%s", c->user, c->device);
-    MQTTAsync_createOptions cro = MQTTAsync_createOptions_initializer;
-    cro.MQTTVersion = c->mqtt_version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
-    /* paho refuses publishes beyond maxBufferedMessages (default 100) queued
-     * in its command queue: a reconnect with a big outbox, or a burst of
-     * sends, would lose the rest (and the SyncRequest behind them). The
-     * outbox bounds what we queue; paho's bound only has to be above it. */
-    cro.maxBufferedMessages = MQCHAT_PAHO_MAX_BUFFERED;
-    if (MQTTAsync_createWithOptions(&c->mq, uri, cid, MQTTCLIENT_PERSISTENCE_NONE, NULL, &cro) !=
-            MQTTASYNC_SUCCESS ||
-        MQTTAsync_setCallbacks(c->mq, c, on_lost, on_arrived, NULL) != MQTTASYNC_SUCCESS ||
-        (c->mqtt_version == 5 &&
-         MQTTAsync_setDisconnected(c->mq, c, on_disconnected5) != MQTTASYNC_SUCCESS)) {
+    if (paho_new(c) != 0) {
         set_err(err, "MQTTAsync_create failed");
         client_destroy(c);
         return NULL;

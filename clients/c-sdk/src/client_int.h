@@ -7,6 +7,7 @@
 
 #include "internal.h"
 #include "mqchat.h"
+#include "platform.h"
 #include "state.h"
 
 #include "mqchat.pb-c.h"
@@ -19,6 +20,11 @@
 /* paho's command queue bound (client.c); a publish it refuses is an ERROR
  * event and retried with the next connect (conn.c). */
 #define MQCHAT_PAHO_MAX_BUFFERED 1000000
+
+/* How long committed progress waits before the SDK syncs its state file to
+ * disk and acks its cursor and positions to the server (deliver.c,
+ * send_acks): one fsync and one CursorAck per burst, not per packet. */
+#define MQCHAT_ACK_DELAY_MS 50
 
 typedef struct progress {
     int done;
@@ -39,8 +45,9 @@ typedef struct ievent {
 
 typedef struct conv_state {
     char *conv;
-    uint64_t handed_mem; /* highest seq handed or queued to the app */
-    uint64_t position_acked;
+    uint64_t handed_mem;     /* highest seq handed or queued to the app */
+    uint64_t position_acked; /* committed on the device: where a live gap's pull starts */
+    uint64_t position_sent;  /* durable and told the server (PositionAck) */
     int pulling;
     uint64_t pull_after; /* the pull's start: inbox messages above it wait for the pull */
     /* Inbox messages of this conversation that arrived while it is pulled
@@ -93,17 +100,20 @@ struct mqchat_client {
     int timer_started, quit;
     MQTTAsync mq;
     mqc_state *st;
-    int efd;
+    mqc_wake wake; /* poll mode: readable while events or packets wait */
 
     /* connection */
     int want, connected, connecting, taken_over, attempt, refresh, quick_drops;
     int after_loss, session_is_reconnect; /* taken-over detection (lost_session) */
     int64_t connected_at, reconnect_at, retry_at;
     int64_t sync_retry_at, pull_retry_at; /* after a RATE_LIMITED / UNAVAILABLE answer */
+    int64_t ack_at;                       /* send_acks() is due (0: nothing to ack) */
     enum MQTTReasonCodes v5_reason;
 
     /* sync */
-    uint64_t cursor_mem, cursor_committed, cursor_acked, max_seen_live;
+    /* cursor_mem >= cursor_committed >= cursor_durable >= cursor_acked
+     * (except right after a restored server lowered them all) */
+    uint64_t cursor_mem, cursor_committed, cursor_durable, cursor_acked, max_seen_live;
     int inbox_syncing, catching_up;
     char sync_rid[MQCHAT_ID_BUF], pull_rid[MQCHAT_ID_BUF];
     int sync_positions; /* next page asks positions */
@@ -119,7 +129,9 @@ struct mqchat_client {
     outpkt *oh, *ot;
     outpkt *rh, *rt; /* poll mode: packets received, not decoded yet (under mu) */
     int draining;
-    int depth; /* nesting of c->mu by its holder */
+    int swapping; /* under out_mu: the timer replaces c->mq (conn.c, fresh_paho) */
+    int mq_used;  /* c->mq carried a session that was lost (conn.c, fresh_paho) */
+    int depth;    /* nesting of c->mu by its holder */
     uint64_t rid_counter;
     char nonce[9];
     int drop_nth, live_count;
@@ -135,6 +147,7 @@ void lock(mqchat_client *c);
 void unlock(mqchat_client *c);
 
 /* conn.c: the paho session and publishing. */
+int paho_new(mqchat_client *c);
 int publish(mqchat_client *c, const char *topic, const ProtobufCMessage *m, int qos);
 void drain_out(mqchat_client *c);
 int request(mqchat_client *c, char kind, Mqchat__V1__Request *r, char rid[MQCHAT_ID_BUF]);
@@ -149,6 +162,8 @@ conv_state *conv_get(mqchat_client *c, const char *conv);
 progress *progress_add(mqchat_client *c, int done, int has_cursor, uint64_t cursor,
                        const char *conv, uint64_t handed, uint64_t position);
 void flush(mqchat_client *c);
+void schedule_acks(mqchat_client *c);
+void send_acks(mqchat_client *c);
 void start_sync(mqchat_client *c);
 void next_pull(mqchat_client *c);
 void pull_pop(mqchat_client *c);

@@ -2,7 +2,8 @@
  * timer thread, and publishing.
  *
  * The timer thread (timer_main) connects when c->reconnect_at is due and
- * runs the retries (outbox resend, sync, pull) whose time has come. A
+ * runs the retries (outbox resend, sync, pull) and the acks (send_acks)
+ * whose time has come. A
  * failed connect or a lost session schedules the next attempt with full
  * jitter: a random delay in [0, min(backoff_max, backoff_min * 2^attempt)].
  * A refused connect (not authorized) fetches a fresh token once and retries
@@ -24,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,7 +60,7 @@ int publish(mqchat_client *c, const char *topic, const ProtobufCMessage *m, int 
 void drain_out(mqchat_client *c)
 {
     pthread_mutex_lock(&c->out_mu);
-    if (c->draining) {
+    if (c->draining || c->swapping) {
         pthread_mutex_unlock(&c->out_mu);
         return;
     }
@@ -109,6 +109,74 @@ int request(mqchat_client *c, char kind, Mqchat__V1__Request *r, char rid[MQCHAT
     return rc;
 }
 
+/* Makes c->mq, a paho client with our callbacks. */
+int paho_new(mqchat_client *c)
+{
+    char uri[600], cid[300];
+    snprintf(uri, sizeof(uri), "%s://%s:%d", c->use_tls ? "ssl" : "tcp", c->host, c->port);
+    snprintf(cid, sizeof(cid), "%s:%s", c->user, c->device);
+    MQTTAsync_createOptions cro = MQTTAsync_createOptions_initializer;
+    cro.MQTTVersion = c->mqtt_version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
+    /* paho refuses publishes beyond maxBufferedMessages (default 100) queued
+     * in its command queue: a reconnect with a big outbox, or a burst of
+     * sends, would lose the rest (and the SyncRequest behind them). The
+     * outbox bounds what we queue; paho's bound only has to be above it. */
+    cro.maxBufferedMessages = MQCHAT_PAHO_MAX_BUFFERED;
+    if (MQTTAsync_createWithOptions(&c->mq, uri, cid, MQTTCLIENT_PERSISTENCE_NONE, NULL, &cro) !=
+        MQTTASYNC_SUCCESS) {
+        c->mq = NULL;
+        return -1;
+    }
+    if (MQTTAsync_setCallbacks(c->mq, c, on_lost, on_arrived, NULL) != MQTTASYNC_SUCCESS ||
+        (c->mqtt_version == 5 &&
+         MQTTAsync_setDisconnected(c->mq, c, on_disconnected5) != MQTTASYNC_SUCCESS)) {
+        MQTTAsync_destroy(&c->mq);
+        c->mq = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* After a lost session, the next connect gets a new paho client. paho
+ * keeps the publishes it had queued when the connection died and sends
+ * them first on its next connection, before the outbox resend that
+ * connected() queues: a send made just before the loss was noticed would
+ * overtake older sends, and the server numbers sends in arrival order.
+ * A new client has nothing queued, so every session publishes the outbox
+ * in outbox order. Timer thread, c->mu held once; released meanwhile (paho
+ * runs callbacks under its own lock, and they take c->mu). Packets still
+ * queued for the old session are dropped: sends are in the outbox, and
+ * sync, pulls and acks start again with the next session. */
+static int fresh_paho(mqchat_client *c)
+{
+    assert(c->depth == 1);
+    unlock(c);
+    pthread_mutex_lock(&c->out_mu);
+    c->swapping = 1; /* drain_out leaves c->mq alone from now */
+    while (c->draining) {
+        pthread_mutex_unlock(&c->out_mu);
+        usleep(1000);
+        pthread_mutex_lock(&c->out_mu);
+    }
+    while (c->oh) {
+        outpkt *o = c->oh;
+        c->oh = o->next;
+        free(o->buf);
+        free(o->topic);
+        free(o);
+    }
+    c->ot = NULL;
+    pthread_mutex_unlock(&c->out_mu);
+    if (c->mq) MQTTAsync_destroy(&c->mq); /* no callback of the old client runs after this */
+    int rc = paho_new(c);
+    pthread_mutex_lock(&c->out_mu);
+    c->swapping = 0;
+    pthread_mutex_unlock(&c->out_mu);
+    lock(c);
+    if (rc == 0) c->mq_used = 0;
+    return rc;
+}
+
 int on_arrived(void *ctx, char *topic, int tlen, MQTTAsync_message *m)
 {
     mqchat_client *c = ctx;
@@ -135,9 +203,7 @@ int on_arrived(void *ctx, char *topic, int tlen, MQTTAsync_message *m)
                 else
                     c->rh = r;
                 c->rt = r;
-                uint64_t one = 1;
-                if (write(c->efd, &one, sizeof(one)) < 0) { /* counter full: still readable */
-                }
+                mqc_wake_set(&c->wake);
                 unlock(c);
             } else if (r) {
                 free(r->topic);
@@ -159,7 +225,7 @@ static void schedule_reconnect(mqchat_client *c)
         cap *= 2;
     if (cap > c->backoff_max_ms) cap = c->backoff_max_ms;
     uint32_t r = 0;
-    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) r = (uint32_t)now_ms();
+    if (mqc_random(&r, sizeof(r)) != 0) r = (uint32_t)now_ms();
     c->attempt++;
     c->reconnect_at = now_ms() + (cap > 0 ? (int64_t)(r % (uint32_t)(cap + 1)) : 0);
     if (c->reconnect_at == 0) c->reconnect_at = 1;
@@ -169,6 +235,7 @@ static void schedule_reconnect(mqchat_client *c)
 void lost_session(mqchat_client *c, const char *why)
 {
     c->connected = 0;
+    c->mq_used = 1; /* the next connect takes a new paho client (fresh_paho) */
     c->inbox_syncing = 0;
     c->sync_rid[0] = 0;
     c->pull_rid[0] = 0;
@@ -247,6 +314,7 @@ static void connected(mqchat_client *c)
         uint64_t h, p;
         if (mqc_state_conv(c->st, c->convs[i].conv, &h, &p) == 0) c->convs[i].position_acked = p;
     }
+    schedule_acks(c); /* the cursor, once per session */
 }
 
 static void on_connect_ok(void *ctx, MQTTAsync_successData *d)
@@ -312,6 +380,16 @@ static void do_connect(mqchat_client *c)
         return;
     }
     token[sizeof(token) - 1] = 0;
+    if (c->mq_used) {
+        int rc = fresh_paho(c);
+        if (rc != 0 || !c->want || c->quit || c->connected || c->connecting) {
+            if (rc != 0) {
+                emit_conn(c, MQCHAT_CONN_DISCONNECTED, "cannot make a new paho client");
+                schedule_reconnect(c);
+            }
+            return;
+        }
+    }
     emit_conn(c, MQCHAT_CONN_CONNECTING, "");
     MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
     MQTTAsync_connectOptions co5 = MQTTAsync_connectOptions_initializer5;
@@ -363,9 +441,9 @@ void *timer_main(void *arg)
             do_connect(c);
             continue;
         }
-        int64_t *due[3] = {&c->retry_at, &c->sync_retry_at, &c->pull_retry_at};
+        int64_t *due[4] = {&c->retry_at, &c->sync_retry_at, &c->pull_retry_at, &c->ack_at};
         int fired = -1;
-        for (int i = 0; i < 3 && fired < 0; i++)
+        for (int i = 0; i < 4 && fired < 0; i++)
             if (*due[i] && now >= *due[i]) {
                 *due[i] = 0;
                 fired = i;
@@ -374,6 +452,7 @@ void *timer_main(void *arg)
             if (fired == 0) resend_outbox(c);
             if (fired == 1) start_sync(c);
             if (fired == 2 && c->connected && !c->pull_rid[0] && !c->inbox_syncing) next_pull(c);
+            if (fired == 3) send_acks(c);
             flush(c);
             unlock(c); /* sends what was queued */
             lock(c);
@@ -381,21 +460,12 @@ void *timer_main(void *arg)
         }
         int64_t next = now + 1000;
         if (c->reconnect_at && c->reconnect_at < next) next = c->reconnect_at;
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             if (*due[i] && *due[i] < next) next = *due[i];
-        /* cond uses CLOCK_MONOTONIC (see mqchat_new). */
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
         int64_t wait = next > now ? next - now : 1;
-        ts.tv_sec += wait / 1000;
-        ts.tv_nsec += (wait % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
         assert(c->depth == 1);
         c->depth = 0;
-        pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+        mqc_cond_wait_ms(&c->cond, &c->mu, wait);
         c->depth = 1;
     }
     unlock(c);

@@ -7,10 +7,12 @@
  * large-conversation position becomes a `progress` item in one FIFO. An
  * item whose message still sits with the app is not done; the others are.
  * flush() commits the done prefix of the FIFO in one SQLite transaction
- * and only then sends CursorAck / PositionAck. So the cursor on disk never
- * passes a message the app has not finished with (callback returned, or
- * event freed in poll mode), and the server never trims what the device
- * has not stored.
+ * (it survives a kill -9; not yet a power cut). At most MQCHAT_ACK_DELAY_MS
+ * later send_acks() syncs the file to disk once for everything committed
+ * meanwhile and only then sends CursorAck / PositionAck. So the cursor on
+ * disk never passes a message the app has not finished with (callback
+ * returned, or event freed in poll mode), and the server never trims what
+ * the device has not stored durably.
  *
  * In memory the engine runs ahead of the disk: cursor_mem and each conv's
  * handed_mem say what was handed (or queued for the app), and they decide
@@ -94,7 +96,8 @@ static int flush_writes(mqchat_client *c, uint64_t *cursor, int *moved)
     return rc;
 }
 
-/* The done prefix is committed: drop its items, then tell the server. */
+/* The done prefix is committed: drop its items; the server hears of it in
+ * send_acks(), once it is durable. */
 static void flush_committed(mqchat_client *c, uint64_t cursor, int moved)
 {
     while (c->ph && c->ph->done) {
@@ -103,27 +106,67 @@ static void flush_committed(mqchat_client *c, uint64_t cursor, int moved)
         if (!c->ph) c->pt = NULL;
         if (p->conv && p->position) {
             conv_state *cs = conv_get(c, p->conv);
-            if (cs && p->position > cs->position_acked && c->connected) {
-                Mqchat__V1__Request r = MQCHAT__V1__REQUEST__INIT;
-                Mqchat__V1__PositionAck pa = MQCHAT__V1__POSITION_ACK__INIT;
-                pa.conversation_id = p->conv;
-                pa.seq = p->position;
-                r.body_case = MQCHAT__V1__REQUEST__BODY_POSITION_ACK;
-                r.position_ack = &pa;
-                if (request(c, 'i', &r, NULL) == MQCHAT_OK) cs->position_acked = p->position;
-            }
+            if (cs && p->position > cs->position_acked) cs->position_acked = p->position;
         }
         free(p->conv);
         free(p);
     }
     if (moved) c->cursor_committed = cursor;
-    if (c->connected && c->cursor_committed > c->cursor_acked) {
+    schedule_acks(c);
+}
+
+/* Asks the timer thread for send_acks() in MQCHAT_ACK_DELAY_MS, if there
+ * is something to tell the server. */
+void schedule_acks(mqchat_client *c)
+{
+    if (!c->connected || c->ack_at) return;
+    int due = c->cursor_committed > c->cursor_acked;
+    for (size_t i = 0; !due && i < c->n_convs; i++)
+        due = c->convs[i].position_acked > c->convs[i].position_sent;
+    if (!due) return;
+    c->ack_at = now_ms() + MQCHAT_ACK_DELAY_MS;
+    pthread_cond_signal(&c->cond);
+}
+
+/* Makes the committed progress durable (one fsync for everything since
+ * the last), then sends the CursorAck and PositionAcks that cover it.
+ * Invariant: the server is never told a cursor or position the device
+ * could lose in a power cut, so it never trims what the device may need to
+ * sync again. Runs on the timer thread. */
+void send_acks(mqchat_client *c)
+{
+    c->ack_at = 0;
+    if (!c->connected) return;
+    int positions = 0;
+    for (size_t i = 0; !positions && i < c->n_convs; i++)
+        positions = c->convs[i].position_acked > c->convs[i].position_sent;
+    if (c->cursor_committed > c->cursor_durable || positions) {
+        if (mqc_state_sync(c->st) != 0) {
+            emit_error(c, "state: sync: %s", mqc_state_errmsg(c->st));
+            c->ack_at = now_ms() + 1000; /* try again */
+            return;
+        }
+        c->cursor_durable = c->cursor_committed;
+    }
+    for (size_t i = 0; positions && i < c->n_convs; i++) {
+        conv_state *cs = &c->convs[i];
+        if (cs->position_acked <= cs->position_sent) continue;
+        Mqchat__V1__Request r = MQCHAT__V1__REQUEST__INIT;
+        Mqchat__V1__PositionAck pa = MQCHAT__V1__POSITION_ACK__INIT;
+        pa.conversation_id = cs->conv;
+        pa.seq = cs->position_acked;
+        r.body_case = MQCHAT__V1__REQUEST__BODY_POSITION_ACK;
+        r.position_ack = &pa;
+        if (request(c, 'i', &r, NULL) == MQCHAT_OK) cs->position_sent = cs->position_acked;
+    }
+    if (c->cursor_durable > c->cursor_acked) {
+        assert(c->cursor_durable <= c->cursor_committed);
         Mqchat__V1__Request r = MQCHAT__V1__REQUEST__INIT;
         Mqchat__V1__CursorAck ca = MQCHAT__V1__CURSOR_ACK__INIT;
-        ca.inbox_seq = c->cursor_committed;
+        ca.inbox_seq = c->cursor_durable;
         r.body_case = MQCHAT__V1__REQUEST__BODY_CURSOR_ACK;
         r.cursor_ack = &ca;
-        if (request(c, 'i', &r, NULL) == MQCHAT_OK) c->cursor_acked = c->cursor_committed;
+        if (request(c, 'i', &r, NULL) == MQCHAT_OK) c->cursor_acked = c->cursor_durable;
     }
 }
 
@@ -486,6 +529,7 @@ void on_sync(mqchat_client *c, const Mqchat__V1__SyncResponse *s)
     if (s->inbox_head < c->cursor_mem) {
         /* The server's store was restored from a backup. */
         c->cursor_mem = s->inbox_head;
+        if (c->cursor_durable > s->inbox_head) c->cursor_durable = s->inbox_head;
         c->cursor_acked = s->inbox_head;
         progress_add(c, 1, 1, s->inbox_head, NULL, 0, 0);
     }

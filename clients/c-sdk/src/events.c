@@ -7,7 +7,8 @@
  * (requests.c); receipts, typing and presence become events here. In
  * callback mode emit() calls on_event at once; in poll mode events queue
  * (and received packets wait, undecoded, so decoding runs on the app's
- * thread in mqchat_next_event) and the eventfd counts what is waiting. A
+ * thread in mqchat_next_event) and the wake fd is readable while anything
+ * waits. A
  * MESSAGE event holds its progress item: it is done when the callback
  * returns or the app frees the event, and only then can the cursor pass
  * it. */
@@ -107,9 +108,7 @@ void emit(mqchat_client *c, ievent *ie)
         else
             c->qh = ie;
         c->qt = ie;
-        uint64_t one = 1;
-        if (write(c->efd, &one, sizeof(one)) < 0) { /* counter full: still readable */
-        }
+        mqc_wake_set(&c->wake);
         return;
     }
     if (c->on_event) c->on_event(c->data, &ie->ev);
@@ -268,7 +267,7 @@ int mqchat__handle_incoming(mqchat_client *c, const char *topic, const void *pay
 
 int mqchat_fd(mqchat_client *c)
 {
-    return c ? c->efd : -1;
+    return c ? c->wake.rfd : -1;
 }
 
 mqchat_event *mqchat_next_event(mqchat_client *c)
@@ -280,9 +279,6 @@ mqchat_event *mqchat_next_event(mqchat_client *c)
         outpkt *r = c->rh;
         c->rh = r->next;
         if (!c->rh) c->rt = NULL;
-        uint64_t v;
-        if (read(c->efd, &v, sizeof(v)) < 0) { /* already drained */
-        }
         mqchat__handle_incoming(c, r->topic, r->buf, r->len);
         free(r->topic);
         free(r->buf);
@@ -293,10 +289,8 @@ mqchat_event *mqchat_next_event(mqchat_client *c)
         c->qh = ie->next;
         if (!c->qh) c->qt = NULL;
         ie->next = NULL;
-        uint64_t v;
-        if (read(c->efd, &v, sizeof(v)) < 0) { /* already drained */
-        }
     }
+    if (!c->qh && !c->rh) mqc_wake_clear(&c->wake);
     unlock(c);
     return ie ? &ie->ev : NULL;
 }

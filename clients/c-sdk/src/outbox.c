@@ -124,7 +124,8 @@ static int queue_send(mqchat_client *c, mqc_outbox_entry *e, char cmid_out[MQCHA
     e->cmid = cmid;
     lock(c);
     int rc = MQCHAT_ERR_STATE;
-    if (mqc_state_begin(c->st) == 0) {
+    /* Durable: mqchat_send() promises the send survives a power cut. */
+    if (mqc_state_begin_durable(c->st) == 0) {
         if (mqc_state_new_cmid(c->st, cmid, sizeof(cmid)) == 0 &&
             mqc_state_outbox_put(c->st, e) == 0 && mqc_state_commit(c->st) == 0)
             rc = MQCHAT_OK;

@@ -62,10 +62,15 @@ void on_response(mqchat_client *c, const Mqchat__V1__Response *r)
         }
         return;
     }
-    if (rid[0] == 'i') { /* CursorAck, PositionAck */
-        if (retry_ms >= 0)
-            c->cursor_acked = 0; /* acked again with the next commit */
-        else if (r->body_case == MQCHAT__V1__RESPONSE__BODY_ERROR)
+    if (rid[0] == 'i') {     /* CursorAck, PositionAck */
+        if (retry_ms >= 0) { /* acked again (all of it: we do not know which it was) */
+            c->cursor_acked = 0;
+            for (size_t i = 0; i < c->n_convs; i++)
+                c->convs[i].position_sent = 0;
+            int64_t at = now_ms() + (retry_ms > 0 ? retry_ms : 1000);
+            if (at > c->ack_at) c->ack_at = at;
+            pthread_cond_signal(&c->cond);
+        } else if (r->body_case == MQCHAT__V1__RESPONSE__BODY_ERROR)
             emit_error(c, "ack %s refused: %s", rid, r->error->message);
         return;
     }

@@ -1,11 +1,19 @@
 /* state.c — the SDK's SQLite state (see state.h for the tables).
  *
- * WAL mode with synchronous=FULL: a commit is on disk when it returns, so
- * a send that mqchat_send() reported queued survives a power cut, and a
- * cursor is never ahead of what the app was handed. Statements are
+ * WAL mode with synchronous=NORMAL: a commit is in the WAL file when it
+ * returns, so it survives the app's process dying at any moment (kill -9),
+ * but only a durable transaction (mqc_state_begin_durable: synchronous=FULL
+ * for its commit) or mqc_state_sync() fsyncs, which also makes every
+ * earlier commit durable (the WAL is written in order). A power cut can
+ * only lose a suffix of the commits since the last fsync, all of it
+ * together. The SDK makes a send durable before mqchat_send() returns, and
+ * syncs before it tells the server its cursor (deliver.c), so the server
+ * never trims what a power cut could make the device need again. Statements are
  * prepared per call: the SDK writes a few rows per network packet, which
  * does not need a statement cache. */
 #include "state.h"
+
+#include "platform.h"
 
 #include <assert.h>
 #include <fcntl.h>
@@ -14,11 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 struct mqc_state {
     sqlite3 *db;
     int in_tx;
+    int durable; /* the open transaction commits with synchronous=FULL */
 };
 
 static char *dupmsg(const char *a, const char *b)
@@ -97,7 +105,7 @@ int mqc_state_open(const char *path, mqc_state **out, char **err)
         path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
     if (rc == SQLITE_OK) rc = sqlite3_busy_timeout(st->db, 5000);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL,
+        rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
                           NULL);
     if (rc != SQLITE_OK) {
         if (err) *err = dupmsg(path, st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
@@ -112,8 +120,8 @@ int mqc_state_open(const char *path, mqc_state **out, char **err)
     /* The id nonce, once per file. */
     unsigned char r[8];
     char nonce[17];
-    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-        if (err) *err = strdup("getrandom failed");
+    if (mqc_random(r, sizeof(r)) != 0) {
+        if (err) *err = strdup("no random bytes from the OS");
         mqc_state_close(st);
         return -1;
     }
@@ -151,12 +159,37 @@ void *mqc_state_db(mqc_state *st)
     return st->db;
 }
 
-int mqc_state_begin(mqc_state *st)
+/* SQLite refuses to change synchronous inside a transaction: a durable
+ * transaction sets FULL before BEGIN and NORMAL again after its end. */
+static void end_tx(mqc_state *st)
+{
+    st->in_tx = 0;
+    if (st->durable) sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    st->durable = 0;
+}
+
+static int begin(mqc_state *st, int durable)
 {
     assert(!st->in_tx);
-    if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return -1;
+    if (durable && sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
+        return -1;
+    st->durable = durable;
+    if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        end_tx(st);
+        return -1;
+    }
     st->in_tx = 1;
     return 0;
+}
+
+int mqc_state_begin(mqc_state *st)
+{
+    return begin(st, 0);
+}
+
+int mqc_state_begin_durable(mqc_state *st)
+{
+    return begin(st, 1);
 }
 
 int mqc_state_commit(mqc_state *st)
@@ -166,7 +199,7 @@ int mqc_state_commit(mqc_state *st)
         mqc_state_rollback(st);
         return -1;
     }
-    st->in_tx = 0;
+    end_tx(st);
     return 0;
 }
 
@@ -174,7 +207,21 @@ void mqc_state_rollback(mqc_state *st)
 {
     if (!st->in_tx) return;
     sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-    st->in_tx = 0;
+    end_tx(st);
+}
+
+int mqc_state_sync(mqc_state *st)
+{
+    /* A durable commit of one written row: its fsync covers the WAL
+     * frames of every commit before it. */
+    if (mqc_state_begin_durable(st) != 0) return -1;
+    if (sqlite3_exec(st->db, "UPDATE meta SET v = v WHERE k = 'cursor'", NULL, NULL, NULL) !=
+            SQLITE_OK ||
+        mqc_state_commit(st) != 0) {
+        mqc_state_rollback(st);
+        return -1;
+    }
+    return 0;
 }
 
 /* Runs sql with up to two text binds and one integer bind (?1 ?2 ?3 as

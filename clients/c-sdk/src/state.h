@@ -9,7 +9,12 @@
  * in the order they were made: messages, edits (edit_seq) and deletes (delete_seq)). Every write is
  * in a transaction the caller opens with mqc_state_begin() and ends with mqc_state_commit() (or
  * mqc_state_rollback()), so a batch of handed seqs and the cursor that
- * covers them land together or not at all. No MQTT, no protobuf here. */
+ * covers them land together or not at all.
+ *
+ * Durability (state.c): every commit survives the process dying (kill -9);
+ * only a transaction opened with mqc_state_begin_durable(), or
+ * mqc_state_sync(), survives a power cut, and with it every commit before
+ * it. No MQTT, no protobuf here. */
 #ifndef MQC_STATE_H
 #define MQC_STATE_H
 
@@ -37,8 +42,12 @@ const char *mqc_state_errmsg(mqc_state *st);
 void *mqc_state_db(mqc_state *st);
 
 int mqc_state_begin(mqc_state *st);
+/* The same, but its commit returns only once it is on disk (fsync). */
+int mqc_state_begin_durable(mqc_state *st);
 int mqc_state_commit(mqc_state *st);
 void mqc_state_rollback(mqc_state *st);
+/* Makes every commit so far durable (one fsync). Not inside a transaction. */
+int mqc_state_sync(mqc_state *st);
 
 int mqc_state_cursor(mqc_state *st, uint64_t *cursor);
 int mqc_state_set_cursor(mqc_state *st, uint64_t cursor);

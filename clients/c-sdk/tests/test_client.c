@@ -265,7 +265,7 @@ static int app_rows(int64_t *distinct, int64_t *max)
 
 static void test_persist_exactly_once_across_kill(void **state)
 {
-    enum { N = 200, ROUNDS = 12 };
+    enum { N = 3000, ROUNDS = 12 }; /* N: a life takes longer than the kill delay */
     unsigned seed = 0;
     if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) seed = (unsigned)time(NULL);
     srand(seed);

@@ -3,7 +3,8 @@
  * outbox keeps order and ids, client message ids never repeat (also not
  * after the file is recreated), a rolled back transaction leaves nothing,
  * edits and deletes keep their target seqs, a file of another schema
- * version is refused. */
+ * version is refused, and only durable transactions and mqc_state_sync()
+ * commit with synchronous=FULL. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -225,10 +226,48 @@ static void test_edit_delete_and_version(void **state)
     assert_null(f->st);
 }
 
+static int synchronous(fx *f)
+{
+    sqlite3_stmt *s;
+    int v = -1;
+    assert_int_equal(sqlite3_prepare_v2(mqc_state_db(f->st), "PRAGMA synchronous", -1, &s, NULL),
+                     SQLITE_OK);
+    if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+/* 1 is NORMAL (commits survive the process, fsync at checkpoints), 2 FULL. */
+static void test_durability_levels(void **state)
+{
+    fx *f = *state;
+    uint64_t c = 0;
+    assert_int_equal(synchronous(f), 1);
+    assert_int_equal(mqc_state_begin_durable(f->st), 0);
+    assert_int_equal(synchronous(f), 2);
+    assert_int_equal(mqc_state_set_cursor(f->st, 5), 0);
+    assert_int_equal(mqc_state_commit(f->st), 0);
+    assert_int_equal(synchronous(f), 1);
+    assert_int_equal(mqc_state_begin_durable(f->st), 0);
+    assert_int_equal(mqc_state_set_cursor(f->st, 6), 0);
+    mqc_state_rollback(f->st);
+    assert_int_equal(synchronous(f), 1);
+    assert_int_equal(mqc_state_begin(f->st), 0);
+    assert_int_equal(synchronous(f), 1);
+    assert_int_equal(mqc_state_set_cursor(f->st, 7), 0);
+    assert_int_equal(mqc_state_commit(f->st), 0);
+    assert_int_equal(mqc_state_sync(f->st), 0);
+    assert_int_equal(synchronous(f), 1);
+    reopen(f);
+    assert_int_equal(mqc_state_cursor(f->st, &c), 0);
+    assert_int_equal(c, 7); /* the sync wrote the cursor row without changing it */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cursor_and_convs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_durability_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_edit_delete_and_version, setup, teardown),
