@@ -167,6 +167,7 @@ def test_scripted_session(redis, make_broker, clis):
     assert lst["ok"], lst
     conv = {c["conv"]: c for c in lst["conversations"]}
     assert conv[AB]["unread"] == 2 and conv[AB]["head_seq"] == 2, lst
+    assert conv[AB]["group"] is False and conv[AB]["last_seq"] == 2, lst
     assert bob.run(f"read {AB}")["seq"] == 2
     alice.wait(lambda ls: any(x["type"] == "receipt" and x["user"] == "bob" and
                               x["read_seq"] == 2 for x in ls), "read receipt")
@@ -210,7 +211,8 @@ def test_scripted_session(redis, make_broker, clis):
     carol.run("wait-up-to-date")
     assert "welcome carol" in [m.get("body") for m in carol.of("message", conv=gid)]
     cl = carol.answer("list")
-    assert gid in [c["conv"] for c in cl["conversations"]], cl
+    g = {c["conv"]: c for c in cl["conversations"]}[gid]
+    assert g["group"] is True and g["role"] == 1 and g["last_seq"] == g["head_seq"], cl
     assert carol.answer(f"history {gid} 50")["ok"]
 
     # bad commands: error lines that name them; the CLI goes on

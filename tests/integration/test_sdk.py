@@ -200,6 +200,11 @@ def test_send_and_receive(broker, sdk):
     sent = alice.of("sent")
     assert [e["cmid"] for e in sent] == cmids
     assert [e["seq"] for e in sent] == [1, 2, 3, 4, 5]
+    left = [e["outbox_left"] for e in sent]  # what each SENT leaves in the outbox
+    assert left == sorted(left, reverse=True) and left[-1] == 0 and left[0] <= 4, left
+    alice.cmd("conn-state")
+    assert alice.wait(lambda evs: [e for e in evs if e["ev"] == "conn_state"],
+                      "conn_state")[0]["state"] == "up_to_date"
     got = bob.wait_messages(5)
     assert bodies(got) == [f"hello {i}" for i in range(5)]
     assert [m["seq"] for m in got] == [1, 2, 3, 4, 5]

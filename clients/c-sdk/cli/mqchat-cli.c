@@ -192,25 +192,18 @@ static void hhmm(char out[8], int64_t ms)
         strftime(out, 8, "%H:%M", &tm);
 }
 
+/* A server error code's name as the CLI prints it: mqchat_strerror()'s,
+ * lower case, without "E_" ("not_member"). */
 static const char *ecode_name(int code)
 {
-    static const char *names[] = {
-        "",
-        "malformed",
-        "invalid_argument",
-        "body_too_large",
-        "unknown_conversation",
-        "not_member",
-        "permission_denied",
-        "bad_topic",
-        "rate_limited",
-        "group_full",
-        "unavailable",
-        "internal",
-        "unsupported",
-        "not_found",
-    };
-    return code > 0 && code < (int)(sizeof(names) / sizeof(names[0])) ? names[code] : "unknown";
+    static char name[40];
+    const char *n = mqchat_strerror(code);
+    if (code <= 0 || strncmp(n, "E_", 2) != 0) return "unknown";
+    size_t i = 0;
+    for (n += 2; *n && i + 1 < sizeof(name); n++)
+        name[i++] = (char)(*n >= 'A' && *n <= 'Z' ? *n - 'A' + 'a' : *n);
+    name[i] = 0;
+    return name;
 }
 
 static const char *ce_name(int t)
@@ -567,9 +560,11 @@ static void on_response(const mqchat_event *ev)
                 j_strn(&b, cv->conv, strlen(cv->conv));
                 buf_printf(&b,
                            ",\"unread\":%" PRIu64 ",\"head_seq\":%" PRIu64 ",\"read_seq\":%" PRIu64
-                           ",\"last_activity_ms\":%" PRId64 ",\"mode\":%d,\"members\":%u}",
+                           ",\"last_activity_ms\":%" PRId64 ",\"mode\":%d,\"members\":%u"
+                           ",\"group\":%s,\"role\":%d,\"last_seq\":%" PRIu64 "}",
                            cv->unread, cv->head_seq, cv->read_seq, cv->last_activity_ms, cv->mode,
-                           (unsigned)cv->member_count);
+                           (unsigned)cv->member_count, cv->is_group ? "true" : "false", cv->role,
+                           cv->last_message ? cv->last_message->seq : 0);
             }
             buf_add(&b, "]", 1);
         }

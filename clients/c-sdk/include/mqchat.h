@@ -69,6 +69,11 @@ enum {
     MQCHAT_E_NOT_FOUND = 13,
 };
 
+/* The name of a return code (MQCHAT_OK, MQCHAT_ERR_*: 0 and below) or of a
+ * server error code (MQCHAT_E_*: above 0), e.g. "ERR_OFFLINE",
+ * "E_RATE_LIMITED"; "UNKNOWN" for other numbers. A static string. */
+const char *mqchat_strerror(int code);
+
 typedef struct mqchat_client mqchat_client;
 typedef struct mqchat_event mqchat_event;
 
@@ -189,7 +194,8 @@ int mqchat_edit(mqchat_client *c, const char *conv, uint64_t seq, const char *co
                 const void *body, size_t len, char cmid_out[MQCHAT_ID_BUF]);
 int mqchat_delete(mqchat_client *c, const char *conv, uint64_t seq, char cmid_out[MQCHAT_ID_BUF]);
 
-/* Number of sends in the outbox (not yet acknowledged), or < 0 on error. */
+/* Number of sends in the outbox (not yet acknowledged), or < 0 on error.
+ * (SENT and SEND_FAILED events carry the count left after them.) */
 int mqchat_outbox_count(mqchat_client *c);
 
 /* Requests. Each needs a connection (else MQCHAT_ERR_OFFLINE), writes its
@@ -253,7 +259,9 @@ int mqchat_read_state(mqchat_client *c, const char *conv, uint64_t seq, const ch
 int mqchat_presence_settings(mqchat_client *c, int hide_last_seen, int visibility,
                              char rid_out[MQCHAT_ID_BUF]);
 
-/* Poll mode: an eventfd that is readable while events are queued. */
+/* Poll mode: a file descriptor (an eventfd, or a pipe's read end where
+ * there is none) that is readable while events are queued or received
+ * packets wait to be decoded; call mqchat_next_event() until NULL. */
 int mqchat_fd(mqchat_client *c);
 
 /* Poll mode: decodes what has arrived and returns the oldest event, or
@@ -285,6 +293,11 @@ typedef enum mqchat_conn_state {
     MQCHAT_CONN_DISCONNECTED, /* .reason says why; reconnects unless asked to stop */
     MQCHAT_CONN_TAKEN_OVER,   /* another connection took the session: no more reconnects */
 } mqchat_conn_state;
+
+/* The engine's connection state now: the state of the newest CONNECTION
+ * event it made (in poll mode that event may still be queued), or
+ * MQCHAT_CONN_DISCONNECTED before the first connect. */
+mqchat_conn_state mqchat_connection_state(mqchat_client *c);
 
 enum { MQCHAT_KIND_USER = 1, MQCHAT_KIND_EVENT = 2 };
 
@@ -334,6 +347,13 @@ typedef struct mqchat_conversation {
     int64_t last_activity_ms;
     int mode; /* 1 small, 2 large */
     uint32_t member_count;
+    int is_group; /* 1: a group ("g:..."), 0: a 1:1 conversation ("d:...") */
+    int role;     /* the user's: MQCHAT_ROLE_* */
+    int posting;  /* MQCHAT_POSTING_* */
+    /* The newest entry, NULL when the conversation is empty. (The server
+     * keeps no title in the summary: a group's title is in its CREATED and
+     * TITLE_CHANGED events, .title, e.g. from mqchat_history.) */
+    mqchat_message *last_message;
 } mqchat_conversation;
 
 typedef struct mqchat_member {
@@ -369,7 +389,9 @@ struct mqchat_event {
             int64_t time_ms;
             int code; /* SEND_FAILED: MQCHAT_E_*, with error_message */
             char *error_message;
-            int will_retry; /* SEND_FAILED: kept in the outbox, retried later */
+            int will_retry;  /* SEND_FAILED: kept in the outbox, retried later */
+            int outbox_left; /* sends still in the outbox after this one (0: all
+                                acknowledged; -1: unknown) */
         } sent;
         struct {
             char *conv, *user;

@@ -97,20 +97,8 @@ static void client_destroy(mqchat_client *c)
         event_clear(&ie->ev);
         free(ie);
     }
-    while (c->oh) {
-        outpkt *o = c->oh;
-        c->oh = o->next;
-        free(o->buf);
-        free(o->topic);
-        free(o);
-    }
-    while (c->rh) {
-        outpkt *r = c->rh;
-        c->rh = r->next;
-        free(r->buf);
-        free(r->topic);
-        free(r);
-    }
+    outpkt_free_all(&c->oh, &c->ot);
+    outpkt_free_all(&c->rh, &c->rt);
     while (c->ph) {
         progress *p = c->ph;
         c->ph = p->next;

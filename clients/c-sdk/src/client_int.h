@@ -105,6 +105,7 @@ struct mqchat_client {
     /* connection */
     int want, connected, connecting, taken_over, attempt, refresh, quick_drops;
     int after_loss, session_is_reconnect; /* taken-over detection (lost_session) */
+    mqchat_conn_state conn_state;         /* of the newest CONNECTION event (emit_conn) */
     int64_t connected_at, reconnect_at, retry_at;
     int64_t sync_retry_at, pull_retry_at; /* after a RATE_LIMITED / UNAVAILABLE answer */
     int64_t ack_at;                       /* send_acks() is due (0: nothing to ack) */
@@ -149,6 +150,7 @@ void unlock(mqchat_client *c);
 /* conn.c: the paho session and publishing. */
 int paho_new(mqchat_client *c);
 int publish(mqchat_client *c, const char *topic, const ProtobufCMessage *m, int qos);
+void outpkt_free_all(outpkt **head, outpkt **tail);
 void drain_out(mqchat_client *c);
 int request(mqchat_client *c, char kind, Mqchat__V1__Request *r, char rid[MQCHAT_ID_BUF]);
 int on_arrived(void *ctx, char *topic, int tlen, MQTTAsync_message *m);
@@ -183,6 +185,7 @@ void on_response(mqchat_client *c, const Mqchat__V1__Response *r);
 
 /* events.c: events for the app. */
 void event_clear(mqchat_event *ev);
+void event_clear_message(mqchat_message *m);
 ievent *ev_new(mqchat_client *c, mqchat_event_type t);
 void emit(mqchat_client *c, ievent *ie);
 void emit_error(mqchat_client *c, const char *fmt, ...);

@@ -55,6 +55,18 @@ int publish(mqchat_client *c, const char *topic, const ProtobufCMessage *m, int 
     return MQCHAT_OK;
 }
 
+void outpkt_free_all(outpkt **head, outpkt **tail)
+{
+    while (*head) {
+        outpkt *o = *head;
+        *head = o->next;
+        free(o->buf);
+        free(o->topic);
+        free(o);
+    }
+    *tail = NULL;
+}
+
 /* Sends what publish() queued. Called without c->mu held. One thread
  * drains at a time (so the order holds); the others leave it to that one. */
 void drain_out(mqchat_client *c)
@@ -158,14 +170,7 @@ static int fresh_paho(mqchat_client *c)
         usleep(1000);
         pthread_mutex_lock(&c->out_mu);
     }
-    while (c->oh) {
-        outpkt *o = c->oh;
-        c->oh = o->next;
-        free(o->buf);
-        free(o->topic);
-        free(o);
-    }
-    c->ot = NULL;
+    outpkt_free_all(&c->oh, &c->ot);
     pthread_mutex_unlock(&c->out_mu);
     if (c->mq) MQTTAsync_destroy(&c->mq); /* no callback of the old client runs after this */
     int rc = paho_new(c);

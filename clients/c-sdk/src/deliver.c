@@ -527,7 +527,21 @@ void on_live_message(mqchat_client *c, const Mqchat__V1__Message *m)
 void on_sync(mqchat_client *c, const Mqchat__V1__SyncResponse *s)
 {
     if (s->inbox_head < c->cursor_mem) {
-        /* The server's store was restored from a backup. */
+        /* The server's store was restored from a backup (docs/PROTOCOL.md,
+         * "A restored server"). Its conversations number new messages from
+         * their restored heads, which may be below the seqs this device was
+         * handed: in the conversations that come by the inbox (no large
+         * position), inbox_seq alone decides what is new, so their handed
+         * seqs go back to 0, on disk at once (so no conversation loaded
+         * later reads the old one) and in memory. */
+        if (mqc_state_begin(c->st) != 0 || mqc_state_reset_inbox_handed(c->st) != 0 ||
+            mqc_state_commit(c->st) != 0) {
+            mqc_state_rollback(c->st);
+            emit_error(c, "state: restored server: %s", mqc_state_errmsg(c->st));
+        } else {
+            for (size_t i = 0; i < c->n_convs; i++)
+                if (!c->convs[i].position_acked && !c->convs[i].pulling) c->convs[i].handed_mem = 0;
+        }
         c->cursor_mem = s->inbox_head;
         if (c->cursor_durable > s->inbox_head) c->cursor_durable = s->inbox_head;
         c->cursor_acked = s->inbox_head;

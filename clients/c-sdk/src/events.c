@@ -20,7 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static void message_clear(mqchat_message *m)
+void event_clear_message(mqchat_message *m)
 {
     free(m->conv);
     free(m->sender_user);
@@ -39,7 +39,7 @@ void event_clear(mqchat_event *ev)
 {
     switch (ev->type) {
     case MQCHAT_EV_MESSAGE:
-        message_clear(&ev->message);
+        event_clear_message(&ev->message);
         break;
     case MQCHAT_EV_SENT:
     case MQCHAT_EV_SEND_FAILED:
@@ -63,10 +63,14 @@ void event_clear(mqchat_event *ev)
         free(ev->response.error_message);
         free(ev->response.group_conv);
         for (size_t i = 0; i < ev->response.n_messages; i++)
-            message_clear(&ev->response.messages[i]);
+            event_clear_message(&ev->response.messages[i]);
         free(ev->response.messages);
-        for (size_t i = 0; i < ev->response.n_conversations; i++)
+        for (size_t i = 0; i < ev->response.n_conversations; i++) {
             free(ev->response.conversations[i].conv);
+            if (ev->response.conversations[i].last_message)
+                event_clear_message(ev->response.conversations[i].last_message);
+            free(ev->response.conversations[i].last_message);
+        }
         free(ev->response.conversations);
         for (size_t i = 0; i < ev->response.n_presence; i++)
             free(ev->response.presence[i].user);
@@ -132,6 +136,7 @@ void emit_error(mqchat_client *c, const char *fmt, ...)
 
 void emit_conn(mqchat_client *c, mqchat_conn_state s, const char *reason)
 {
+    c->conn_state = s;
     ievent *ie = ev_new(c, MQCHAT_EV_CONNECTION);
     if (!ie) return;
     ie->ev.connection.state = s;
@@ -263,6 +268,47 @@ int mqchat__handle_incoming(mqchat_client *c, const char *topic, const void *pay
     flush(c);
     unlock(c);
     return rc;
+}
+
+mqchat_conn_state mqchat_connection_state(mqchat_client *c)
+{
+    if (!c) return MQCHAT_CONN_DISCONNECTED;
+    lock(c);
+    mqchat_conn_state s = c->conn_state ? c->conn_state : MQCHAT_CONN_DISCONNECTED;
+    unlock(c);
+    return s;
+}
+
+const char *mqchat_strerror(int code)
+{
+    static const char *const server[] = {
+        [MQCHAT_E_MALFORMED] = "E_MALFORMED",
+        [MQCHAT_E_INVALID_ARGUMENT] = "E_INVALID_ARGUMENT",
+        [MQCHAT_E_BODY_TOO_LARGE] = "E_BODY_TOO_LARGE",
+        [MQCHAT_E_UNKNOWN_CONVERSATION] = "E_UNKNOWN_CONVERSATION",
+        [MQCHAT_E_NOT_MEMBER] = "E_NOT_MEMBER",
+        [MQCHAT_E_PERMISSION_DENIED] = "E_PERMISSION_DENIED",
+        [MQCHAT_E_BAD_TOPIC] = "E_BAD_TOPIC",
+        [MQCHAT_E_RATE_LIMITED] = "E_RATE_LIMITED",
+        [MQCHAT_E_GROUP_FULL] = "E_GROUP_FULL",
+        [MQCHAT_E_UNAVAILABLE] = "E_UNAVAILABLE",
+        [MQCHAT_E_INTERNAL] = "E_INTERNAL",
+        [MQCHAT_E_UNSUPPORTED] = "E_UNSUPPORTED",
+        [MQCHAT_E_NOT_FOUND] = "E_NOT_FOUND",
+    };
+    switch (code) {
+    case MQCHAT_OK:
+        return "OK";
+    case MQCHAT_ERR:
+        return "ERR";
+    case MQCHAT_ERR_OFFLINE:
+        return "ERR_OFFLINE";
+    case MQCHAT_ERR_STATE:
+        return "ERR_STATE";
+    }
+    if (code > 0 && (size_t)code < sizeof(server) / sizeof(server[0]) && server[code])
+        return server[code];
+    return "UNKNOWN";
 }
 
 int mqchat_fd(mqchat_client *c)

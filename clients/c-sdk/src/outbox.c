@@ -61,6 +61,7 @@ void complete_own(mqchat_client *c, const char *cmid, const char *conv, uint64_t
     ie->ev.sent.seq = seq;
     ie->ev.sent.inbox_seq = inbox_seq;
     ie->ev.sent.time_ms = t;
+    ie->ev.sent.outbox_left = mqc_state_outbox_count(c->st);
     emit(c, ie);
 }
 
@@ -92,6 +93,7 @@ void on_send_ack(mqchat_client *c, const Mqchat__V1__SendAck *a)
         ie->ev.sent.code = code;
         ie->ev.sent.error_message = xstrdup(a->error->message);
         ie->ev.sent.will_retry = retry;
+        ie->ev.sent.outbox_left = mqc_state_outbox_count(c->st);
         emit(c, ie);
         return;
     }

@@ -119,6 +119,18 @@ void on_response(mqchat_client *c, const Mqchat__V1__Response *r)
                     d->last_activity_ms = s->last_activity_ms;
                     d->mode = (int)s->mode;
                     d->member_count = s->member_count;
+                    d->is_group = strncmp(s->conversation_id, "g:", 2) == 0;
+                    d->role = (int)s->role;
+                    d->posting = (int)s->posting;
+                    if (s->last_message) {
+                        d->last_message = calloc(1, sizeof(*d->last_message));
+                        if (d->last_message &&
+                            copy_message(d->last_message, s->last_message) != 0) {
+                            event_clear_message(d->last_message);
+                            free(d->last_message);
+                            d->last_message = NULL;
+                        }
+                    }
                     ie->ev.response.n_conversations++;
                 }
             }

@@ -298,6 +298,12 @@ int mqc_state_set_position(mqc_state *st, const char *conv, uint64_t position)
                conv, NULL, (int64_t)position, NULL);
 }
 
+int mqc_state_reset_inbox_handed(mqc_state *st)
+{
+    assert(st->in_tx);
+    return run(st, "UPDATE convs SET handed = 0 WHERE position = 0", NULL, NULL, 0, NULL);
+}
+
 int mqc_state_new_cmid(mqc_state *st, char *buf, size_t cap)
 {
     assert(st->in_tx);

@@ -56,6 +56,9 @@ int mqc_state_set_cursor(mqc_state *st, uint64_t cursor);
 int mqc_state_conv(mqc_state *st, const char *conv, uint64_t *handed, uint64_t *position);
 int mqc_state_set_handed(mqc_state *st, const char *conv, uint64_t handed);
 int mqc_state_set_position(mqc_state *st, const char *conv, uint64_t position);
+/* Sets handed to 0 in every conversation without a large-conversation
+ * position (a restored server reuses their seqs). */
+int mqc_state_reset_inbox_handed(mqc_state *st);
 
 /* A new client message id: "<nonce>.<n>", the nonce random per state file
  * (so a recreated file never reuses an id), n a persisted counter. Runs

@@ -69,10 +69,11 @@ static void print_message(FILE *f, const mqchat_message *m)
             m->edited, m->deleted, m->target_seq, m->reply_to_seq);
 }
 
+static const char *conn[] = {"",           "connecting",   "connected",
+                             "up_to_date", "disconnected", "taken_over"};
+
 static void print_event(const mqchat_event *ev)
 {
-    static const char *conn[] = {"",           "connecting",   "connected",
-                                 "up_to_date", "disconnected", "taken_over"};
     pthread_mutex_lock(&out_mu);
     FILE *f = stdout;
     switch (ev->type) {
@@ -85,8 +86,9 @@ static void print_event(const mqchat_event *ev)
         fprintf(f, "{\"ev\":\"%s\"", ev->type == MQCHAT_EV_SENT ? "sent" : "send_failed");
         js(f, "cmid", ev->sent.cmid);
         js(f, "conv", ev->sent.conv);
-        fprintf(f, ",\"seq\":%" PRIu64 ",\"code\":%d,\"retry\":%d", ev->sent.seq, ev->sent.code,
-                ev->sent.will_retry);
+        fprintf(f, ",\"seq\":%" PRIu64 ",\"code\":%d,\"retry\":%d,\"outbox_left\":%d", ev->sent.seq,
+                ev->sent.code, ev->sent.will_retry, ev->sent.outbox_left);
+        js(f, "code_name", mqchat_strerror(ev->sent.code));
         break;
     case MQCHAT_EV_RECEIPT:
         fprintf(f, "{\"ev\":\"receipt\"");
@@ -333,6 +335,8 @@ static int command(mqchat_client *c, char *line)
     } else if (strcmp(cmd, "read") == 0) {
         char *conv = strtok_r(NULL, " \n", &save), *s = strtok_r(NULL, " \n", &save);
         if (conv && s) mqchat_mark_read(c, conv, strtoull(s, NULL, 10), NULL);
+    } else if (strcmp(cmd, "conn-state") == 0) {
+        say("{\"ev\":\"conn_state\",\"state\":\"%s\"%s}\n", conn[mqchat_connection_state(c)], "");
     } else if (strcmp(cmd, "outbox") == 0) {
         char n[32];
         snprintf(n, sizeof(n), "%d", mqchat_outbox_count(c));

@@ -200,6 +200,7 @@ static void test_own_send_and_large(void **state)
             sent++;
             assert_string_equal(ev->sent.cmid, cmid);
             assert_int_equal(ev->sent.seq, 1);
+            assert_int_equal(ev->sent.outbox_left, 0);
         }
         mqchat_event_free(ev);
     }
@@ -221,6 +222,59 @@ static void test_own_send_and_large(void **state)
     feed_msg(c, "g:big", 3, 0, "b", "p", "b3", "L3");
     assert_int_equal(take(c, got, sizeof(got), NULL, NULL), 1);
     assert_string_equal(got, "L3");
+    mqchat_free(c);
+}
+
+/* The small API: names of codes, the connection state, the conversation
+ * list's fields (a Response fed on the response topic). */
+static void test_names_state_and_list(void **state)
+{
+    assert_string_equal(mqchat_strerror(MQCHAT_OK), "OK");
+    assert_string_equal(mqchat_strerror(MQCHAT_ERR_OFFLINE), "ERR_OFFLINE");
+    assert_string_equal(mqchat_strerror(MQCHAT_E_RATE_LIMITED), "E_RATE_LIMITED");
+    assert_string_equal(mqchat_strerror(MQCHAT_E_NOT_FOUND), "E_NOT_FOUND");
+    assert_string_equal(mqchat_strerror(14), "UNKNOWN");
+    assert_string_equal(mqchat_strerror(-9), "UNKNOWN");
+    mqchat_client *c = make();
+    assert_int_equal(mqchat_connection_state(c), MQCHAT_CONN_DISCONNECTED);
+    Mqchat__V1__Message last = MQCHAT__V1__MESSAGE__INIT;
+    last.conversation_id = "g:team";
+    last.seq = 7;
+    last.sender_user_id = "a";
+    last.body.data = (uint8_t *)"hi";
+    last.body.len = 2;
+    Mqchat__V1__ConversationSummary g = MQCHAT__V1__CONVERSATION_SUMMARY__INIT, d = g;
+    g.conversation_id = "g:team";
+    g.head_seq = 7;
+    g.role = MQCHAT__V1__ROLE__ROLE_ADMIN;
+    g.posting = MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_ADMINS;
+    g.last_message = &last;
+    d.conversation_id = "d:a:me";
+    Mqchat__V1__ConversationSummary *cs[2] = {&g, &d};
+    Mqchat__V1__ListConversationsResponse l = MQCHAT__V1__LIST_CONVERSATIONS_RESPONSE__INIT;
+    l.n_conversations = 2;
+    l.conversations = cs;
+    Mqchat__V1__Response r = MQCHAT__V1__RESPONSE__INIT;
+    r.request_id = "a1";
+    r.body_case = MQCHAT__V1__RESPONSE__BODY_CONVERSATIONS;
+    r.conversations = &l;
+    uint8_t buf[512];
+    size_t n = mqchat__v1__response__pack(&r, buf);
+    assert_int_equal(mqchat__handle_incoming(c, mqchat__topic(c, "resp"), buf, n), 0);
+    mqchat_event *ev = mqchat_next_event(c);
+    assert_non_null(ev);
+    assert_int_equal(ev->type, MQCHAT_EV_RESPONSE);
+    assert_int_equal(ev->response.n_conversations, 2);
+    const mqchat_conversation *a = &ev->response.conversations[0], *b = a + 1;
+    assert_int_equal(a->is_group, 1);
+    assert_int_equal(a->role, MQCHAT_ROLE_ADMIN);
+    assert_int_equal(a->posting, MQCHAT_POSTING_ADMINS);
+    assert_non_null(a->last_message);
+    assert_int_equal(a->last_message->seq, 7);
+    assert_memory_equal(a->last_message->body, "hi", 2);
+    assert_int_equal(b->is_group, 0);
+    assert_null(b->last_message);
+    mqchat_event_free(ev);
     mqchat_free(c);
 }
 
@@ -342,6 +396,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_order_dups_and_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_own_send_and_large, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_names_state_and_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persist_exactly_once_across_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persist_refused_offered_again, setup, teardown),
