@@ -711,11 +711,20 @@ mqstore_err mqstore_push_tokens(mqstore *s, const char *user, mqstore_push_token
  * store's writes, never a part of one. The memtables are flushed first, so
  * the WAL part is short. The copy is on disk (fsynced) when the call
  * returns, whatever the durability mode. Open it with mqstore_open() to
- * restore; it is a store like any other (writable). Blocking, any thread;
+ * restore; it is a store like any other (writable), whose inbox seqs
+ * continue above a new floor (mqstore_restore_floor). Blocking, any thread;
  * writers continue meanwhile. EXISTS if dir exists, READONLY while the
  * store refuses writes after a failure, IO / NOSPC if RocksDB fails;
  * *errmsg (may be NULL) like mqstore_open. */
 mqstore_err mqstore_checkpoint(mqstore *s, const char *dir, char **errmsg);
+
+/* The store's inbox floor: 0, or the first inbox seq written since it was
+ * last restored from a checkpoint. A checkpoint carries a marker file
+ * (MQSTORE-RESTORE); the store that opens it raises the floor by 2^40 and
+ * removes the marker, so every user's inbox head reads at least floor - 1
+ * and new entries never take a seq the old store may have handed out
+ * (restore.c). */
+uint64_t mqstore_restore_floor(mqstore *s);
 
 /* Writes after a failure. When RocksDB fails a write or an fsync (disk
  * full, I/O error) the call returns IO or NOSPC, nothing of it is applied,

@@ -300,7 +300,8 @@ mqstore_err member_lookup(mqstore *s, const char *conv, const char *user, mqstor
 }
 
 /* A user's inbox head: the highest inbox_seq in the inbox, or how far it
- * was trimmed if that is higher (trimming may have emptied it). */
+ * was trimmed if that is higher (trimming may have emptied it), and at
+ * least the restore floor - 1. */
 mqstore_err inbox_head_get(mqstore *s, const char *user, uint64_t *head, int writer)
 {
     key k;
@@ -317,6 +318,8 @@ mqstore_err inbox_head_get(mqstore *s, const char *user, uint64_t *head, int wri
     if (!e) e = store_get_u64(s, CF_HEADS, &t, &trimmed, NULL);
     if (e) return e;
     *head = last > trimmed ? last : trimmed;
+    /* A restored store's new entries start at its floor (restore.c). */
+    if (s->restore_floor && *head < s->restore_floor - 1) *head = s->restore_floor - 1;
     if (writer) cache_head_set(s, &k, *head);
     return MQSTORE_OK;
 }

@@ -349,6 +349,11 @@ mqstore_err mqstore_checkpoint(mqstore *s, const char *dir, char **errmsg)
     }
     /* The checkpoint flushed every memtable (see the top comment). */
     ops_wal_anchor(s);
+    /* Opening the copy raises its inbox floor (restore.c). */
+    if (restore_mark(dir) != 0) {
+        ops_errmsg(errmsg, "cannot mark the checkpoint", strerror(errno));
+        return MQSTORE_ERR_IO;
+    }
     return MQSTORE_OK;
 }
 

@@ -381,7 +381,8 @@ mqstore_err mqstore_open(const char *path, const mqstore_options *opt, mqstore *
     key_reset(&k);
     key_raw(&k, "outbox_last");
     mqstore_err e = store_get_u64(s, CF_DEFAULT, &k, &s->outbox_last, NULL);
-    if (!e) e = retention_load(s); /* after cache_init: the filter reads the cache */
+    if (!e) e = retention_load(s);     /* after cache_init: the filter reads the cache */
+    if (!e) e = restore_open(s, path); /* before any write: the floor decides inbox seqs */
     if (!e && opt->durability == MQSTORE_DURABILITY_SYNC &&
         opt->sync_driver != MQSTORE_SYNC_MANUAL && syncer_start(s) != 0)
         e = MQSTORE_ERR_NOMEM;

@@ -46,7 +46,8 @@ struct mqstore {
     /* Writes are serialised: the store is the single writer of every seq,
      * inbox seq and outbox id, so read-modify-write of heads is safe. */
     pthread_mutex_t write_lock;
-    uint64_t outbox_last; /* guarded by write_lock */
+    uint64_t outbox_last;   /* guarded by write_lock */
+    uint64_t restore_floor; /* set at open (restore.c), constant after */
     /* Set (store_fail) when RocksDB failed a write or an fsync: writes are
      * refused with READONLY until mqstore_resume() clears it under
      * write_lock. Atomic: the syncer and mqstore_health_get read it. */
@@ -240,5 +241,9 @@ int syncer_start(mqstore *s);
 void syncer_stop(mqstore *s);
 void syncer_kick(mqstore *s); /* a write happened */
 mqstore_err syncer_sync_now(mqstore *s, uint64_t *covered);
+
+/* restore.c: the inbox floor of a restored store. */
+int restore_mark(const char *dir);
+mqstore_err restore_open(mqstore *s, const char *path);
 
 #endif

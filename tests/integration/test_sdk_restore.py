@@ -1,41 +1,30 @@
-"""The server's store restored from a backup underneath a running C SDK
-client (the scripted driver, as test_sdk.py runs it).
+"""The server's store restored from a backup underneath a C SDK client (the
+scripted driver, as test_sdk.py runs it).
 
-docs/PROTOCOL.md, "Receiving and syncing": `SyncResponse.inbox_head` below
-the device's cursor means the store was restored from a backup; what the
-device has after `inbox_head` is no longer on the server; it sets its
-cursor to `inbox_head` and goes on, and new messages get inbox seqs from
-there. docs/OPERATIONS.md, "Backups": messages written after the checkpoint
-are gone with it. The SDK implements the rule in clients/c-sdk/src/deliver.c
-(on_sync).
+docs/PROTOCOL.md, "A restored server", and docs/OPERATIONS.md, "Backups":
+a checkpoint taken by the `backup` command carries a marker; the store that
+opens it raises its inbox floor (offline-queue/src/restore.c), so new inbox
+entries get seqs at or above the floor, above any cursor a device of the
+old store holds, and SyncResponse.restore_floor tells devices. A copy
+without the marker falls back on the older rule: an inbox_head below the
+device's cursor, and the device lowers its cursor to it. Either way the
+conversations' seqs restart from their restored heads, and the SDK sets the
+handed seqs of its inbox conversations back to 0 (inbox_seq alone decides
+what is new).
 
 The scenario (restored()): bob's SDK client receives N messages from alice
 in d:alice:bob; an operator takes a `backup` ($CONTROL); bob receives M
-more (his cursor, on the device and on the server, passes the backup's
-inbox head); the broker stops and a fresh one starts on a copy of the
-checkpoint on the same port, so the SDK reconnects by itself. After the
-restore's sync, K new messages (K > M) reach bob; they reuse the inbox
-seqs N+1.. of the M lost ones.
+more (his cursor, on the device and on the server, passes the backup's);
+the broker stops and a fresh one starts on a copy of the checkpoint on the
+same port. Then K new messages (K > M) reach bob, in another conversation
+or in d:alice:bob (reusing the seqs N+1..N+M of the lost ones); bob is
+online through the restore (the SDK reconnects by itself) or offline until
+after the new messages were sent.
 
-What bob must see, from the rule:
-  - after the reconnect, the SDK's committed cursor is the restored inbox
-    head N, and the server's cursor for the device is N too (no CursorAck
-    above the head, which the server would refuse);
-  - every one of the K new messages is handed to the app (MESSAGE), once,
-    in order, with inbox seqs N+1..N+K, none dropped as a duplicate of what
-    the device had before the restore; the cursor then moves on (CursorAck
-    N+K accepted);
-  - the M lost messages are not handed again and nothing retracts them: the
-    app keeps the copies it was given (PROTOCOL.md: "no longer on the
-    server"; the device is not told which ones), and the restored server's
-    history no longer has them.
-
-test_new_messages_in_another_conversation: the K new ones come from carol
-in d:bob:carol (fresh conversation seqs), which isolates the inbox-cursor
-rule. test_new_messages_reuse_the_lost_seqs: they come from alice in
-d:alice:bob, so they also reuse the conversation seqs N+1..N+M of the lost
-ones: the SDK sets the handed seqs of inbox conversations back to 0 when
-it sees the restore, so inbox_seq alone decides what is new.
+What bob must see: every one of the K new messages handed to the app,
+once, in order; the M lost ones not handed again and not retracted (the
+app keeps its copies; the restored history has only what the checkpoint
+held).
 
 Every wait is bounded (H.WAIT); brokers and drivers are cleaned up by the
 fixtures."""
@@ -56,6 +45,7 @@ pytestmark = pytest.mark.skipif(not DRIVER, reason="MQCHAT_SDK_DRIVER is not set
 
 DM = H.dm("alice", "bob")
 N, M, K = 5, 3, 5  # before the backup, after it (lost), after the restore (K > M on purpose)
+FLOOR = 1 << 40  # the inbox floor after a first restore (restore.c, RESTORE_JUMP)
 
 
 def server_cursor(broker, user, device):
@@ -68,14 +58,20 @@ def wait_server_cursor(broker, user, device, want):
                  what=f"{user}:{device}'s cursor {want} on the server")
 
 
-def state_cursor(drv):
-    """The SDK's committed inbox cursor, read from its state file."""
+def state_meta(drv, k):
+    """A value of the SDK's meta table, read from its state file (None: no row)."""
     path = drv.state_dir / f"{drv.user}.{drv.device}.sqlite"
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=H.WAIT)
     try:
-        return db.execute("SELECT v FROM meta WHERE k = 'cursor'").fetchone()[0]
+        row = db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
+        return row[0] if row else None
     finally:
         db.close()
+
+
+def state_cursor(drv):
+    """The SDK's committed inbox cursor."""
+    return state_meta(drv, "cursor")
 
 
 def send_all(dev, conv, prefix, n):
@@ -89,9 +85,13 @@ def since(drv, mark, kind):
         return [e for e in drv.events[mark:] if e["ev"] == kind]
 
 
-def restored(make_broker, connect, sdk):
-    """Runs the scenario up to the restore's sync: (the restored broker, bob's
-    driver, the index of bob's first event after the old broker stopped)."""
+def restored(make_broker, connect, sdk, marked=True, online=True):
+    """Runs the scenario up to the restore: (the restored broker, bob's driver,
+    the index of bob's first event after the old broker stopped, the inbox
+    seq before the first new entry). marked: the checkpoint keeps its marker
+    (else it is removed: a copy made another way). online: bob's driver
+    stays up through the restore (else it is stopped before, and the caller
+    starts it again)."""
     b = control_broker(make_broker, start=False)
     b.opts["backup_dir"] = str(b.dir / "backups")
     b.start()
@@ -119,24 +119,43 @@ def restored(make_broker, connect, sdk):
     alice.close()
 
     # restore: the broker stops, a fresh one on a copy of the checkpoint, same port
+    if not online:
+        bob.close()
     mark = len(bob.events)
     b.stop()
-    bob.wait(lambda evs: any(e["ev"] == "connection" and e["state"] == "disconnected"
-                             for e in evs[mark:]), "disconnected")
+    if online:
+        bob.wait(lambda evs: any(e["ev"] == "connection" and e["state"] == "disconnected"
+                                 for e in evs[mark:]), "disconnected")
     r = control_broker(functools.partial(make_broker, port=b.port), start=False)
     shutil.copytree(backup["path"], r.store_dir)
+    marker = r.store_dir / "MQSTORE-RESTORE"
+    assert marker.exists(), "the backup command marks its checkpoints"
+    if not marked:
+        marker.unlink()
     r.start()
+    assert not marker.exists()
     assert server_cursor(r, "bob", "phone") == N, "the checkpoint holds bob's cursor at N"
+    base = FLOOR - 1 if marked else N
+    if not online:
+        return r, bob, mark, base
 
-    # the SDK reconnects by itself and syncs: inbox_head N < its cursor N+M
+    # the SDK reconnects by itself and syncs
     bob.wait(lambda evs: any(e["ev"] == "connection" and e["state"] == "up_to_date"
                              for e in evs[mark:]), "up_to_date after the restore")
     assert since(bob, mark, "message") == [], "nothing on the restored server is new to bob"
-    # (committed right after the sync page that brought UP_TO_DATE)
-    H.wait_until(lambda: state_cursor(bob) == N,
-                 what="the SDK's committed cursor lowered to the restored inbox head")
-    assert server_cursor(r, "bob", "phone") == N
-    return r, bob, mark
+    if marked:
+        # the floor is above bob's cursor: it stays (and is acked: it is below the head)
+        H.wait_until(lambda: state_meta(bob, "restore_floor") == FLOOR,
+                     what="the SDK's record of the restore floor")
+        assert state_cursor(bob) == N + M
+        wait_server_cursor(r, "bob", "phone", N + M)
+    else:
+        # inbox_head N < its cursor N+M: the SDK lowers it (committed right
+        # after the sync page that brought UP_TO_DATE)
+        H.wait_until(lambda: state_cursor(bob) == N,
+                     what="the SDK's committed cursor lowered to the restored inbox head")
+        assert server_cursor(r, "bob", "phone") == N
+    return r, bob, mark, base
 
 
 def wait_new(bob, mark, last_body):
@@ -163,40 +182,57 @@ def check_lost_not_back(bob, reader, after):
     assert sorted((m.seq, m.body.decode()) for m in hist.history.messages) == want
 
 
-def test_new_messages_in_another_conversation(make_broker, connect, sdk):
-    r, bob, mark = restored(make_broker, connect, sdk)
+@pytest.mark.parametrize("marked", [True, False], ids=["marked", "unmarked"])
+def test_new_messages_in_another_conversation(make_broker, connect, sdk, marked):
+    r, bob, mark, base = restored(make_broker, connect, sdk, marked)
     carol = connect("carol", broker=r)
     conv = H.dm("bob", "carol")
-    # the first one alone: the SDK acks the cursor from the restored head on
+    # the first one alone: the SDK acks the cursor from there on
     acks = send_all(carol, conv, "new", 1)
     wait_new(bob, mark, "new0")
-    wait_server_cursor(r, "bob", "phone", N + 1)
+    wait_server_cursor(r, "bob", "phone", base + 1)
     acks += [carol.send_ok(conv, f"new{i}", client_msg_id=f"new{i}") for i in range(1, K)]
     assert [a.seq for a in acks] == list(range(1, K + 1))
     new = wait_new(bob, mark, f"new{K - 1}")
     assert [(m["conv"], m["seq"], m["inbox_seq"], m["body"]) for m in new] == \
-        [(conv, 1 + i, N + 1 + i, f"new{i}") for i in range(K)], \
-        "every new message handed, once, in order, from the restored inbox head on"
-    wait_server_cursor(r, "bob", "phone", N + K)
-    assert state_cursor(bob) == N + K
+        [(conv, 1 + i, base + 1 + i, f"new{i}") for i in range(K)], \
+        "every new message handed, once, in order"
+    wait_server_cursor(r, "bob", "phone", base + K)
+    assert state_cursor(bob) == base + K
     check_lost_not_back(bob, connect("alice", "tablet", broker=r), [])
 
 
-def test_new_messages_reuse_the_lost_seqs(make_broker, connect, sdk):
-    r, bob, mark = restored(make_broker, connect, sdk)
+@pytest.mark.parametrize("marked", [True, False], ids=["marked", "unmarked"])
+def test_new_messages_reuse_the_lost_seqs(make_broker, connect, sdk, marked):
+    r, bob, mark, base = restored(make_broker, connect, sdk, marked)
     alice = connect("alice", "tablet", broker=r)
-    # the first one alone: the SDK takes it as the next inbox arrival (its
-    # cursor moves to N+1 and is acked: the server counts it delivered)...
     acks = send_all(alice, DM, "new", 1)
-    wait_server_cursor(r, "bob", "phone", N + 1)
+    wait_server_cursor(r, "bob", "phone", base + 1)
     acks += [alice.send_ok(DM, f"new{i}", client_msg_id=f"new{i}") for i in range(1, K)]
     assert [a.seq for a in acks] == list(range(N + 1, N + K + 1)), "seqs continue from the head"
     new = wait_new(bob, mark, f"new{K - 1}")
-    wait_server_cursor(r, "bob", "phone", N + K)
-    # ...so each must have been handed: once, in order, from the restored head on
+    wait_server_cursor(r, "bob", "phone", base + K)
+    # each handed: once, in order, though their seqs are the lost ones'
     got = [(m["seq"], m["inbox_seq"], m["body"]) for m in new]
-    want = [(N + 1 + i, N + 1 + i, f"new{i}") for i in range(K)]
+    want = [(N + 1 + i, base + 1 + i, f"new{i}") for i in range(K)]
     assert got == want, "every new message handed, once, in order (the lost seqs reused)"
-    assert state_cursor(bob) == N + K
+    assert state_cursor(bob) == base + K
     # the app now holds two messages for each of seqs N+1..N+M: lost and new
     check_lost_not_back(bob, alice, [f"new{i}" for i in range(K)])
+
+
+def test_device_offline_through_the_restore(make_broker, connect, sdk):
+    """bob is offline from before the restore until after K new messages: his
+    cursor N+M is above the restored head N, and the old rule (lower the
+    cursor to inbox_head at the first sync) skipped min(K, M) of them. With
+    the floor they are all above his cursor."""
+    r, bob, _, base = restored(make_broker, connect, sdk, online=False)
+    alice = connect("alice", "tablet", broker=r)
+    acks = send_all(alice, DM, "new", K)
+    assert [a.seq for a in acks] == list(range(N + 1, N + K + 1))
+    bob.start()  # the same state file: cursor N+M, handed N+M in d:alice:bob
+    new = wait_new(bob, 0, f"new{K - 1}")
+    assert [(m["seq"], m["inbox_seq"], m["body"]) for m in new] == \
+        [(N + 1 + i, base + 1 + i, f"new{i}") for i in range(K)]
+    assert state_meta(bob, "restore_floor") == FLOOR
+    wait_server_cursor(r, "bob", "phone", base + K)

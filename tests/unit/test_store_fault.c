@@ -213,7 +213,17 @@ static void test_checkpoint_concurrent(void **state)
     mqstore_options copt;
     mqstore_options_init(&copt);
     copt.durability = MQSTORE_DURABILITY_OS;
+    char mark[160];
+    snprintf(mark, sizeof mark, "%s/MQSTORE-RESTORE", ck);
+    assert_int_equal(access(mark, F_OK), 0); /* the checkpoint is marked */
     mqstore *c = store_open_ok(ck, &copt);
+    /* Opening it raised the inbox floor (restore.c) and took the mark away. */
+    const uint64_t floor = UINT64_C(1) << 40;
+    assert_int_equal(mqstore_restore_floor(c), floor);
+    assert_int_not_equal(access(mark, F_OK), 0);
+    uint64_t ih = 0;
+    EXPECT_OK(mqstore_inbox_head(c, "bob", &ih));
+    assert_int_equal(ih, floor - 1);
     uint64_t head = 0;
     EXPECT_OK(mqstore_conv_head(c, "c1", &head));
     assert_true(head >= (uint64_t)n0 && head <= (uint64_t)total);
@@ -252,20 +262,29 @@ static void test_checkpoint_concurrent(void **state)
     assert_int_equal(r.duplicate, 1);
     assert_int_equal(r.seq, 1);
     mqstore_result_clear(&r);
-    /* And it is writable: the next seq follows its head. */
+    /* And it is writable: the next seq follows its head, the next inbox
+     * seqs start at the floor, above any the old store handed out. */
     EXPECT_OK(send_nth(c, "c1", CK_MAX + 1, 64, &r));
     assert_int_equal(r.duplicate, 0);
     assert_int_equal(r.seq, head + 1);
+    assert_int_equal(r.inbox_seq, floor);
+    assert_int_equal(writer_fanout_seq(&r, "bob"), floor);
     mqstore_result_clear(&r);
+    /* Acks below the floor are fine (the device's cursor is its own). */
+    EXPECT_OK(mqstore_cursor_ack(c, "bob", "phone", floor - 1, NULL));
     mqstore_free(c);
-    c = store_open_ok(ck, &copt);
+    c = store_open_ok(ck, &copt); /* no mark now: the floor stays */
     uint64_t h2 = 0;
     EXPECT_OK(mqstore_conv_head(c, "c1", &h2));
     assert_int_equal(h2, head + 1);
+    assert_int_equal(mqstore_restore_floor(c), floor);
+    EXPECT_OK(mqstore_inbox_head(c, "bob", &ih));
+    assert_int_equal(ih, floor);
     mqstore_free(c);
 
     /* The source store kept everything. */
     s = store_open_ok(dir, &opt);
+    assert_int_equal(mqstore_restore_floor(s), 0); /* never restored */
     free(index_of);
     index_of = calloc((size_t)total + 2, sizeof *index_of);
     assert_non_null(index_of);

@@ -213,6 +213,11 @@ mqchat_client *mqchat_new(const mqchat_options *o, char **err)
         return NULL;
     }
     c->cursor_mem = c->cursor_committed;
+    if (mqc_state_restore_floor(c->st, &c->restore_floor) != 0) {
+        set_err(err, "state: cannot read the restore floor");
+        client_destroy(c);
+        return NULL;
+    }
     unsigned char r[4];
     if (mqc_random(r, sizeof(r)) != 0) memset(r, 0, sizeof(r));
     snprintf(c->nonce, sizeof(c->nonce), "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);

@@ -115,6 +115,7 @@ struct mqchat_client {
     /* cursor_mem >= cursor_committed >= cursor_durable >= cursor_acked
      * (except right after a restored server lowered them all) */
     uint64_t cursor_mem, cursor_committed, cursor_durable, cursor_acked, max_seen_live;
+    uint64_t restore_floor; /* the server's, as of the last sync (deliver.c, on_sync) */
     int inbox_syncing, catching_up;
     char sync_rid[MQCHAT_ID_BUF], pull_rid[MQCHAT_ID_BUF];
     int sync_positions; /* next page asks positions */

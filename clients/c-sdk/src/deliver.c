@@ -526,22 +526,30 @@ void on_live_message(mqchat_client *c, const Mqchat__V1__Message *m)
 
 void on_sync(mqchat_client *c, const Mqchat__V1__SyncResponse *s)
 {
-    if (s->inbox_head < c->cursor_mem) {
+    int floor_up = s->restore_floor > c->restore_floor;
+    if (floor_up || s->inbox_head < c->cursor_mem) {
         /* The server's store was restored from a backup (docs/PROTOCOL.md,
-         * "A restored server"). Its conversations number new messages from
-         * their restored heads, which may be below the seqs this device was
-         * handed: in the conversations that come by the inbox (no large
-         * position), inbox_seq alone decides what is new, so their handed
-         * seqs go back to 0, on disk at once (so no conversation loaded
-         * later reads the old one) and in memory. */
+         * "A restored server"): a higher restore floor says so; an inbox
+         * head below the cursor (a restore without the floor) too. Its
+         * conversations number new messages from their restored heads,
+         * which may be below the seqs this device was handed: in the
+         * conversations that come by the inbox (no large position),
+         * inbox_seq alone decides what is new, so their handed seqs go back
+         * to 0, on disk at once (so no conversation loaded later reads the
+         * old one), with the floor, and in memory. */
         if (mqc_state_begin(c->st) != 0 || mqc_state_reset_inbox_handed(c->st) != 0 ||
+            (floor_up && mqc_state_set_restore_floor(c->st, s->restore_floor) != 0) ||
             mqc_state_commit(c->st) != 0) {
             mqc_state_rollback(c->st);
             emit_error(c, "state: restored server: %s", mqc_state_errmsg(c->st));
         } else {
+            if (floor_up) c->restore_floor = s->restore_floor;
             for (size_t i = 0; i < c->n_convs; i++)
                 if (!c->convs[i].position_acked && !c->convs[i].pulling) c->convs[i].handed_mem = 0;
         }
+    }
+    if (s->inbox_head < c->cursor_mem) {
+        /* What the device has after inbox_head is no longer on the server. */
         c->cursor_mem = s->inbox_head;
         if (c->cursor_durable > s->inbox_head) c->cursor_durable = s->inbox_head;
         c->cursor_acked = s->inbox_head;

@@ -304,6 +304,22 @@ int mqc_state_reset_inbox_handed(mqc_state *st)
     return run(st, "UPDATE convs SET handed = 0 WHERE position = 0", NULL, NULL, 0, NULL);
 }
 
+int mqc_state_restore_floor(mqc_state *st, uint64_t *floor)
+{
+    int64_t v = 0;
+    int rc = run(st, "SELECT v FROM meta WHERE k = 'restore_floor'", NULL, NULL, 0, &v);
+    if (rc < 0) return -1;
+    *floor = rc == 0 ? (uint64_t)v : 0;
+    return 0;
+}
+
+int mqc_state_set_restore_floor(mqc_state *st, uint64_t floor)
+{
+    assert(st->in_tx);
+    return run(st, "INSERT OR REPLACE INTO meta(k, v) VALUES('restore_floor', ?3)", NULL, NULL,
+               (int64_t)floor, NULL);
+}
+
 int mqc_state_new_cmid(mqc_state *st, char *buf, size_t cap)
 {
     assert(st->in_tx);

@@ -60,6 +60,10 @@ int mqc_state_set_position(mqc_state *st, const char *conv, uint64_t position);
  * position (a restored server reuses their seqs). */
 int mqc_state_reset_inbox_handed(mqc_state *st);
 
+/* The server's restore floor this device last synced with (0: none). */
+int mqc_state_restore_floor(mqc_state *st, uint64_t *floor);
+int mqc_state_set_restore_floor(mqc_state *st, uint64_t floor);
+
 /* A new client message id: "<nonce>.<n>", the nonce random per state file
  * (so a recreated file never reuses an id), n a persisted counter. Runs
  * inside the caller's transaction. */

@@ -91,7 +91,15 @@ static int open_store(mqc *m, char *err, size_t errlen)
     so.on_durable = on_durable;
     so.on_durable_data = m;
     char *msg = NULL;
-    if (mqstore_open(m->cfg.store_dir, &so, &m->store, &msg) == MQSTORE_OK) return 0;
+    if (mqstore_open(m->cfg.store_dir, &so, &m->store, &msg) == MQSTORE_OK) {
+        uint64_t floor = mqstore_restore_floor(m->store);
+        if (floor)
+            mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                                 "mqchat: the store was restored from a checkpoint: new inbox "
+                                 "seqs start at %llu (docs/OPERATIONS.md, \"Backups\")",
+                                 (unsigned long long)floor);
+        return 0;
+    }
     snprintf(err, errlen, "store %s: %s", m->cfg.store_dir, msg ? msg : "cannot open");
     free(msg);
     return -1;

@@ -212,6 +212,7 @@ static void respond_sync(dev *d, conn *c, Mqchat__V1__Response *resp, const mqst
     sync.messages = ptrs;
     sync.more = p->more || n < p->n;
     sync.inbox_head = inbox_head;
+    sync.restore_floor = mqstore_restore_floor(d->store); /* docs/PROTOCOL.md */
     resp->body_case = MQCHAT__V1__RESPONSE__BODY_SYNC;
     resp->sync = &sync;
     reply_response(d, c, resp);
