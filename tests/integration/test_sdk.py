@@ -567,3 +567,39 @@ def test_persist_kill_mid_stream_exactly_once(broker, sdk, connect, poll):
     bob.wait_up_to_date()
     time.sleep(0.2)
     assert bob.messages() == [] and len(bob.stored()) == n
+
+
+def test_read_mark_made_offline_goes_out_at_connect(broker, sdk):
+    """mqchat_mark_read without a connection keeps the mark (the highest per
+    conversation) in the state file; it survives a restart of the app and
+    reaches the server, as a read receipt, after the next connect."""
+    alice = sdk(broker, "alice")
+    bob = sdk(broker, "bob")
+    alice.wait_up_to_date()
+    bob.wait_up_to_date()
+    conv = "d:alice:bob"
+    for i in range(3):
+        alice.send(conv, f"m{i}")
+    bob.wait_messages(3, conv)
+    bob.cmd("disconnect")
+    bob.wait(lambda evs: [e for e in evs if e["ev"] == "connection" and
+                          e["state"] == "disconnected"], "disconnected")
+    bob.cmd(f"read {conv} 2")
+    bob.cmd(f"read {conv} 1")  # lower: the mark stays at 2
+    bob.outbox()  # the driver ran both commands
+    time.sleep(0.3)
+    assert not [e for e in alice.of("receipt") if e["user"] == "bob" and e["read"]], \
+        "nothing sent while offline"
+    bob.close()
+    bob.start()  # the mark is in the state file, not in memory
+    alice.wait(lambda evs: [e for e in evs if e["ev"] == "receipt" and e["user"] == "bob" and
+                            e["read"] >= 2], "bob's read receipt after his connect")
+    reads = [e["read"] for e in alice.of("receipt") if e["user"] == "bob" and e["read"]]
+    assert reads == [2], reads
+    bob.wait_up_to_date()
+    bob.close()
+    bob.start()  # sent once: nothing left to send
+    bob.wait_up_to_date()
+    time.sleep(0.3)
+    assert [e["read"] for e in alice.of("receipt") if e["user"] == "bob" and e["read"]] == [2]
+

@@ -201,7 +201,10 @@ int mqchat_outbox_count(mqchat_client *c);
 /* Requests. Each needs a connection (else MQCHAT_ERR_OFFLINE), writes its
  * request id to rid_out (may be NULL) and returns MQCHAT_OK; the answer is
  * a RESPONSE event with that request id. Receipts and typing are not
- * answered on success (a refusal comes as a RESPONSE with an error). */
+ * answered on success (a refusal comes as a RESPONSE with an error).
+ * The exception: mqchat_mark_read() works offline too. Without a
+ * connection it keeps the mark in the state file (the highest seq per
+ * conversation) and sends it after the next connect; rid_out is "". */
 int mqchat_mark_read(mqchat_client *c, const char *conv, uint64_t seq, char rid_out[MQCHAT_ID_BUF]);
 int mqchat_mark_delivered(mqchat_client *c, const char *conv, uint64_t seq,
                           char rid_out[MQCHAT_ID_BUF]);

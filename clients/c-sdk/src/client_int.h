@@ -181,8 +181,9 @@ void complete_own(mqchat_client *c, const char *cmid, const char *conv, uint64_t
                   uint64_t inbox_seq, int64_t t);
 void on_send_ack(mqchat_client *c, const Mqchat__V1__SendAck *a);
 
-/* requests.c: responses. */
+/* requests.c: responses, and the read marks made offline. */
 void on_response(mqchat_client *c, const Mqchat__V1__Response *r);
+void send_read_marks(mqchat_client *c);
 
 /* events.c: events for the app. */
 void event_clear(mqchat_event *ev);

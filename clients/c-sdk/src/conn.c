@@ -313,6 +313,7 @@ static void connected(mqchat_client *c)
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     MQTTAsync_subscribeMany(c->mq, 3, topics, qos, &ro);
     resend_outbox(c);
+    send_read_marks(c);
     start_sync(c);
     /* Reload committed positions into memory (acked zeroed above). */
     for (size_t i = 0; i < c->n_convs; i++) {

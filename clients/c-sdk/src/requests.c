@@ -222,10 +222,52 @@ static int receipt(mqchat_client *c, const char *conv, uint64_t seq, int type)
     return rc;
 }
 
+/* Offline, a read mark waits in the state file (the highest per
+ * conversation) and goes out after the next connect (send_read_marks). */
 int mqchat_mark_read(mqchat_client *c, const char *conv, uint64_t seq, char rid_out[MQCHAT_ID_BUF])
 {
     if (rid_out) rid_out[0] = 0;
-    return receipt(c, conv, seq, MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ);
+    if (!c || !conv || !*conv || strlen(conv) > 128) return MQCHAT_ERR;
+    lock(c);
+    int rc;
+    if (c->connected) {
+        Mqchat__V1__Receipt r = MQCHAT__V1__RECEIPT__INIT;
+        r.conversation_id = (char *)conv;
+        r.seq = seq;
+        r.type = MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ;
+        rc = publish(c, c->t_receipt, &r.base, 1);
+    } else if (mqc_state_begin(c->st) == 0 && mqc_state_read_mark_put(c->st, conv, seq) == 0 &&
+               mqc_state_commit(c->st) == 0) {
+        rc = MQCHAT_OK;
+    } else {
+        mqc_state_rollback(c->st);
+        rc = MQCHAT_ERR_STATE;
+    }
+    unlock(c);
+    return rc;
+}
+
+void send_read_marks(mqchat_client *c)
+{
+    char **convs;
+    uint64_t *seqs;
+    size_t n;
+    if (mqc_state_begin(c->st) != 0) return;
+    if (mqc_state_read_marks_take(c->st, &convs, &seqs, &n) != 0 || mqc_state_commit(c->st) != 0) {
+        mqc_state_rollback(c->st);
+        emit_error(c, "state: read marks: %s", mqc_state_errmsg(c->st));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        Mqchat__V1__Receipt r = MQCHAT__V1__RECEIPT__INIT;
+        r.conversation_id = convs[i];
+        r.seq = seqs[i];
+        r.type = MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ;
+        publish(c, c->t_receipt, &r.base, 1);
+        free(convs[i]);
+    }
+    free(convs);
+    free(seqs);
 }
 
 int mqchat_mark_delivered(mqchat_client *c, const char *conv, uint64_t seq,

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+static char *dupcol(sqlite3_stmt *s, int i);
+
 struct mqc_state {
     sqlite3 *db;
     int in_tx;
@@ -302,6 +304,64 @@ int mqc_state_reset_inbox_handed(mqc_state *st)
 {
     assert(st->in_tx);
     return run(st, "UPDATE convs SET handed = 0 WHERE position = 0", NULL, NULL, 0, NULL);
+}
+
+int mqc_state_read_mark_put(mqc_state *st, const char *conv, uint64_t seq)
+{
+    assert(st->in_tx);
+    return run(st,
+               "INSERT INTO meta(k, v) VALUES('read:' || ?1, ?3) ON CONFLICT(k) DO UPDATE SET "
+               "v = max(v, excluded.v)",
+               conv, NULL, (int64_t)seq, NULL);
+}
+
+int mqc_state_read_marks_take(mqc_state *st, char ***convs, uint64_t **seqs, size_t *n)
+{
+    assert(st->in_tx);
+    *convs = NULL;
+    *seqs = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT substr(k, 6), v FROM meta WHERE k >= 'read:' AND k < 'read;' "
+                           "ORDER BY k",
+                           -1, &s, NULL) != SQLITE_OK)
+        return -1;
+    size_t cap = 0;
+    int rc, ok = 1;
+    while (ok && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t nc = cap ? 2 * cap : 8;
+            char **c2 = realloc(*convs, nc * sizeof(**convs));
+            if (c2) *convs = c2;
+            uint64_t *s2 = c2 ? realloc(*seqs, nc * sizeof(**seqs)) : NULL;
+            if (s2) *seqs = s2;
+            if (!c2 || !s2) {
+                ok = 0;
+                break;
+            }
+            cap = nc;
+        }
+        (*convs)[*n] = dupcol(s, 0);
+        (*seqs)[*n] = (uint64_t)sqlite3_column_int64(s, 1);
+        if (!(*convs)[*n])
+            ok = 0;
+        else
+            (*n)++;
+    }
+    sqlite3_finalize(s);
+    if (!ok || rc != SQLITE_DONE ||
+        run(st, "DELETE FROM meta WHERE k >= 'read:' AND k < 'read;'", NULL, NULL, 0, NULL) != 0) {
+        for (size_t i = 0; i < *n; i++)
+            free((*convs)[i]);
+        free(*convs);
+        free(*seqs);
+        *convs = NULL;
+        *seqs = NULL;
+        *n = 0;
+        return -1;
+    }
+    return 0;
 }
 
 int mqc_state_restore_floor(mqc_state *st, uint64_t *floor)

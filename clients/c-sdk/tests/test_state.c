@@ -263,11 +263,49 @@ static void test_durability_levels(void **state)
     assert_int_equal(c, 7); /* the sync wrote the cursor row without changing it */
 }
 
+/* Read marks made offline: the highest per conversation, taken once. */
+static void test_read_marks(void **state)
+{
+    fx *f = *state;
+    char **convs;
+    uint64_t *seqs;
+    size_t n;
+    assert_int_equal(mqc_state_begin(f->st), 0);
+    assert_int_equal(mqc_state_read_mark_put(f->st, "d:a:b", 5), 0);
+    assert_int_equal(mqc_state_read_mark_put(f->st, "d:a:b", 3), 0); /* lower: stays 5 */
+    assert_int_equal(mqc_state_read_mark_put(f->st, "g:x", 9), 0);
+    assert_int_equal(mqc_state_set_cursor(f->st, 4), 0);
+    assert_int_equal(mqc_state_commit(f->st), 0);
+    reopen(f);
+    assert_int_equal(mqc_state_begin(f->st), 0);
+    assert_int_equal(mqc_state_read_marks_take(f->st, &convs, &seqs, &n), 0);
+    assert_int_equal(mqc_state_commit(f->st), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(convs[0], "d:a:b");
+    assert_int_equal(seqs[0], 5);
+    assert_string_equal(convs[1], "g:x");
+    assert_int_equal(seqs[1], 9);
+    for (size_t i = 0; i < n; i++)
+        free(convs[i]);
+    free(convs);
+    free(seqs);
+    uint64_t c = 0;
+    assert_int_equal(mqc_state_cursor(f->st, &c), 0);
+    assert_int_equal(c, 4); /* the other meta rows stay */
+    assert_int_equal(mqc_state_begin(f->st), 0);
+    assert_int_equal(mqc_state_read_marks_take(f->st, &convs, &seqs, &n), 0);
+    assert_int_equal(mqc_state_commit(f->st), 0);
+    assert_int_equal(n, 0); /* taken once */
+    free(convs);
+    free(seqs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cursor_and_convs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durability_levels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_marks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_edit_delete_and_version, setup, teardown),
