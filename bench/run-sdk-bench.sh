@@ -2,7 +2,8 @@
 # run-sdk-bench.sh - what the C SDK (libmqchat) costs a device: sdk_bench's
 # two modes against one broker, in one invocation:
 #   sdk  every device is an mqchat_client (SQLite outbox and cursor, WAL,
-#        synchronous=FULL, files under the work dir or --state-parent)
+#        synchronous=NORMAL with one fsync per send and per ack burst,
+#        files under the work dir or --state-parent)
 #   raw  every device is a bare paho MQTTAsync client doing the same wire
 #        traffic (SendRequest, SendAck, ServerEvent, CursorAck), no state
 # N sender/receiver pairs (1:1 conversations), closed loop with W sends in
@@ -150,7 +151,7 @@ median() {
 
 echo
 echo "C SDK vs raw paho: $pairs pairs (1:1), $([ "$rate" = 0 ] && echo "closed loop, $window sends in flight per sender" || echo "open loop at $rate msgs/s in total (window $window)"), 300-byte bodies, ${duration} s measured after ${warmup} s"
-echo "durability: broker $durability (SendAck $([ "$durability" = sync ] && echo "after fsync of the store" || echo "after the write, no fsync")); SDK SQLite WAL, synchronous=FULL, in $state_parent ($(df -T "$state_parent" 2>/dev/null | awk 'NR == 2 { print $2 }'))"
+echo "durability: broker $durability (SendAck $([ "$durability" = sync ] && echo "after fsync of the store" || echo "after the write, no fsync")); SDK SQLite WAL, synchronous=NORMAL (fsync: each send, each ack burst), in $state_parent ($(df -T "$state_parent" 2>/dev/null | awk 'NR == 2 { print $2 }'))"
 echo
 printf "%-5s %4s %9s %23s %23s %9s %9s %7s  %s\n" mode rep "msgs/s" "delivered p50/p99/p999" \
     "SENT p50/p99/p999" "us/msg" "broker" "machine" status
