@@ -233,7 +233,13 @@ typedef struct mqstore_event {
     mqstore_mode mode; /* KEEP, or the mode from this event on */
     int set_flags;     /* 1: the conversation's flags become `flags` */
     uint32_t flags;
+    /* Not NULL: the conversation's title becomes this (opaque bytes up to
+     * the NUL, at most MQSTORE_TITLE_MAX; "" removes it). mqstore_conv_title
+     * reads it; mqstore_conv_delete removes it. */
+    const char *title;
 } mqstore_event;
+
+#define MQSTORE_TITLE_MAX 256
 
 /* What a write produced. `ticket` is durable once mqstore_durable() >= it. */
 typedef struct mqstore_result {
@@ -287,6 +293,10 @@ typedef struct mqstore_conv_info {
 /* Whether the conversation is large (the send path's question; no read of
  * the head message). MQSTORE_ERR_NOTFOUND if it does not exist. */
 mqstore_err mqstore_conv_large(mqstore *s, const char *conv, int *large);
+
+/* The conversation's title (the last one an event set) into buf, NUL-
+ * terminated ("" when none; buf of MQSTORE_TITLE_MAX + 1 holds any). */
+mqstore_err mqstore_conv_title(mqstore *s, const char *conv, char *buf, size_t cap);
 
 /* A conversation's state; MQSTORE_ERR_NOTFOUND if it does not exist. */
 mqstore_err mqstore_conv_info_get(mqstore *s, const char *conv, mqstore_conv_info *out);

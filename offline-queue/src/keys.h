@@ -10,6 +10,7 @@
  *
  *   CF        key                           value
  *   default   "outbox_last"                 be64 last outbox job id
+ *             "restore_floor"               be64 the inbox floor (restore.c)
  *   msgs      conv \0 be64(seq)             MsgRecord (retention may remove it, or leave a
  *                                           stub: never the conversation's last key)
  *   heads     'c' conv                      ConvRecord: the conversation exists (its head is
@@ -21,6 +22,7 @@
  *                                           refused (mqstore_user_revoke_*, ops.c)
  *             'k' conv                      empty: conv's ConvRecord has a retention override
  *                                           (loaded at open, retention.c)
+ *             'n' conv                      the conversation's title (mqstore_event.title)
  *   dedup     user \0 device \0 cmid        DedupRecord
  *   inbox     user \0 be64(inbox_seq)       InboxEntry
  *   members   'm' conv \0 user              MemberRecord

@@ -43,6 +43,44 @@ static void conv_head_key(key *k, const char *conv)
     key_raw(k, conv);
 }
 
+/* heads 'n' conv: the conversation's title. */
+static void conv_title_key(key *k, const char *conv)
+{
+    key_reset(k);
+    key_tag(k, 'n');
+    key_raw(k, conv);
+}
+
+/* An event's title change, into the batch. */
+static void batch_title(mqstore *s, rocksdb_writebatch_t *b, const char *conv,
+                        const mqstore_event *ev)
+{
+    if (!ev || !ev->title) return;
+    key k;
+    conv_title_key(&k, conv);
+    if (ev->title[0])
+        rocksdb_writebatch_put_cf(b, s->cf[CF_HEADS], k.buf, k.len, ev->title, strlen(ev->title));
+    else
+        rocksdb_writebatch_delete_cf(b, s->cf[CF_HEADS], k.buf, k.len);
+}
+
+mqstore_err mqstore_conv_title(mqstore *s, const char *conv, char *buf, size_t cap)
+{
+    if (!s || !buf || !cap || !mqc_id_valid(MQC_ID_KEY, conv)) return MQSTORE_ERR_INVAL;
+    buf[0] = 0;
+    key k;
+    conv_title_key(&k, conv);
+    char *val;
+    size_t len;
+    mqstore_err e = store_get(s, CF_HEADS, &k, &val, &len);
+    if (e || !val) return e;
+    size_t n = len < cap - 1 ? len : cap - 1;
+    memcpy(buf, val, n);
+    buf[n] = 0;
+    rocksdb_free(val);
+    return MQSTORE_OK;
+}
+
 /* msgs conv \0 be64(seq). */
 static void msg_key(key *k, const char *conv, uint64_t seq)
 {
@@ -461,6 +499,7 @@ static mqstore_err check_event(mqstore *s, const mqstore_event *ev)
         return MQSTORE_ERR_INVAL;
     if (ev->set_flags && (ev->flags & ~MQSTORE_CONV_FLAGS_ALL)) return MQSTORE_ERR_INVAL;
     if (ev->payload_len > s->opt.max_payload) return MQSTORE_ERR_TOOBIG;
+    if (ev->title && strlen(ev->title) > MQSTORE_TITLE_MAX) return MQSTORE_ERR_TOOBIG;
     return MQSTORE_OK;
 }
 
@@ -613,6 +652,7 @@ mqstore_err mqstore_conv_create(mqstore *s, const char *conv, const char *const 
         if (ns.large) pull_row_put(s, b, members[i], conv, seq, 0);
     }
     if (!e) batch_conv(s, b, conv, &ns);
+    if (!e) batch_title(s, b, conv, ev);
     if (!e && ev) {
         /* Everyone is added by the creation: it is in every inbox. */
         entry en;
@@ -745,6 +785,7 @@ static mqstore_err change_members(mqstore *s, const char *conv, const char *cons
         e = batch_pull_rows(s, b, conv, &cs, &ns, seq, what, users, n, &old, removed, n_removed);
     if (!e) {
         batch_conv(s, b, conv, &ns);
+        batch_title(s, b, conv, ev);
         entry en;
         event_entry(&en, conv, seq, store_now(s), ev, !fan_all);
         e = batch_entry(s, b, &en, fanout, n_fanout, out);
@@ -840,6 +881,9 @@ mqstore_err mqstore_conv_delete(mqstore *s, const char *conv, const mqstore_even
         key_prefix_end(&lo, &hi);
         rocksdb_writebatch_delete_range_cf(b, s->cf[CF_RECEIPTS], lo.buf, lo.len, hi.buf, hi.len);
         batch_conv(s, b, conv, &ns);
+        key tk;
+        conv_title_key(&tk, conv);
+        rocksdb_writebatch_delete_cf(b, s->cf[CF_HEADS], tk.buf, tk.len);
         /* Every member learns it from their inbox, whatever the mode. */
         entry en;
         event_entry(&en, conv, seq, store_now(s), ev, 0);

@@ -213,6 +213,7 @@ def test_scripted_session(redis, make_broker, clis):
     cl = carol.answer("list")
     g = {c["conv"]: c for c in cl["conversations"]}[gid]
     assert g["group"] is True and g["role"] == 1 and g["last_seq"] == g["head_seq"], cl
+    assert g["title"] == "Team room", cl
     assert carol.answer(f"history {gid} 50")["ok"]
 
     # bad commands: error lines that name them; the CLI goes on

@@ -216,6 +216,7 @@ def test_groups_by_operator(make_broker, connect):
     lc = ok(b, "listConversations", user="alice", order="activity")
     (s,) = lc["conversations"]
     assert s["conversation"] == conv and s["role"] == "owner" and s["head"] == 5
+    assert s["title"] == "ops-made"
     assert s["unread"] == 4 and lc["more"] is False
 
 

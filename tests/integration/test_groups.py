@@ -240,6 +240,8 @@ def test_list_conversations_paging(broker, connect):
     heads = {c.conversation_id: c.head_seq for c in got}
     assert heads == {g: (2 if g == groups[2] else 1) for g in groups}
     assert all(c.role == pb.ROLE_MEMBER for c in got)
+    titles = {c.conversation_id: c.title for c in got}  # kept from GroupCreate
+    assert titles == {g: f"t{i}" for i, g in enumerate(groups)}
 
     r = alice.request_ok(list_conversations=pb.ListConversations())
     assert [c.conversation_id for c in r.conversations.conversations] == sorted(groups, key=bkey)

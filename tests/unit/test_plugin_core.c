@@ -864,6 +864,17 @@ static void test_request_group_create(void **state)
     assert_int_equal(req_code(&r, 65536, 256), 0);
     gc.title = fill(title, 'T', 129);
     assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT));
+    /* UTF-8 only (the conversation list and JSON carry it): not a lone
+     * continuation byte, an overlong, a surrogate. */
+    static const char *const bad_titles[] = {"a\x80"
+                                             "b",
+                                             "\xc0\xaf", "\xed\xa0\x80", "\xff"};
+    for (size_t i = 0; i < sizeof(bad_titles) / sizeof(bad_titles[0]); i++) {
+        gc.title = (char *)bad_titles[i];
+        assert_int_equal(req_code(&r, 65536, 256), EC(INVALID_ARGUMENT));
+    }
+    gc.title = "\xc3\xa9quipe \xf0\x9f\x9a\x80"; /* "équipe 🚀" */
+    assert_int_equal(req_code(&r, 65536, 256), 0);
     gc.title = "team";
     /* The member limit. */
     assert_int_equal(req_code(&r, 65536, 5), 0);

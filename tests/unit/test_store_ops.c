@@ -702,6 +702,59 @@ static int listed(const mqstore_result *r, const char *user)
     return 0;
 }
 
+/* The title an event sets: with the creation, changed by an update,
+ * removed by "", too long refused, gone with the conversation. */
+static void test_conv_title(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    const char *const mem[] = {"a", "b"};
+    char t[MQSTORE_TITLE_MAX + 1];
+    mqstore_result r;
+    mqstore_event ev = ev_make("a", "created", MQSTORE_MODE_KEEP);
+    ev.title = "Team";
+    EXPECT_OK(mqstore_conv_create(f->s, "g", mem, NULL, 2, &ev, &r));
+    mqstore_result_clear(&r);
+    EXPECT_OK(mqstore_conv_title(f->s, "g", t, sizeof t));
+    assert_string_equal(t, "Team");
+    EXPECT_OK(mqstore_conv_title(f->s, "nope", t, sizeof t));
+    assert_string_equal(t, "");
+    char small[3];
+    EXPECT_OK(mqstore_conv_title(f->s, "g", small, sizeof small));
+    assert_string_equal(small, "Te"); /* cut to the buffer */
+    ev = ev_make("a", "renamed", MQSTORE_MODE_KEEP);
+    ev.title = "Team 2";
+    EXPECT_OK(mqstore_conv_update(f->s, "g", &ev, &r));
+    mqstore_result_clear(&r);
+    EXPECT_OK(mqstore_conv_title(f->s, "g", t, sizeof t));
+    assert_string_equal(t, "Team 2");
+    ev = ev_make("a", "settings", MQSTORE_MODE_KEEP); /* title NULL: unchanged */
+    EXPECT_OK(mqstore_conv_update(f->s, "g", &ev, &r));
+    mqstore_result_clear(&r);
+    EXPECT_OK(mqstore_conv_title(f->s, "g", t, sizeof t));
+    assert_string_equal(t, "Team 2");
+    char longer[MQSTORE_TITLE_MAX + 2];
+    memset(longer, 'x', sizeof longer - 1);
+    longer[sizeof longer - 1] = 0;
+    ev.title = longer;
+    EXPECT_ERR(mqstore_conv_update(f->s, "g", &ev, &r), MQSTORE_ERR_TOOBIG);
+    mqstore_result_clear(&r);
+    ev.title = "";
+    EXPECT_OK(mqstore_conv_update(f->s, "g", &ev, &r));
+    mqstore_result_clear(&r);
+    EXPECT_OK(mqstore_conv_title(f->s, "g", t, sizeof t));
+    assert_string_equal(t, "");
+    ev = ev_make("a", "created", MQSTORE_MODE_KEEP);
+    ev.title = "Other";
+    EXPECT_OK(mqstore_conv_create(f->s, "h", mem, NULL, 2, &ev, &r));
+    mqstore_result_clear(&r);
+    ev = ev_make("a", "deleted", MQSTORE_MODE_KEEP);
+    EXPECT_OK(mqstore_conv_delete(f->s, "h", &ev, &r));
+    mqstore_result_clear(&r);
+    EXPECT_OK(mqstore_conv_title(f->s, "h", t, sizeof t));
+    assert_string_equal(t, "");
+}
+
 static void test_conv_delete(void **state)
 {
     fx *f = *state;
@@ -1093,23 +1146,12 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_prestate_setup_teardown(fn, fx_setup, fx_teardown, "mqstore-ops-")
     const struct CMUnitTest tests[] = {
-        T(test_age_global),
-        T(test_head_survives),
-        T(test_head_durable),
-        T(test_age_override),
-        T(test_count),
-        T(test_large_stubs),
-        T(test_compact_concurrent),
-        T(test_edit),
-        T(test_edit_expired),
-        T(test_edit_large),
-        T(test_conv_delete),
-        T(test_conv_delete_large),
-        T(test_user_erase),
-        T(test_user_erase_batches),
-        T(test_user_erase_kind),
-        T(test_dedup_check),
-        T(test_invalid),
+        T(test_age_global),         T(test_head_survives), T(test_head_durable),
+        T(test_age_override),       T(test_count),         T(test_large_stubs),
+        T(test_compact_concurrent), T(test_edit),          T(test_edit_expired),
+        T(test_edit_large),         T(test_conv_title),    T(test_conv_delete),
+        T(test_conv_delete_large),  T(test_user_erase),    T(test_user_erase_batches),
+        T(test_user_erase_kind),    T(test_dedup_check),   T(test_invalid),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

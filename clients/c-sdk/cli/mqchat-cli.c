@@ -561,10 +561,12 @@ static void on_response(const mqchat_event *ev)
                 buf_printf(&b,
                            ",\"unread\":%" PRIu64 ",\"head_seq\":%" PRIu64 ",\"read_seq\":%" PRIu64
                            ",\"last_activity_ms\":%" PRId64 ",\"mode\":%d,\"members\":%u"
-                           ",\"group\":%s,\"role\":%d,\"last_seq\":%" PRIu64 "}",
+                           ",\"group\":%s,\"role\":%d,\"last_seq\":%" PRIu64 ",\"title\":",
                            cv->unread, cv->head_seq, cv->read_seq, cv->last_activity_ms, cv->mode,
                            (unsigned)cv->member_count, cv->is_group ? "true" : "false", cv->role,
                            cv->last_message ? cv->last_message->seq : 0);
+                j_strn(&b, cv->title ? cv->title : "", cv->title ? strlen(cv->title) : 0);
+                buf_add(&b, "}", 1);
             }
             buf_add(&b, "]", 1);
         }

@@ -353,9 +353,8 @@ typedef struct mqchat_conversation {
     int is_group; /* 1: a group ("g:..."), 0: a 1:1 conversation ("d:...") */
     int role;     /* the user's: MQCHAT_ROLE_* */
     int posting;  /* MQCHAT_POSTING_* */
-    /* The newest entry, NULL when the conversation is empty. (The server
-     * keeps no title in the summary: a group's title is in its CREATED and
-     * TITLE_CHANGED events, .title, e.g. from mqchat_history.) */
+    char *title;  /* a group's title ("" for 1:1 conversations and untitled groups) */
+    /* The newest entry, NULL when the conversation is empty. */
     mqchat_message *last_message;
 } mqchat_conversation;
 

@@ -67,6 +67,7 @@ void event_clear(mqchat_event *ev)
         free(ev->response.messages);
         for (size_t i = 0; i < ev->response.n_conversations; i++) {
             free(ev->response.conversations[i].conv);
+            free(ev->response.conversations[i].title);
             if (ev->response.conversations[i].last_message)
                 event_clear_message(ev->response.conversations[i].last_message);
             free(ev->response.conversations[i].last_message);

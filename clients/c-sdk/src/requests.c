@@ -120,6 +120,7 @@ void on_response(mqchat_client *c, const Mqchat__V1__Response *r)
                     d->mode = (int)s->mode;
                     d->member_count = s->member_count;
                     d->is_group = strncmp(s->conversation_id, "g:", 2) == 0;
+                    d->title = xstrdup(s->title);
                     d->role = (int)s->role;
                     d->posting = (int)s->posting;
                     if (s->last_message) {

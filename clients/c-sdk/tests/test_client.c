@@ -245,6 +245,7 @@ static void test_names_state_and_list(void **state)
     last.body.len = 2;
     Mqchat__V1__ConversationSummary g = MQCHAT__V1__CONVERSATION_SUMMARY__INIT, d = g;
     g.conversation_id = "g:team";
+    g.title = "Team";
     g.head_seq = 7;
     g.role = MQCHAT__V1__ROLE__ROLE_ADMIN;
     g.posting = MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_ADMINS;
@@ -267,6 +268,8 @@ static void test_names_state_and_list(void **state)
     assert_int_equal(ev->response.n_conversations, 2);
     const mqchat_conversation *a = &ev->response.conversations[0], *b = a + 1;
     assert_int_equal(a->is_group, 1);
+    assert_string_equal(a->title, "Team");
+    assert_string_equal(b->title, "");
     assert_int_equal(a->role, MQCHAT_ROLE_ADMIN);
     assert_int_equal(a->posting, MQCHAT_POSTING_ADMINS);
     assert_non_null(a->last_message);

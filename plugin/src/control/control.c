@@ -13,6 +13,7 @@
  * posts its `done` to the main thread (worker/wake.h). One at a time, so
  * two backups never race and the main thread never waits for one. */
 #include "control_int.h"
+#include "mqc_utf8.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -365,29 +366,6 @@ static void answer_malformed(struct mqc *m, const char *client_id, const char *w
     out_after(&m->dev, 0, &out);
 }
 
-/* 1 if p[0..n) is well-formed UTF-8 (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF). JSON text is UTF-8 (RFC 8259), and
- * answers echo parts of the request: what is not UTF-8 is refused whole. */
-static int utf8_valid(const unsigned char *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = p[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!len || i + len > n || (len == 2 && c < 0xc2)) return 0;
-        unsigned cp = len == 1 ? c : c & (0x7f >> len);
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80) return 0;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-            return 0;
-        i += len;
-    }
-    return 1;
-}
-
 int mqc_control_on_event(int event, void *event_data, void *userdata)
 {
     struct mqc *m = userdata;
@@ -413,7 +391,7 @@ int mqc_control_on_event(int event, void *event_data, void *userdata)
         answer_malformed(m, client_id, why);
         return MOSQ_ERR_SUCCESS;
     }
-    if (!utf8_valid(ev->payload, ev->payloadlen)) {
+    if (!mqc_utf8_valid(ev->payload, ev->payloadlen)) {
         answer_malformed(m, client_id, "not UTF-8 (JSON text is UTF-8)");
         return MOSQ_ERR_SUCCESS;
     }

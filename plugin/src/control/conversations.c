@@ -5,6 +5,7 @@
  * owner's rights, no membership needed), and the events it writes reach
  * the members' devices like any group change. */
 #include "control_int.h"
+#include "mqc_utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,9 @@ static int list_conversations(ctl_cmd *cmd)
         const chat_conv_summary *s = &l.items[i];
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "conversation", s->conv);
+        /* Titles are checked for UTF-8 when set (wire.c); older ones may not be. */
+        if (s->title[0] && mqc_utf8_valid(s->title, strlen(s->title)))
+            cJSON_AddStringToObject(o, "title", s->title);
         cJSON_AddStringToObject(o, "role", ctl_role_name(s->role));
         add_info(o, &s->info);
         cJSON_AddNumberToObject(o, "readSeq", (double)s->read);

@@ -1,5 +1,6 @@
 /* wire — decode and validate device payloads. See wire.h. */
 #include "wire.h"
+#include "mqc_utf8.h"
 #include "topics.h"
 
 #include <stdarg.h>
@@ -224,6 +225,8 @@ Mqchat__V1__Request *wire_request(const void *buf, size_t len, size_t max_body, 
     case MQCHAT__V1__REQUEST__BODY_GROUP_CREATE:
         if (strlen(r->group_create->title) > WIRE_MAX_TITLE)
             fail(err, EC(INVALID_ARGUMENT), "title is longer than %d bytes", WIRE_MAX_TITLE);
+        else if (!mqc_utf8_valid(r->group_create->title, strlen(r->group_create->title)))
+            fail(err, EC(INVALID_ARGUMENT), "title is not UTF-8");
         else if (r->group_create->n_member_ids > max_members)
             fail(err, max_members < WIRE_MAX_BATCH ? EC(GROUP_FULL) : EC(INVALID_ARGUMENT),
                  "more than %zu member_ids in one request", max_members);

@@ -146,6 +146,7 @@ static void respond_convs(dev *d, conn *c, Mqchat__V1__Response *resp, const cha
             o->mode = sm->info.large ? MQCHAT__V1__CONVERSATION_MODE__CONVERSATION_MODE_LARGE
                                      : MQCHAT__V1__CONVERSATION_MODE__CONVERSATION_MODE_SMALL;
             o->member_count = (uint32_t)sm->info.members;
+            o->title = (char *)sm->title;
             o->posting = (sm->info.flags & MQSTORE_CONV_ADMINS_POST)
                              ? MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_ADMINS
                              : MQCHAT__V1__POSTING_POLICY__POSTING_POLICY_EVERYONE;

@@ -79,6 +79,9 @@ static int apply(chat *c, const chat_caller *who, chat_written *w, enum op op,
                         .payload = w->stored,
                         .payload_len = len,
                         .mode = mode};
+    /* The title the conversation list shows (CREATED and TITLE_CHANGED). */
+    if ((w->ev.type == EVT(CREATED) || w->ev.type == EVT(TITLE_CHANGED)) && w->ev.title)
+        ev.title = w->ev.title;
     if (w->ev.posting != POSTING(UNSPECIFIED)) {
         ev.set_flags = 1;
         ev.flags = w->ev.posting == POSTING(ADMINS) ? MQSTORE_CONV_ADMINS_POST : 0;

@@ -183,6 +183,7 @@ int chat_conversations(chat *c, const chat_caller *who, const Mqchat__V1__ListCo
         uint64_t base = sm->read > sm->joined_seq ? sm->read : sm->joined_seq;
         sm->unread = sm->info.head > base ? sm->info.head - base : 0;
         if (!e && sm->info.head) e = mqstore_msg_get(c->store, sm->conv, sm->info.head, &sm->last);
+        if (!e) e = mqstore_conv_title(c->store, sm->conv, sm->title, sizeof(sm->title));
     }
     if (e) {
         chat_conv_list_free(out);

@@ -136,10 +136,11 @@ typedef struct chat_conv_summary {
     char conv[MQC_ID_BUF];
     mqstore_role role;
     uint64_t joined_seq;
-    mqstore_conv_info info; /* head, mode, members, flags, last activity */
-    uint64_t read;          /* the caller's read watermark */
-    uint64_t unread;        /* head - max(read, joined_seq) */
-    mqstore_page last;      /* the newest entry (n = 0 when empty) */
+    mqstore_conv_info info;            /* head, mode, members, flags, last activity */
+    uint64_t read;                     /* the caller's read watermark */
+    uint64_t unread;                   /* head - max(read, joined_seq) */
+    mqstore_page last;                 /* the newest entry (n = 0 when empty) */
+    char title[MQSTORE_TITLE_MAX + 1]; /* "" when none (1:1 conversations) */
 } chat_conv_summary;
 
 typedef struct chat_conv_list {
