@@ -730,8 +730,9 @@ mqstore_err mqstore_checkpoint(mqstore *s, const char *dir, char **errmsg);
 
 /* The store's inbox floor: 0, or the first inbox seq written since it was
  * last restored from a checkpoint. A checkpoint carries a marker file
- * (MQSTORE-RESTORE); the store that opens it raises the floor by 2^40 and
- * removes the marker, so every user's inbox head reads at least floor - 1
+ * (MQSTORE-RESTORE); the store that opens it raises the floor by 2^40, and
+ * to at least its clock's ms x 1024, and removes the marker, so every
+ * user's inbox head reads at least floor - 1
  * and new entries never take a seq the old store may have handed out
  * (restore.c). */
 uint64_t mqstore_restore_floor(mqstore *s);

@@ -7,14 +7,17 @@
  * old store's, whose devices may have cursors beyond it (messages written
  * after the checkpoint, lost with it). So before anything else it raises
  * the store's inbox floor by RESTORE_JUMP, durably, and only then removes
- * the marker (a crash in between raises it once more, which is harmless).
+ * the marker (a crash in between raises it once more, which is harmless);
+ * and to at least the clock's milliseconds x 1024, so that restoring the
+ * same checkpoint again later gives a floor above the first one's.
  * From then on every user's inbox head reads at least floor - 1
  * (inbox_head_get, log.c), so new inbox entries get seqs >= floor: above
  * every cursor a device of the old store can hold, as long as no user's
  * inbox grew by RESTORE_JUMP (2^40) entries between two restores. A device
  * then syncs from its own cursor and gets every new entry; none is
  * skipped, whenever it comes back. The floor is in SyncResponse
- * (restore_floor), so a device learns that conversation seqs were reused
+ * (restore_floor): a device that sees it change learns that conversation
+ * seqs were reused
  * (docs/PROTOCOL.md, "A restored server").
  *
  * A copy made another way (a file-system snapshot of a stopped broker's
@@ -29,6 +32,7 @@
 
 #define RESTORE_MARK "MQSTORE-RESTORE"
 #define RESTORE_JUMP (1ull << 40)
+#define RESTORE_PER_MS 1024u
 
 static int mark_path(char *buf, size_t cap, const char *dir)
 {
@@ -72,7 +76,13 @@ mqstore_err restore_open(mqstore *s, const char *path)
     char p[4096];
     if (mark_path(p, sizeof(p), path) != 0) return MQSTORE_ERR_INVAL;
     if (access(p, F_OK) != 0) return errno == ENOENT ? MQSTORE_OK : MQSTORE_ERR_IO;
+    /* Also at least the clock's ms x 1024: restoring the same checkpoint
+     * twice (or an older one) must not give a floor the first restore
+     * handed seqs above (no user's inbox grows by 1024 entries per ms).
+     * Below 2^53 until the 23rd century: exact in JSON numbers too. */
     uint64_t floor = s->restore_floor + RESTORE_JUMP;
+    uint64_t by_time = (uint64_t)store_now(s) * RESTORE_PER_MS;
+    if (by_time > floor) floor = by_time;
     char v[8];
     put_be64(v, floor);
     rocksdb_writeoptions_t *w = rocksdb_writeoptions_create();

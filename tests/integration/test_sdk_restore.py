@@ -45,7 +45,6 @@ pytestmark = pytest.mark.skipif(not DRIVER, reason="MQCHAT_SDK_DRIVER is not set
 
 DM = H.dm("alice", "bob")
 N, M, K = 5, 3, 5  # before the backup, after it (lost), after the restore (K > M on purpose)
-FLOOR = 1 << 40  # the inbox floor after a first restore (restore.c, RESTORE_JUMP)
 
 
 def server_cursor(broker, user, device):
@@ -135,7 +134,10 @@ def restored(make_broker, connect, sdk, marked=True, online=True):
     r.start()
     assert not marker.exists()
     assert server_cursor(r, "bob", "phone") == N, "the checkpoint holds bob's cursor at N"
-    base = FLOOR - 1 if marked else N
+    # the floor, as any device sees it (restore.c: >= 2^40, >= the clock's ms x 1024)
+    floor = connect("zed", broker=r).sync_page().restore_floor
+    assert (floor >= 1 << 40) if marked else floor == 0, floor
+    base = floor - 1 if marked else N
     if not online:
         return r, bob, mark, base
 
@@ -145,7 +147,7 @@ def restored(make_broker, connect, sdk, marked=True, online=True):
     assert since(bob, mark, "message") == [], "nothing on the restored server is new to bob"
     if marked:
         # the floor is above bob's cursor: it stays (and is acked: it is below the head)
-        H.wait_until(lambda: state_meta(bob, "restore_floor") == FLOOR,
+        H.wait_until(lambda: state_meta(bob, "restore_floor") == floor,
                      what="the SDK's record of the restore floor")
         assert state_cursor(bob) == N + M
         wait_server_cursor(r, "bob", "phone", N + M)
@@ -234,5 +236,5 @@ def test_device_offline_through_the_restore(make_broker, connect, sdk):
     new = wait_new(bob, 0, f"new{K - 1}")
     assert [(m["seq"], m["inbox_seq"], m["body"]) for m in new] == \
         [(N + 1 + i, base + 1 + i, f"new{i}") for i in range(K)]
-    assert state_meta(bob, "restore_floor") == FLOOR
+    assert state_meta(bob, "restore_floor") == base + 1
     wait_server_cursor(r, "bob", "phone", base + K)

@@ -228,7 +228,7 @@ mqchat_client *mqchat_new(const mqchat_options *o, char **err)
             return NULL;
         }
     }
-    if (paho_new(c) != 0) {
+    if (paho_new(c, &c->mq) != 0) {
         set_err(err, "MQTTAsync_create failed");
         client_destroy(c);
         return NULL;
@@ -298,9 +298,20 @@ int mqchat_disconnect(mqchat_client *c)
     }
     unlock(c);
     if (was) {
-        MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
-        d.timeout = 1000;
-        MQTTAsync_disconnect(c->mq, &d);
+        /* Not while the timer replaces the handle (conn.c, fresh_paho):
+         * that one is being destroyed, the new one not connected. */
+        pthread_mutex_lock(&c->out_mu);
+        int use = !c->swapping;
+        if (use) c->mq_users++;
+        pthread_mutex_unlock(&c->out_mu);
+        if (use) {
+            MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+            d.timeout = 1000;
+            MQTTAsync_disconnect(c->mq, &d);
+            pthread_mutex_lock(&c->out_mu);
+            c->mq_users--;
+            pthread_mutex_unlock(&c->out_mu);
+        }
     }
     return MQCHAT_OK;
 }

@@ -132,6 +132,7 @@ struct mqchat_client {
     outpkt *rh, *rt; /* poll mode: packets received, not decoded yet (under mu) */
     int draining;
     int swapping; /* under out_mu: the timer replaces c->mq (conn.c, fresh_paho) */
+    int mq_users; /* under out_mu: mqchat_disconnect is using c->mq */
     int mq_used;  /* c->mq carried a session that was lost (conn.c, fresh_paho) */
     int depth;    /* nesting of c->mu by its holder */
     uint64_t rid_counter;
@@ -149,7 +150,7 @@ void lock(mqchat_client *c);
 void unlock(mqchat_client *c);
 
 /* conn.c: the paho session and publishing. */
-int paho_new(mqchat_client *c);
+int paho_new(mqchat_client *c, MQTTAsync *mq);
 int publish(mqchat_client *c, const char *topic, const ProtobufCMessage *m, int qos);
 void outpkt_free_all(outpkt **head, outpkt **tail);
 void drain_out(mqchat_client *c);

@@ -121,8 +121,8 @@ int request(mqchat_client *c, char kind, Mqchat__V1__Request *r, char rid[MQCHAT
     return rc;
 }
 
-/* Makes c->mq, a paho client with our callbacks. */
-int paho_new(mqchat_client *c)
+/* Makes *mq, a paho client with our callbacks. */
+int paho_new(mqchat_client *c, MQTTAsync *mq)
 {
     char uri[600], cid[300];
     snprintf(uri, sizeof(uri), "%s://%s:%d", c->use_tls ? "ssl" : "tcp", c->host, c->port);
@@ -134,16 +134,16 @@ int paho_new(mqchat_client *c)
      * sends, would lose the rest (and the SyncRequest behind them). The
      * outbox bounds what we queue; paho's bound only has to be above it. */
     cro.maxBufferedMessages = MQCHAT_PAHO_MAX_BUFFERED;
-    if (MQTTAsync_createWithOptions(&c->mq, uri, cid, MQTTCLIENT_PERSISTENCE_NONE, NULL, &cro) !=
+    if (MQTTAsync_createWithOptions(mq, uri, cid, MQTTCLIENT_PERSISTENCE_NONE, NULL, &cro) !=
         MQTTASYNC_SUCCESS) {
-        c->mq = NULL;
+        *mq = NULL;
         return -1;
     }
-    if (MQTTAsync_setCallbacks(c->mq, c, on_lost, on_arrived, NULL) != MQTTASYNC_SUCCESS ||
+    if (MQTTAsync_setCallbacks(*mq, c, on_lost, on_arrived, NULL) != MQTTASYNC_SUCCESS ||
         (c->mqtt_version == 5 &&
-         MQTTAsync_setDisconnected(c->mq, c, on_disconnected5) != MQTTASYNC_SUCCESS)) {
-        MQTTAsync_destroy(&c->mq);
-        c->mq = NULL;
+         MQTTAsync_setDisconnected(*mq, c, on_disconnected5) != MQTTASYNC_SUCCESS)) {
+        MQTTAsync_destroy(mq);
+        *mq = NULL;
         return -1;
     }
     return 0;
@@ -163,17 +163,23 @@ static int fresh_paho(mqchat_client *c)
 {
     assert(c->depth == 1);
     unlock(c);
+    /* The new client first: paho tears its threads and global state down
+     * when its last client goes, and would start them again. */
+    MQTTAsync fresh = NULL;
+    int rc = paho_new(c, &fresh);
     pthread_mutex_lock(&c->out_mu);
-    c->swapping = 1; /* drain_out leaves c->mq alone from now */
-    while (c->draining) {
+    c->swapping = 1; /* drain_out and mqchat_disconnect leave c->mq alone from now */
+    while (c->draining || c->mq_users) {
         pthread_mutex_unlock(&c->out_mu);
         usleep(1000);
         pthread_mutex_lock(&c->out_mu);
     }
     outpkt_free_all(&c->oh, &c->ot);
     pthread_mutex_unlock(&c->out_mu);
-    if (c->mq) MQTTAsync_destroy(&c->mq); /* no callback of the old client runs after this */
-    int rc = paho_new(c);
+    if (rc == 0) {
+        MQTTAsync_destroy(&c->mq); /* no callback of the old client runs after this */
+        c->mq = fresh;
+    }
     pthread_mutex_lock(&c->out_mu);
     c->swapping = 0;
     pthread_mutex_unlock(&c->out_mu);
@@ -304,9 +310,11 @@ static void connected(mqchat_client *c)
     c->v5_reason = MQTTREASONCODE_SUCCESS;
     c->connected_at = now_ms();
     c->session_is_reconnect = c->after_loss;
-    c->cursor_acked = 0; /* ack again once per session */
-    for (size_t i = 0; i < c->n_convs; i++)
+    c->cursor_acked = 0;                      /* ack again once per session: what was queued in */
+    for (size_t i = 0; i < c->n_convs; i++) { /* the old one died with it */
         c->convs[i].position_acked = 0;
+        c->convs[i].position_sent = 0;
+    }
     emit_conn(c, MQCHAT_CONN_CONNECTED, "");
     char *topics[3] = {c->t_inbox, c->t_ack, c->t_resp};
     int qos[3] = {1, 1, 1};
@@ -388,7 +396,7 @@ static void do_connect(mqchat_client *c)
     token[sizeof(token) - 1] = 0;
     if (c->mq_used) {
         int rc = fresh_paho(c);
-        if (rc != 0 || !c->want || c->quit || c->connected || c->connecting) {
+        if (rc != 0 || !c->want || c->quit || c->connected || c->connecting || c->taken_over) {
             if (rc != 0) {
                 emit_conn(c, MQCHAT_CONN_DISCONNECTED, "cannot make a new paho client");
                 schedule_reconnect(c);

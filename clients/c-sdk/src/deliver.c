@@ -112,6 +112,7 @@ static void flush_committed(mqchat_client *c, uint64_t cursor, int moved)
         free(p);
     }
     if (moved) c->cursor_committed = cursor;
+    assert(c->cursor_durable <= c->cursor_committed);
     schedule_acks(c);
 }
 
@@ -524,37 +525,51 @@ void on_live_message(mqchat_client *c, const Mqchat__V1__Message *m)
     pull_add(c, m->conversation_id, cs->position_acked);
 }
 
+/* The server's store was restored from a backup (docs/PROTOCOL.md, "A
+ * restored server"): its restore floor changed, or (a copy restored
+ * without the floor) its inbox head is below the cursor. Its conversations
+ * number new messages from their restored heads, which may be below the
+ * seqs this device was handed: in the conversations that come by the inbox
+ * (no large position), inbox_seq alone decides what is new, so their
+ * handed seqs go back to 0: on disk at once (a conversation loaded later
+ * reads 0), in memory, and in the progress items still queued (flush
+ * would write their old seqs back). Below the head, the cursor goes down
+ * to it the same way, everywhere, so no ack or commit passes the head. */
+static void restored_server(mqchat_client *c, const Mqchat__V1__SyncResponse *s)
+{
+    int floor_changed = s->restore_floor != c->restore_floor;
+    int below = s->inbox_head < c->cursor_mem;
+    if (!floor_changed && !below) return;
+    uint64_t head = s->inbox_head;
+    if (mqc_state_begin(c->st) != 0 || mqc_state_reset_inbox_handed(c->st) != 0 ||
+        (floor_changed && mqc_state_set_restore_floor(c->st, s->restore_floor) != 0) ||
+        (below && head < c->cursor_committed && mqc_state_set_cursor(c->st, head) != 0) ||
+        mqc_state_commit(c->st) != 0) {
+        mqc_state_rollback(c->st);
+        emit_error(c, "state: restored server: %s", mqc_state_errmsg(c->st));
+        return;
+    }
+    if (floor_changed) c->restore_floor = s->restore_floor;
+    for (size_t i = 0; i < c->n_convs; i++) /* the rule on disk: no position */
+        if (!c->convs[i].position_acked) c->convs[i].handed_mem = 0;
+    for (progress *p = c->ph; p; p = p->next) {
+        if (p->conv && !p->position) {
+            conv_state *cs = conv_get(c, p->conv);
+            if (cs && !cs->position_acked) p->handed = 0;
+        }
+        if (below && p->has_cursor && p->cursor > head) p->has_cursor = 0;
+    }
+    if (below) {
+        c->cursor_mem = head;
+        if (c->cursor_committed > head) c->cursor_committed = head;
+        if (c->cursor_durable > head) c->cursor_durable = head;
+        c->cursor_acked = head;
+    }
+}
+
 void on_sync(mqchat_client *c, const Mqchat__V1__SyncResponse *s)
 {
-    int floor_up = s->restore_floor > c->restore_floor;
-    if (floor_up || s->inbox_head < c->cursor_mem) {
-        /* The server's store was restored from a backup (docs/PROTOCOL.md,
-         * "A restored server"): a higher restore floor says so; an inbox
-         * head below the cursor (a restore without the floor) too. Its
-         * conversations number new messages from their restored heads,
-         * which may be below the seqs this device was handed: in the
-         * conversations that come by the inbox (no large position),
-         * inbox_seq alone decides what is new, so their handed seqs go back
-         * to 0, on disk at once (so no conversation loaded later reads the
-         * old one), with the floor, and in memory. */
-        if (mqc_state_begin(c->st) != 0 || mqc_state_reset_inbox_handed(c->st) != 0 ||
-            (floor_up && mqc_state_set_restore_floor(c->st, s->restore_floor) != 0) ||
-            mqc_state_commit(c->st) != 0) {
-            mqc_state_rollback(c->st);
-            emit_error(c, "state: restored server: %s", mqc_state_errmsg(c->st));
-        } else {
-            if (floor_up) c->restore_floor = s->restore_floor;
-            for (size_t i = 0; i < c->n_convs; i++)
-                if (!c->convs[i].position_acked && !c->convs[i].pulling) c->convs[i].handed_mem = 0;
-        }
-    }
-    if (s->inbox_head < c->cursor_mem) {
-        /* What the device has after inbox_head is no longer on the server. */
-        c->cursor_mem = s->inbox_head;
-        if (c->cursor_durable > s->inbox_head) c->cursor_durable = s->inbox_head;
-        c->cursor_acked = s->inbox_head;
-        progress_add(c, 1, 1, s->inbox_head, NULL, 0, 0);
-    }
+    restored_server(c, s);
     /* Positions first: inbox messages of a conversation about to be pulled
      * wait for the pull (apply_inbox), so each conversation stays in seq order. */
     for (size_t i = 0; i < s->n_positions; i++) {

@@ -312,6 +312,20 @@ const char *mqchat_strerror(int code)
     return "UNKNOWN";
 }
 
+int mqchat__handle_sync(mqchat_client *c, const void *payload, size_t len)
+{
+    Mqchat__V1__SyncResponse *s =
+        mqchat__v1__sync_response__unpack(NULL, len, (const uint8_t *)payload);
+    if (!s) return -1;
+    lock(c);
+    c->inbox_syncing = 1;
+    on_sync(c, s);
+    flush(c);
+    unlock(c);
+    mqchat__v1__sync_response__free_unpacked(s, NULL);
+    return 0;
+}
+
 int mqchat_fd(mqchat_client *c)
 {
     return c ? c->wake.rfd : -1;

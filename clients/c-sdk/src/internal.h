@@ -10,6 +10,11 @@
  * Returns 0, or -1 if the packet was refused (an ERROR event says why). */
 int mqchat__handle_incoming(mqchat_client *c, const char *topic, const void *payload, size_t len);
 
+/* Test hook: apply a packed SyncResponse as the answer to the client's own
+ * sync (which a client that never connects cannot have asked). 0, or -1 if
+ * it does not decode. */
+int mqchat__handle_sync(mqchat_client *c, const void *payload, size_t len);
+
 /* Test hook: drop the n-th (1-based) live inbox delivery that carries an
  * inbox_seq, as if the network had lost it. 0 turns it off. */
 void mqchat__test_drop_live(mqchat_client *c, int n);

@@ -214,11 +214,15 @@ void mqc_state_rollback(mqc_state *st)
 
 int mqc_state_sync(mqc_state *st)
 {
-    /* A durable commit of one written row: its fsync covers the WAL
-     * frames of every commit before it. */
+    /* A durable commit of one changed row: its fsync covers the WAL
+     * frames of every commit before it. (The row must change: SQLite
+     * writes nothing, and so syncs nothing, for an UPDATE that leaves the
+     * bytes as they were.) */
     if (mqc_state_begin_durable(st) != 0) return -1;
-    if (sqlite3_exec(st->db, "UPDATE meta SET v = v WHERE k = 'cursor'", NULL, NULL, NULL) !=
-            SQLITE_OK ||
+    if (sqlite3_exec(st->db,
+                     "INSERT INTO meta(k, v) VALUES('syncs', 1) ON CONFLICT(k) DO UPDATE SET "
+                     "v = v + 1",
+                     NULL, NULL, NULL) != SQLITE_OK ||
         mqc_state_commit(st) != 0) {
         mqc_state_rollback(st);
         return -1;
