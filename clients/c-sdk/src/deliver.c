@@ -116,15 +116,21 @@ static void flush_committed(mqchat_client *c, uint64_t cursor, int moved)
     schedule_acks(c);
 }
 
+/* 1 if a large conversation's committed position is ahead of what the
+ * server was told. */
+static int positions_due(const mqchat_client *c)
+{
+    for (size_t i = 0; i < c->n_convs; i++)
+        if (c->convs[i].position_acked > c->convs[i].position_sent) return 1;
+    return 0;
+}
+
 /* Asks the timer thread for send_acks() in MQCHAT_ACK_DELAY_MS, if there
  * is something to tell the server. */
 void schedule_acks(mqchat_client *c)
 {
     if (!c->connected || c->ack_at) return;
-    int due = c->cursor_committed > c->cursor_acked;
-    for (size_t i = 0; !due && i < c->n_convs; i++)
-        due = c->convs[i].position_acked > c->convs[i].position_sent;
-    if (!due) return;
+    if (c->cursor_committed <= c->cursor_acked && !positions_due(c)) return;
     c->ack_at = now_ms() + MQCHAT_ACK_DELAY_MS;
     pthread_cond_signal(&c->cond);
 }
@@ -138,9 +144,7 @@ void send_acks(mqchat_client *c)
 {
     c->ack_at = 0;
     if (!c->connected) return;
-    int positions = 0;
-    for (size_t i = 0; !positions && i < c->n_convs; i++)
-        positions = c->convs[i].position_acked > c->convs[i].position_sent;
+    int positions = positions_due(c);
     if (c->cursor_committed > c->cursor_durable || positions) {
         if (mqc_state_sync(c->st) != 0) {
             emit_error(c, "state: sync: %s", mqc_state_errmsg(c->st));

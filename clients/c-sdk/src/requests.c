@@ -210,15 +210,21 @@ static int app_request(mqchat_client *c, Mqchat__V1__Request *r, char rid[MQCHAT
     return rc;
 }
 
-static int receipt(mqchat_client *c, const char *conv, uint64_t seq, int type)
+/* Publishes a Receipt (c->mu held). */
+static int publish_receipt(mqchat_client *c, const char *conv, uint64_t seq, int type)
 {
-    if (!c || !conv) return MQCHAT_ERR;
     Mqchat__V1__Receipt r = MQCHAT__V1__RECEIPT__INIT;
     r.conversation_id = (char *)conv;
     r.seq = seq;
     r.type = type;
+    return publish(c, c->t_receipt, &r.base, 1);
+}
+
+static int receipt(mqchat_client *c, const char *conv, uint64_t seq, int type)
+{
+    if (!c || !conv) return MQCHAT_ERR;
     lock(c);
-    int rc = publish(c, c->t_receipt, &r.base, 1);
+    int rc = publish_receipt(c, conv, seq, type);
     unlock(c);
     return rc;
 }
@@ -232,11 +238,7 @@ int mqchat_mark_read(mqchat_client *c, const char *conv, uint64_t seq, char rid_
     lock(c);
     int rc;
     if (c->connected) {
-        Mqchat__V1__Receipt r = MQCHAT__V1__RECEIPT__INIT;
-        r.conversation_id = (char *)conv;
-        r.seq = seq;
-        r.type = MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ;
-        rc = publish(c, c->t_receipt, &r.base, 1);
+        rc = publish_receipt(c, conv, seq, MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ);
     } else if (mqc_state_begin(c->st) == 0 && mqc_state_read_mark_put(c->st, conv, seq) == 0 &&
                mqc_state_commit(c->st) == 0) {
         rc = MQCHAT_OK;
@@ -250,25 +252,17 @@ int mqchat_mark_read(mqchat_client *c, const char *conv, uint64_t seq, char rid_
 
 void send_read_marks(mqchat_client *c)
 {
-    char **convs;
-    uint64_t *seqs;
+    mqc_read_mark *m;
     size_t n;
     if (mqc_state_begin(c->st) != 0) return;
-    if (mqc_state_read_marks_take(c->st, &convs, &seqs, &n) != 0 || mqc_state_commit(c->st) != 0) {
+    if (mqc_state_read_marks_take(c->st, &m, &n) != 0 || mqc_state_commit(c->st) != 0) {
         mqc_state_rollback(c->st);
         emit_error(c, "state: read marks: %s", mqc_state_errmsg(c->st));
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        Mqchat__V1__Receipt r = MQCHAT__V1__RECEIPT__INIT;
-        r.conversation_id = convs[i];
-        r.seq = seqs[i];
-        r.type = MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ;
-        publish(c, c->t_receipt, &r.base, 1);
-        free(convs[i]);
-    }
-    free(convs);
-    free(seqs);
+    for (size_t i = 0; i < n; i++)
+        publish_receipt(c, m[i].conv, m[i].seq, MQCHAT__V1__RECEIPT_TYPE__RECEIPT_TYPE_READ);
+    mqc_read_marks_free(m, n);
 }
 
 int mqchat_mark_delivered(mqchat_client *c, const char *conv, uint64_t seq,

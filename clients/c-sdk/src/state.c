@@ -25,6 +25,19 @@
 
 static char *dupcol(sqlite3_stmt *s, int i);
 
+/* Makes room for one more element in *arr (n used, *cap allocated),
+ * doubling; 0, or -1 when out of memory (*arr unchanged). */
+static int grow(void **arr, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap) return 0;
+    size_t nc = *cap ? 2 * *cap : 16;
+    void *p = realloc(*arr, nc * size);
+    if (!p) return -1;
+    *arr = p;
+    *cap = nc;
+    return 0;
+}
+
 struct mqc_state {
     sqlite3 *db;
     int in_tx;
@@ -319,11 +332,10 @@ int mqc_state_read_mark_put(mqc_state *st, const char *conv, uint64_t seq)
                conv, NULL, (int64_t)seq, NULL);
 }
 
-int mqc_state_read_marks_take(mqc_state *st, char ***convs, uint64_t **seqs, size_t *n)
+int mqc_state_read_marks_take(mqc_state *st, mqc_read_mark **out, size_t *n)
 {
     assert(st->in_tx);
-    *convs = NULL;
-    *seqs = NULL;
+    *out = NULL;
     *n = 0;
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(st->db,
@@ -332,40 +344,31 @@ int mqc_state_read_marks_take(mqc_state *st, char ***convs, uint64_t **seqs, siz
                            -1, &s, NULL) != SQLITE_OK)
         return -1;
     size_t cap = 0;
-    int rc, ok = 1;
-    while (ok && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t nc = cap ? 2 * cap : 8;
-            char **c2 = realloc(*convs, nc * sizeof(**convs));
-            if (c2) *convs = c2;
-            uint64_t *s2 = c2 ? realloc(*seqs, nc * sizeof(**seqs)) : NULL;
-            if (s2) *seqs = s2;
-            if (!c2 || !s2) {
-                ok = 0;
-                break;
-            }
-            cap = nc;
-        }
-        (*convs)[*n] = dupcol(s, 0);
-        (*seqs)[*n] = (uint64_t)sqlite3_column_int64(s, 1);
-        if (!(*convs)[*n])
-            ok = 0;
-        else
-            (*n)++;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (grow((void **)out, &cap, *n, sizeof(**out)) != 0) break;
+        mqc_read_mark *m = &(*out)[*n];
+        m->conv = dupcol(s, 0);
+        m->seq = (uint64_t)sqlite3_column_int64(s, 1);
+        (*n)++;
+        if (!m->conv) break;
     }
     sqlite3_finalize(s);
-    if (!ok || rc != SQLITE_DONE ||
+    if (rc != SQLITE_DONE ||
         run(st, "DELETE FROM meta WHERE k >= 'read:' AND k < 'read;'", NULL, NULL, 0, NULL) != 0) {
-        for (size_t i = 0; i < *n; i++)
-            free((*convs)[i]);
-        free(*convs);
-        free(*seqs);
-        *convs = NULL;
-        *seqs = NULL;
+        mqc_read_marks_free(*out, *n);
+        *out = NULL;
         *n = 0;
         return -1;
     }
     return 0;
+}
+
+void mqc_read_marks_free(mqc_read_mark *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(m[i].conv);
+    free(m);
 }
 
 int mqc_state_restore_floor(mqc_state *st, uint64_t *floor)
@@ -476,13 +479,7 @@ int mqc_state_outbox_list(mqc_state *st, mqc_outbox_entry **out, size_t *n)
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t nc = cap ? 2 * cap : 16;
-            mqc_outbox_entry *ne = realloc(*out, nc * sizeof(**out));
-            if (!ne) break;
-            *out = ne;
-            cap = nc;
-        }
+        if (grow((void **)out, &cap, *n, sizeof(**out)) != 0) break;
         mqc_outbox_entry *e = &(*out)[*n];
         e->cmid = dupcol(s, 0);
         e->conv = dupcol(s, 1);

@@ -61,11 +61,16 @@ int mqc_state_set_position(mqc_state *st, const char *conv, uint64_t position);
 int mqc_state_reset_inbox_handed(mqc_state *st);
 
 /* Read marks made while offline, one per conversation (the highest seq):
- * kept in meta as 'read:<conv>'. _take lists them (conv ids and seqs, in
- * malloc'd arrays: free each conv, then both arrays) and deletes them, in
- * the caller's transaction. */
+ * kept in meta as 'read:<conv>'. _take lists them, by conversation id, in
+ * a malloc'd array (*out, *n; free with mqc_read_marks_free) and deletes
+ * them, in the caller's transaction. */
+typedef struct mqc_read_mark {
+    char *conv;
+    uint64_t seq;
+} mqc_read_mark;
 int mqc_state_read_mark_put(mqc_state *st, const char *conv, uint64_t seq);
-int mqc_state_read_marks_take(mqc_state *st, char ***convs, uint64_t **seqs, size_t *n);
+int mqc_state_read_marks_take(mqc_state *st, mqc_read_mark **out, size_t *n);
+void mqc_read_marks_free(mqc_read_mark *m, size_t n);
 
 /* The server's restore floor this device last synced with (0: none). */
 int mqc_state_restore_floor(mqc_state *st, uint64_t *floor);

@@ -276,8 +276,7 @@ static void test_durability_levels(void **state)
 static void test_read_marks(void **state)
 {
     fx *f = *state;
-    char **convs;
-    uint64_t *seqs;
+    mqc_read_mark *m;
     size_t n;
     assert_int_equal(mqc_state_begin(f->st), 0);
     assert_int_equal(mqc_state_read_mark_put(f->st, "d:a:b", 5), 0);
@@ -287,26 +286,22 @@ static void test_read_marks(void **state)
     assert_int_equal(mqc_state_commit(f->st), 0);
     reopen(f);
     assert_int_equal(mqc_state_begin(f->st), 0);
-    assert_int_equal(mqc_state_read_marks_take(f->st, &convs, &seqs, &n), 0);
+    assert_int_equal(mqc_state_read_marks_take(f->st, &m, &n), 0);
     assert_int_equal(mqc_state_commit(f->st), 0);
     assert_int_equal(n, 2);
-    assert_string_equal(convs[0], "d:a:b");
-    assert_int_equal(seqs[0], 5);
-    assert_string_equal(convs[1], "g:x");
-    assert_int_equal(seqs[1], 9);
-    for (size_t i = 0; i < n; i++)
-        free(convs[i]);
-    free(convs);
-    free(seqs);
+    assert_string_equal(m[0].conv, "d:a:b");
+    assert_int_equal(m[0].seq, 5);
+    assert_string_equal(m[1].conv, "g:x");
+    assert_int_equal(m[1].seq, 9);
+    mqc_read_marks_free(m, n);
     uint64_t c = 0;
     assert_int_equal(mqc_state_cursor(f->st, &c), 0);
     assert_int_equal(c, 4); /* the other meta rows stay */
     assert_int_equal(mqc_state_begin(f->st), 0);
-    assert_int_equal(mqc_state_read_marks_take(f->st, &convs, &seqs, &n), 0);
+    assert_int_equal(mqc_state_read_marks_take(f->st, &m, &n), 0);
     assert_int_equal(mqc_state_commit(f->st), 0);
     assert_int_equal(n, 0); /* taken once */
-    free(convs);
-    free(seqs);
+    mqc_read_marks_free(m, n);
 }
 
 int main(void)
