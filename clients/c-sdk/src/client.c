@@ -213,6 +213,7 @@ mqchat_client *mqchat_new(const mqchat_options *o, char **err)
         return NULL;
     }
     c->cursor_mem = c->cursor_committed;
+    c->outbox_n = mqc_state_outbox_count(c->st); /* -1: SENT says unknown */
     if (mqc_state_restore_floor(c->st, &c->restore_floor) != 0) {
         set_err(err, "state: cannot read the restore floor");
         client_destroy(c);

@@ -100,6 +100,7 @@ struct mqchat_client {
     int timer_started, quit;
     MQTTAsync mq;
     mqc_state *st;
+    int outbox_n;  /* entries in the outbox (outbox.c keeps it; -1: unknown) */
     mqc_wake wake; /* poll mode: readable while events or packets wait */
 
     /* connection */

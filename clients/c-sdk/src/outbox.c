@@ -43,17 +43,26 @@ void resend_outbox(mqchat_client *c)
 
 /* Our own send came back (sync, pull): if it is still in the outbox, its
  * SendAck was lost: the message is durable, so complete the send. */
-void complete_own(mqchat_client *c, const char *cmid, const char *conv, uint64_t seq,
-                  uint64_t inbox_seq, int64_t t)
+/* Removes cmid from the outbox in a transaction of its own and keeps
+ * c->outbox_n: 1 removed, 0 it was not there, -1 failed (an ERROR event
+ * says so). */
+static int outbox_take(mqchat_client *c, const char *cmid)
 {
-    if (mqc_state_begin(c->st) != 0) return;
-    int removed = mqc_state_outbox_remove(c->st, cmid);
+    int removed = -1;
+    if (mqc_state_begin(c->st) == 0) removed = mqc_state_outbox_remove(c->st, cmid);
     if (removed < 0 || mqc_state_commit(c->st) != 0) {
         mqc_state_rollback(c->st);
         emit_error(c, "outbox: %s", mqc_state_errmsg(c->st));
-        return;
+        return -1;
     }
-    if (removed == 0) return;
+    if (removed && c->outbox_n > 0) c->outbox_n--;
+    return removed;
+}
+
+void complete_own(mqchat_client *c, const char *cmid, const char *conv, uint64_t seq,
+                  uint64_t inbox_seq, int64_t t)
+{
+    if (outbox_take(c, cmid) != 1) return;
     ievent *ie = ev_new(c, MQCHAT_EV_SENT);
     if (!ie) return;
     snprintf(ie->ev.sent.cmid, MQCHAT_ID_BUF, "%s", cmid);
@@ -61,7 +70,7 @@ void complete_own(mqchat_client *c, const char *cmid, const char *conv, uint64_t
     ie->ev.sent.seq = seq;
     ie->ev.sent.inbox_seq = inbox_seq;
     ie->ev.sent.time_ms = t;
-    ie->ev.sent.outbox_left = mqc_state_outbox_count(c->st);
+    ie->ev.sent.outbox_left = c->outbox_n;
     emit(c, ie);
 }
 
@@ -73,13 +82,7 @@ void on_send_ack(mqchat_client *c, const Mqchat__V1__SendAck *a)
         int had = mqc_state_outbox_has(c->st, a->client_msg_id);
         if (had <= 0) return; /* not ours any more (answered already) */
         if (!retry) {
-            if (mqc_state_begin(c->st) != 0) return;
-            if (mqc_state_outbox_remove(c->st, a->client_msg_id) < 0 ||
-                mqc_state_commit(c->st) != 0) {
-                mqc_state_rollback(c->st);
-                emit_error(c, "outbox: %s", mqc_state_errmsg(c->st));
-                return;
-            }
+            if (outbox_take(c, a->client_msg_id) < 0) return;
         } else {
             uint32_t after = a->error->retry_after_ms ? a->error->retry_after_ms : 1000;
             int64_t at = now_ms() + after;
@@ -93,7 +96,7 @@ void on_send_ack(mqchat_client *c, const Mqchat__V1__SendAck *a)
         ie->ev.sent.code = code;
         ie->ev.sent.error_message = xstrdup(a->error->message);
         ie->ev.sent.will_retry = retry;
-        ie->ev.sent.outbox_left = mqc_state_outbox_count(c->st);
+        ie->ev.sent.outbox_left = c->outbox_n;
         emit(c, ie);
         return;
     }
@@ -135,6 +138,7 @@ static int queue_send(mqchat_client *c, mqc_outbox_entry *e, char cmid_out[MQCHA
             mqc_state_rollback(c->st);
     }
     if (rc == MQCHAT_OK) {
+        if (c->outbox_n >= 0) c->outbox_n++;
         if (cmid_out) memcpy(cmid_out, cmid, MQCHAT_ID_BUF);
         send_entry(c, e);
     }
